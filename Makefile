@@ -1,0 +1,58 @@
+# Everything a fresh Debian 12 machine needs, installed on demand (run as root).
+# Two commands matter: `make demo` and `make test`. See README.md.
+
+VENV    ?= .venv
+PY      := $(VENV)/bin/python
+# Debian's python: Mininet is packaged for it, and the venv sees it via --system-site-packages.
+SYSPY   := /usr/bin/python3
+DEBS    := openvswitch-switch mininet iputils-ping ethtool iproute2 python3-venv
+STAMP   := $(VENV)/.installed
+
+.PHONY: all deps venv test unit integration demo lint clean
+
+all: test
+
+# Debian packages, only the missing ones, so a prepared machine pays nothing.
+deps:
+	@missing=""; for p in $(DEBS); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+
+venv: $(STAMP)
+
+# Ryu 4.34's setup.py calls easy_install.get_script_args, which setuptools 58 removed,
+# and current pip no longer passes constraints into isolated build environments. So Ryu
+# alone is built against an old setuptools (and pbr, its version tool) in the venv,
+# without build isolation; our own
+# package then builds in isolation with a current setuptools.
+$(STAMP): setup.cfg setup.py pyproject.toml | deps
+	$(SYSPY) -m venv --system-site-packages $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q 'setuptools<58' wheel pbr
+	$(PY) -m pip install -q --no-build-isolation ryu==4.34
+	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m ryu_ctfw.eventlet_compat install
+	touch $@
+
+test: venv
+	$(PY) -m pytest -v
+
+unit: venv
+	$(PY) -m pytest -v tests/unit
+
+integration: venv
+	$(PY) -m pytest -v tests/integration
+
+demo: venv
+	$(PY) -m ryu_ctfw.demo
+
+lint: venv
+	$(VENV)/bin/ruff check ryu_ctfw tests mininet
+	$(VENV)/bin/ruff format --check ryu_ctfw tests mininet
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache

@@ -1,0 +1,1 @@
+"""ryu-ctfw: a conntrack-based stateful firewall controller for Open vSwitch."""

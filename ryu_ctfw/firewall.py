@@ -1,0 +1,118 @@
+"""The firewall service: the one place a policy change goes through.
+
+`change()` applies a change to the policy, stores it, has every connected switch confirm
+the new flows, and undoes all of that if a switch refuses them. The REST layer calls it;
+the views render what the API shows.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from ryu.lib import hub
+
+from ryu_ctfw import store
+from ryu_ctfw.policy import Policy, PolicyError, Vm
+from ryu_ctfw.switch import SwitchError, SwitchManager, dpid_str, flow_from_stats
+
+T = TypeVar("T")
+
+
+class SwitchRejected(PolicyError):
+    """A switch refused the flows of a change, or did not confirm them."""
+
+    status = 502
+
+
+class Firewall:
+    def __init__(self, state_file: Path, logger: logging.Logger | None = None) -> None:
+        self.log = logger or logging.getLogger("ryu_ctfw")
+        self.state_file = state_file
+        self.policy = store.load(state_file)
+        self.switches = SwitchManager(self.log, lambda: self.policy)
+        # One change at a time: a change waits for its switches, and a rollback must not
+        # undo somebody else's change made meanwhile.
+        self._lock = hub.Semaphore(1)
+
+    def change(self, mutate: Callable[[Policy], T]) -> T:
+        with self._lock:
+            before = self.policy.copy()
+            candidate = self.policy.copy()
+            result = mutate(candidate)  # raises PolicyError before anything changed
+            store.save(self.state_file, candidate)
+            self.policy = candidate
+            errors = [e for r in self.switches.sync_all() for e in r.errors]
+            if errors:
+                self.log.error("change refused by a switch, rolling back: %s", errors)
+                store.save(self.state_file, before)
+                self.policy = before
+                self.switches.sync_all()
+                raise SwitchRejected("; ".join(errors))
+            return result
+
+    # --- views -----------------------------------------------------------------------------
+    def vm_view(self, vm: Vm) -> dict[str, Any]:
+        where = self.switches.locate(vm.port)
+        view = vm.to_dict()
+        view["dpid"] = dpid_str(where[0]) if where else None
+        view["ofport"] = where[1] if where else None
+        view["learned_mac"] = self.switches.learned_mac(vm.name, vm.port)
+        return view
+
+    def switches_view(self) -> list[dict[str, Any]]:
+        by_port = {vm.port: vm.name for vm in self.policy.vms.values()}
+        out = []
+        for sw in sorted(self.switches.switches.values(), key=lambda s: s.dpid):
+            ports = [
+                {"name": name, "ofport": no, "vm": by_port.get(name)}
+                for name, no in sorted(sw.ports.items(), key=lambda kv: kv[1])
+            ]
+            out.append(
+                {
+                    "dpid": dpid_str(sw.dpid),
+                    "name": sw.name,
+                    "connected": sw.connected,
+                    "ports": ports,
+                }
+            )
+        return out
+
+    def flows_view(self) -> list[dict[str, Any]]:
+        out = []
+        for sw in sorted(self.switches.switches.values(), key=lambda s: s.dpid):
+            if not sw.connected:
+                continue
+            try:
+                stats = self.switches.flow_stats(sw.dpid)
+            except SwitchError as e:
+                raise SwitchRejected(f"cannot read flows of {dpid_str(sw.dpid)}: {e}") from e
+            for stat in sorted(stats, key=lambda s: (s.table_id, -s.priority)):
+                out.append(_flow_view(sw.dp, sw.dpid, stat))
+        return out
+
+
+def _flow_view(dp: Any, dpid: int, stat: Any) -> dict[str, Any]:
+    flow = flow_from_stats(dp, stat)
+    view: dict[str, Any] = {
+        "dpid": dpid_str(dpid),
+        "table": stat.table_id,
+        "priority": stat.priority,
+        "cookie": f"0x{stat.cookie:x}",
+        "packets": stat.packet_count,
+        "bytes": stat.byte_count,
+        "duration": round(stat.duration_sec + stat.duration_nsec / 1e9, 3),
+    }
+    if flow is None:  # not one of ours after all; show what we can
+        view.update(
+            match=dict(stat.match.items()),
+            actions=None,
+            text=f"table={stat.table_id}, priority={stat.priority} (unparsed)",
+        )
+    else:
+        view.update(
+            match=flow.match.fields(), actions=[a.text() for a in flow.actions], text=flow.text()
+        )
+    return view

@@ -1,0 +1,244 @@
+"""The policy model: VMs, pairs and their validation. Pure Python, no Ryu.
+
+A VM is a name bound to the name of its NIC's port on a bridge (vm1 -> tap2, as in the
+seed), optionally with its MAC and IP addresses. A pair says "initiator may open
+connections to responder"; replies come back, nothing else.
+"""
+
+from __future__ import annotations
+
+import copy
+import ipaddress
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class PolicyError(Exception):
+    """A request the policy refuses. `status` is the HTTP status the REST layer uses."""
+
+    status = 400
+
+
+class InvalidInput(PolicyError):
+    status = 400
+
+
+class NotFound(PolicyError):
+    status = 404
+
+
+class Conflict(PolicyError):
+    status = 409
+
+
+VM_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+# Linux interface names: at most 15 bytes, no '/', no whitespace. We also refuse the few
+# characters that would need quoting in ovs-vsctl or a shell, which no real NIC uses.
+PORT_NAME_RE = re.compile(r"^[A-Za-z0-9_.:@-]{1,15}$")
+MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
+
+
+@dataclass(frozen=True)
+class Vm:
+    name: str
+    port: str
+    mac: str | None = None
+    ips: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "port": self.port, "mac": self.mac, "ips": list(self.ips)}
+
+
+@dataclass(frozen=True)
+class Pair:
+    id: int
+    initiator: str
+    responder: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "initiator": self.initiator, "responder": self.responder}
+
+
+def validate_vm_name(name: Any) -> str:
+    if not isinstance(name, str) or not VM_NAME_RE.match(name):
+        raise InvalidInput(
+            f"invalid VM name {name!r}: 1-64 characters of letters, digits, '_', '.', '-',"
+            " starting with a letter or digit"
+        )
+    return name
+
+
+def validate_port_name(port: Any) -> str:
+    if not isinstance(port, str) or not PORT_NAME_RE.match(port) or port in (".", ".."):
+        raise InvalidInput(
+            f"invalid port name {port!r}: a network interface name of 1-15 characters"
+            " (letters, digits, '_', '.', ':', '@', '-')"
+        )
+    return port
+
+
+def validate_mac(mac: Any) -> str | None:
+    if mac is None:
+        return None
+    if not isinstance(mac, str) or not MAC_RE.match(mac.lower()):
+        raise InvalidInput(f"invalid mac {mac!r}: expected six hex octets like 52:54:00:60:84:ff")
+    mac = mac.lower()
+    if int(mac[:2], 16) & 1:
+        raise InvalidInput(f"invalid mac {mac!r}: a multicast address cannot be a VM's MAC")
+    if mac == "00:00:00:00:00:00":
+        raise InvalidInput("invalid mac '00:00:00:00:00:00'")
+    return mac
+
+
+def validate_ips(ips: Any) -> tuple[str, ...]:
+    if ips is None:
+        return ()
+    if not isinstance(ips, list):
+        raise InvalidInput(f"invalid ips {ips!r}: expected a list of IP addresses")
+    out: list[str] = []
+    for ip in ips:
+        try:
+            addr = ipaddress.ip_address(ip) if isinstance(ip, str) else None
+        except ValueError:
+            addr = None
+        if addr is None:
+            raise InvalidInput(f"invalid ips: {ip!r} is not an IPv4 or IPv6 address")
+        if addr.is_multicast or addr.is_unspecified:
+            raise InvalidInput(f"invalid ips: {ip!r} cannot be a VM's own address")
+        if str(addr) in out:
+            raise InvalidInput(f"invalid ips: {ip!r} is listed twice")
+        out.append(str(addr))
+    return tuple(out)
+
+
+def vm_from_body(name: str, body: Any) -> Vm:
+    """Build a VM from a PUT body, refusing anything not in the contract."""
+    if not isinstance(body, dict):
+        raise InvalidInput('body must be a JSON object like {"port": "tap2"}')
+    unknown = sorted(set(body) - {"port", "mac", "ips"})
+    if unknown:
+        raise InvalidInput(f"unknown field(s): {', '.join(unknown)}")
+    if "port" not in body:
+        raise InvalidInput("missing field: port")
+    return Vm(
+        name=validate_vm_name(name),
+        port=validate_port_name(body["port"]),
+        mac=validate_mac(body.get("mac")),
+        ips=validate_ips(body.get("ips")),
+    )
+
+
+def pair_names_from_body(body: Any) -> tuple[str, str]:
+    if not isinstance(body, dict):
+        raise InvalidInput(
+            'body must be a JSON object like {"initiator": "vm1", "responder": "vm2"}'
+        )
+    unknown = sorted(set(body) - {"initiator", "responder"})
+    if unknown:
+        raise InvalidInput(f"unknown field(s): {', '.join(unknown)}")
+    for key in ("initiator", "responder"):
+        if key not in body:
+            raise InvalidInput(f"missing field: {key}")
+        if not isinstance(body[key], str):
+            raise InvalidInput(f"invalid {key}: expected a VM name")
+    return body["initiator"], body["responder"]
+
+
+@dataclass
+class Policy:
+    """All VMs and pairs. Methods validate first and change nothing when they raise."""
+
+    vms: dict[str, Vm] = field(default_factory=dict)
+    pairs: dict[int, Pair] = field(default_factory=dict)
+    next_pair_id: int = 1
+
+    # --- VMs -------------------------------------------------------------------------
+    def get_vm(self, name: str) -> Vm:
+        try:
+            return self.vms[name]
+        except KeyError:
+            raise NotFound(f"no VM named {name!r}") from None
+
+    def put_vm(self, vm: Vm) -> bool:
+        """Create or replace a VM; returns True when it was created."""
+        for other in self.vms.values():
+            if other.name == vm.name:
+                continue
+            if other.port == vm.port:
+                raise Conflict(f"port {vm.port!r} already belongs to VM {other.name!r}")
+            if vm.mac and other.mac == vm.mac:
+                raise Conflict(f"mac {vm.mac} already belongs to VM {other.name!r}")
+            shared = set(vm.ips) & set(other.ips)
+            if shared:
+                raise Conflict(f"ip {sorted(shared)[0]} already belongs to VM {other.name!r}")
+        created = vm.name not in self.vms
+        self.vms[vm.name] = vm
+        return created
+
+    def delete_vm(self, name: str) -> None:
+        self.get_vm(name)
+        users = [p.id for p in self.pairs.values() if name in (p.initiator, p.responder)]
+        if users:
+            ids = ", ".join(str(i) for i in users)
+            raise Conflict(f"VM {name!r} is used by pair(s) {ids}; delete them first")
+        del self.vms[name]
+
+    # --- pairs -----------------------------------------------------------------------
+    def get_pair(self, pair_id: int) -> Pair:
+        try:
+            return self.pairs[pair_id]
+        except KeyError:
+            raise NotFound(f"no pair with id {pair_id}") from None
+
+    def add_pair(self, initiator: str, responder: str) -> Pair:
+        if initiator == responder:
+            raise InvalidInput(f"a VM cannot be paired with itself ({initiator!r})")
+        self.get_vm(initiator)
+        self.get_vm(responder)
+        for p in self.pairs.values():
+            if (p.initiator, p.responder) == (initiator, responder):
+                raise Conflict(f"pair {initiator} -> {responder} already exists (id {p.id})")
+        pair = Pair(id=self.next_pair_id, initiator=initiator, responder=responder)
+        self.pairs[pair.id] = pair
+        self.next_pair_id += 1
+        return pair
+
+    def delete_pair(self, pair_id: int) -> None:
+        self.get_pair(pair_id)
+        del self.pairs[pair_id]
+
+    def pairs_of(self, vm_name: str) -> list[Pair]:
+        return [p for p in self.pairs.values() if vm_name in (p.initiator, p.responder)]
+
+    # --- persistence form ------------------------------------------------------------
+    def copy(self) -> Policy:
+        return copy.deepcopy(self)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "version": 1,
+            "vms": [vm.to_dict() for vm in self.vms.values()],
+            "pairs": [p.to_dict() for p in self.pairs.values()],
+            "next_pair_id": self.next_pair_id,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Policy:
+        """Rebuild a policy, validating it as strictly as REST input."""
+        if not isinstance(data, dict) or data.get("version") != 1:
+            raise InvalidInput("not a ryu-ctfw state (version 1)")
+        policy = cls()
+        for raw in data.get("vms", []):
+            raw = dict(raw)
+            name = raw.pop("name", None)
+            policy.put_vm(vm_from_body(name, raw))
+        for raw in data.get("pairs", []):
+            pair_id = raw.get("id")
+            if not isinstance(pair_id, int) or pair_id < 1 or pair_id in policy.pairs:
+                raise InvalidInput(f"bad pair id {pair_id!r}")
+            initiator, responder = pair_names_from_body({k: v for k, v in raw.items() if k != "id"})
+            policy.next_pair_id = pair_id
+            policy.add_pair(initiator, responder)
+        policy.next_pair_id = max([data.get("next_pair_id", 1), *(p + 1 for p in policy.pairs)])
+        return policy

@@ -1,0 +1,166 @@
+"""The REST layer: parse, validate, call the firewall, render JSON. Nothing else.
+
+Ryu's WSGI answers a wrong method with 404 and lets exceptions escape as 500 pages, so
+each path is one route that dispatches on the method itself, and every answer, error or
+not, is JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from ryu.app.wsgi import ControllerBase, Response, WSGIApplication, route
+
+from ryu_ctfw.policy import PolicyError, pair_names_from_body, validate_vm_name, vm_from_body
+
+if TYPE_CHECKING:
+    from ryu_ctfw.app import Firewall
+
+API = "/ctfw/v1"
+APP_KEY = "ctfw_app"
+MAX_BODY = 64 * 1024
+LOG = logging.getLogger("ryu_ctfw.rest")
+
+
+class HttpError(Exception):
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.status = status
+        self.headers = headers or {}
+
+
+def json_response(status: int, body: Any = None, headers: dict[str, str] | None = None) -> Response:
+    resp = Response(status=status, headers=headers or {})
+    if body is not None:
+        resp.content_type = "application/json"
+        resp.text = json.dumps(body, indent=2) + "\n"
+    return resp
+
+
+def parse_body(req: Any) -> Any:
+    if req.content_length is not None and req.content_length > MAX_BODY:
+        raise HttpError(413, f"body larger than {MAX_BODY} bytes")
+    raw = req.body_file.read(MAX_BODY + 1)
+    if len(raw) > MAX_BODY:
+        raise HttpError(413, f"body larger than {MAX_BODY} bytes")
+    if not raw.strip():
+        raise HttpError(400, "body is empty; expected a JSON object")
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise HttpError(400, f"body is not valid JSON: {e}") from None
+
+
+class CtfwController(ControllerBase):
+    def __init__(self, req: Any, link: Any, data: dict, **config: Any) -> None:
+        super().__init__(req, link, data, **config)
+        self.fw: Firewall = data[APP_KEY]
+
+    def _dispatch(
+        self, req: Any, handlers: dict[str, Callable[..., Response]], **kwargs: Any
+    ) -> Response:
+        try:
+            handler = handlers.get(req.method)
+            if handler is None:
+                allow = ", ".join(sorted(handlers))
+                raise HttpError(
+                    405, f"method {req.method} not allowed here; use {allow}", {"Allow": allow}
+                )
+            return handler(req, **kwargs)
+        except HttpError as e:
+            return json_response(e.status, {"error": str(e)}, e.headers)
+        except PolicyError as e:
+            return json_response(e.status, {"error": str(e)})
+        except Exception:
+            LOG.exception("REST %s %s failed", req.method, req.path)
+            return json_response(500, {"error": "internal error; see the controller log"})
+
+    # --- routes (one per path) -------------------------------------------------------------
+    @route("ctfw", API + "/vms")
+    def vms(self, req: Any, **_: Any) -> Response:
+        return self._dispatch(req, {"GET": self.list_vms})
+
+    @route("ctfw", API + "/vms/{name}")
+    def vm(self, req: Any, name: str, **_: Any) -> Response:
+        return self._dispatch(
+            req, {"GET": self.get_vm, "PUT": self.put_vm, "DELETE": self.delete_vm}, name=name
+        )
+
+    @route("ctfw", API + "/pairs")
+    def pairs(self, req: Any, **_: Any) -> Response:
+        return self._dispatch(req, {"GET": self.list_pairs, "POST": self.add_pair})
+
+    @route("ctfw", API + "/pairs/{pair_id}")
+    def pair(self, req: Any, pair_id: str, **_: Any) -> Response:
+        return self._dispatch(
+            req, {"GET": self.get_pair, "DELETE": self.delete_pair}, pair_id=pair_id
+        )
+
+    @route("ctfw", API + "/switches")
+    def switches(self, req: Any, **_: Any) -> Response:
+        return self._dispatch(req, {"GET": self.list_switches})
+
+    @route("ctfw", API + "/flows")
+    def flows(self, req: Any, **_: Any) -> Response:
+        return self._dispatch(req, {"GET": self.list_flows})
+
+    def unknown_path(self, req: Any, **_: Any) -> Response:
+        return json_response(404, {"error": f"no such resource: {req.path}"})
+
+    # --- handlers --------------------------------------------------------------------------
+    def list_vms(self, req: Any) -> Response:
+        return json_response(
+            200, {"vms": [self.fw.vm_view(v) for v in self.fw.policy.vms.values()]}
+        )
+
+    def get_vm(self, req: Any, name: str) -> Response:
+        return json_response(200, self.fw.vm_view(self.fw.policy.get_vm(name)))
+
+    def put_vm(self, req: Any, name: str) -> Response:
+        vm = vm_from_body(name, parse_body(req))
+        created = self.fw.change(lambda policy: policy.put_vm(vm))
+        return json_response(201 if created else 200, self.fw.vm_view(vm))
+
+    def delete_vm(self, req: Any, name: str) -> Response:
+        validate_vm_name(name)
+        self.fw.change(lambda policy: policy.delete_vm(name))
+        return json_response(204)
+
+    def list_pairs(self, req: Any) -> Response:
+        return json_response(200, {"pairs": [p.to_dict() for p in self.fw.policy.pairs.values()]})
+
+    def get_pair(self, req: Any, pair_id: str) -> Response:
+        return json_response(200, self.fw.policy.get_pair(_pair_id(pair_id)).to_dict())
+
+    def add_pair(self, req: Any) -> Response:
+        initiator, responder = pair_names_from_body(parse_body(req))
+        pair = self.fw.change(lambda policy: policy.add_pair(initiator, responder))
+        return json_response(201, pair.to_dict(), {"Location": f"{API}/pairs/{pair.id}"})
+
+    def delete_pair(self, req: Any, pair_id: str) -> Response:
+        ident = _pair_id(pair_id)
+        self.fw.change(lambda policy: policy.delete_pair(ident))
+        return json_response(204)
+
+    def list_switches(self, req: Any) -> Response:
+        return json_response(200, {"switches": self.fw.switches_view()})
+
+    def list_flows(self, req: Any) -> Response:
+        return json_response(200, {"flows": self.fw.flows_view()})
+
+
+def _pair_id(text: str) -> int:
+    if not text.isdigit() or len(text) > 12:
+        raise HttpError(404, f"no pair with id {text!r}")
+    return int(text)
+
+
+def register(wsgi: WSGIApplication, fw: Firewall) -> None:
+    wsgi.register(CtfwController, {APP_KEY: fw})
+    # Registered last so that it only catches what no route above matched.
+    wsgi.mapper.connect(
+        "ctfw_unknown", "/ctfw/{path:.*}", controller=CtfwController, action="unknown_path"
+    )

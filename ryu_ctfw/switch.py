@@ -1,0 +1,555 @@
+"""The switch side: connected bridges, their ports, and keeping their flows in sync.
+
+Each connected switch has one sync worker (a green thread). Everything that changes what a
+switch should hold (a REST change, a port event, a learned MAC) only asks that worker to
+sync; the worker compiles the policy for that switch, compares it with what the switch
+holds (read back from the switch, by cookie, when it connects) and sends the difference,
+then a barrier. Ryu's event handlers therefore never wait, and REST calls can wait for the
+worker to confirm their change.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ryu.lib import hub
+from ryu.lib.packet import arp, ethernet, packet
+from ryu.ofproto import nicira_ext
+
+from ryu_ctfw.compiler import (
+    COOKIE_MASK,
+    COOKIE_TAG,
+    Action,
+    Attachment,
+    Ct,
+    CtState,
+    Flow,
+    Match,
+    Output,
+    compile_switch,
+)
+from ryu_ctfw.policy import Policy, validate_mac
+
+REPLY_TIMEOUT = 5.0
+ALL_COOKIE_BITS = 0xFFFF_FFFF_FFFF_FFFF
+
+
+def dpid_str(dpid: int) -> str:
+    return f"{dpid:016x}"
+
+
+class SwitchError(Exception):
+    """The switch refused or did not confirm a change."""
+
+
+@dataclass
+class SyncResult:
+    dpid: int
+    errors: list[str] = field(default_factory=list)
+    added: int = 0
+    deleted: int = 0
+
+
+@dataclass
+class _Pending:
+    """Replies collected for one request (by xid)."""
+
+    done: hub.Event = field(default_factory=hub.Event)
+    replies: list[Any] = field(default_factory=list)
+    error: Any = None
+
+
+@dataclass
+class Switch:
+    dpid: int
+    dp: Any = None  # ryu Datapath while connected
+    name: str | None = None  # bridge name (its LOCAL port)
+    ports: dict[str, int] = field(default_factory=dict)  # port name -> ofport
+    learned: dict[str, str] = field(default_factory=dict)  # VM name -> MAC seen in its ARP
+    installed: dict[tuple, Flow] | None = None  # None: not read from the switch yet
+    pending: dict[int, _Pending] = field(default_factory=dict)
+    errors: dict[int, Any] = field(default_factory=dict)  # xid -> error msg, during a sync
+    wake: hub.Event = field(default_factory=hub.Event)
+    requested: int = 0
+    finished: int = 0
+    results: dict[int, SyncResult] = field(default_factory=dict)
+    waiters: list[tuple[int, hub.Event]] = field(default_factory=list)
+    worker: Any = None
+
+    @property
+    def connected(self) -> bool:
+        return self.dp is not None
+
+    def port_name(self, ofport: int) -> str | None:
+        for name, no in self.ports.items():
+            if no == ofport:
+                return name
+        return None
+
+
+# --- Flow <-> OpenFlow messages ------------------------------------------------------------
+
+
+def to_ofp_match(parser: Any, m: Match) -> Any:
+    fields: dict[str, Any] = {}
+    if m.in_port is not None:
+        fields["in_port"] = m.in_port
+    if m.eth_type is not None:
+        fields["eth_type"] = m.eth_type
+    if m.eth_dst is not None:
+        fields["eth_dst"] = m.eth_dst
+    if m.ipv4_dst is not None:
+        fields["ipv4_dst"] = m.ipv4_dst
+    if m.ct_state is not None:
+        fields["ct_state"] = (m.ct_state.value, m.ct_state.mask)
+    return parser.OFPMatch(**fields)
+
+
+def to_ofp_action(dp: Any, a: Action) -> Any:
+    ofp, parser = dp.ofproto, dp.ofproto_parser
+    if isinstance(a, Ct):
+        return parser.NXActionCT(
+            flags=nicira_ext.NX_CT_F_COMMIT if a.commit else 0,
+            zone_src="",
+            zone_ofs_nbits=a.zone or 0,
+            recirc_table=nicira_ext.NX_CT_RECIRC_NONE if a.table is None else a.table,
+            alg=0,
+            actions=[],
+        )
+    if a.port == "NORMAL":
+        return parser.OFPActionOutput(ofp.OFPP_NORMAL)
+    if a.port == "CONTROLLER":
+        return parser.OFPActionOutput(ofp.OFPP_CONTROLLER, a.max_len)
+    return parser.OFPActionOutput(int(a.port))
+
+
+def flow_mod(dp: Any, flow: Flow, delete: bool = False) -> Any:
+    ofp, parser = dp.ofproto, dp.ofproto_parser
+    match = to_ofp_match(parser, flow.match)
+    if delete:
+        # Strict and by full cookie: never touches a flow someone else owns.
+        return parser.OFPFlowMod(
+            dp,
+            cookie=flow.cookie,
+            cookie_mask=ALL_COOKIE_BITS,
+            table_id=flow.table,
+            command=ofp.OFPFC_DELETE_STRICT,
+            priority=flow.priority,
+            out_port=ofp.OFPP_ANY,
+            out_group=ofp.OFPG_ANY,
+            match=match,
+        )
+    actions = [to_ofp_action(dp, a) for a in flow.actions]
+    inst = [parser.OFPInstructionActions(ofp.OFPIT_APPLY_ACTIONS, actions)] if actions else []
+    return parser.OFPFlowMod(
+        dp,
+        cookie=flow.cookie,
+        table_id=flow.table,
+        command=ofp.OFPFC_ADD,
+        priority=flow.priority,
+        match=match,
+        instructions=inst,
+    )
+
+
+def from_ofp_match(match: Any) -> Match | None:
+    """Our Match for a switch's match, or None if it uses fields we never set."""
+    known = {"in_port", "eth_type", "eth_dst", "ipv4_dst", "ct_state"}
+    fields = dict(match.items())
+    if set(fields) - known:
+        return None
+    ct = fields.get("ct_state")
+    if isinstance(ct, tuple):
+        ct = CtState(ct[0], ct[1])
+    elif isinstance(ct, int):
+        ct = CtState(ct, 0xFFFFFFFF)
+    return Match(
+        in_port=fields.get("in_port"),
+        eth_type=fields.get("eth_type"),
+        eth_dst=fields.get("eth_dst"),
+        ipv4_dst=fields.get("ipv4_dst"),
+        ct_state=ct,
+    )
+
+
+def from_ofp_actions(dp: Any, instructions: list[Any]) -> tuple[Action, ...] | None:
+    ofp, parser = dp.ofproto, dp.ofproto_parser
+    out: list[Action] = []
+    for inst in instructions:
+        if (
+            not isinstance(inst, parser.OFPInstructionActions)
+            or inst.type != ofp.OFPIT_APPLY_ACTIONS
+        ):
+            return None
+        for a in inst.actions:
+            if isinstance(a, parser.NXActionCT):
+                if a.zone_src or a.actions or a.alg:
+                    return None
+                table = None if a.recirc_table == nicira_ext.NX_CT_RECIRC_NONE else a.recirc_table
+                out.append(
+                    Ct(
+                        commit=bool(a.flags & nicira_ext.NX_CT_F_COMMIT),
+                        table=table,
+                        zone=a.zone_ofs_nbits or None,
+                    )
+                )
+            elif isinstance(a, parser.OFPActionOutput):
+                if a.port == ofp.OFPP_NORMAL:
+                    out.append(Output("NORMAL"))
+                elif a.port == ofp.OFPP_CONTROLLER:
+                    out.append(Output("CONTROLLER", a.max_len))
+                else:
+                    out.append(Output(a.port))
+            else:
+                return None
+    return tuple(out)
+
+
+def flow_from_stats(dp: Any, stat: Any) -> Flow | None:
+    match = from_ofp_match(stat.match)
+    actions = from_ofp_actions(dp, stat.instructions)
+    if match is None or actions is None:
+        return None
+    return Flow(stat.table_id, stat.priority, match, actions, stat.cookie)
+
+
+# --- the switches ---------------------------------------------------------------------------
+
+
+class SwitchManager:
+    """All switches this controller knows, connected or not."""
+
+    def __init__(self, logger: logging.Logger, policy: Callable[[], Policy]) -> None:
+        self.log = logger
+        self.policy = policy
+        self.switches: dict[int, Switch] = {}
+
+    # --- events from Ryu (never block) -----------------------------------------------------
+    def connected(self, dp: Any) -> None:
+        """The switch finished its handshake and Ryu has its port list."""
+        sw = self.switches.setdefault(dp.id, Switch(dp.id))
+        if sw.worker is not None:
+            hub.kill(sw.worker)
+        sw.dp = dp
+        sw.installed = None  # read it back before changing anything
+        sw.pending.clear()
+        sw.learned.clear()
+        sw.ports = {}
+        for port in dp.ports.values():
+            self._port_added(sw, port)
+        self.log.info(
+            "switch %s (%s) connected with ports %s",
+            dpid_str(dp.id),
+            sw.name,
+            sorted(sw.ports.items(), key=lambda kv: kv[1]),
+        )
+        sw.worker = hub.spawn(self._worker, sw)
+        self.request_sync(sw.dpid)
+
+    def disconnected(self, dpid: int) -> None:
+        sw = self.switches.get(dpid)
+        if sw is None or sw.dp is None:
+            return
+        self.log.info("switch %s disconnected", dpid_str(dpid))
+        sw.dp = None
+        sw.installed = None
+        sw.learned.clear()
+        for pending in sw.pending.values():
+            pending.done.set()
+        sw.wake.set()  # lets the worker see the switch is gone and end
+        self._finish(sw, sw.requested, SyncResult(dpid, ["switch disconnected"]))
+
+    def port_status(self, dp: Any, reason: int, port: Any) -> None:
+        sw = self.switches.get(dp.id)
+        if sw is None or sw.dp is None:
+            return
+        ofp = dp.ofproto
+        name = _name(port)
+        if reason == ofp.OFPPR_DELETE:
+            if sw.ports.get(name) == port.port_no:
+                del sw.ports[name]
+            self._forget_learned(sw, name)
+            self.log.info("port %s (ofport %d) removed from %s", name, port.port_no, sw.name)
+        else:
+            old = sw.ports.get(name)
+            self._port_added(sw, port)
+            if old != port.port_no:
+                self.log.info("port %s is ofport %d on %s", name, port.port_no, sw.name)
+        self.request_sync(sw.dpid)
+
+    def packet_in(self, dp: Any, msg: Any) -> None:
+        """Learn the MAC of a VM registered without one, from the ARP it sends."""
+        sw = self.switches.get(dp.id)
+        if sw is None:
+            return
+        port = sw.port_name(msg.match.get("in_port", -1))
+        vm = next((v for v in self.policy().vms.values() if v.port == port), None)
+        if vm is None or vm.mac or vm.name in sw.learned:
+            return
+        pkt = packet.Packet(msg.data)
+        eth, arp_pkt = pkt.get_protocol(ethernet.ethernet), pkt.get_protocol(arp.arp)
+        if eth is None or arp_pkt is None or eth.src != arp_pkt.src_mac:
+            return
+        try:
+            mac = validate_mac(eth.src)
+        except ValueError:
+            return
+        sw.learned[vm.name] = mac
+        self.log.info("learned mac %s for VM %s on port %s", mac, vm.name, port)
+        self.request_sync(sw.dpid)
+
+    def reply(self, dp: Any, msg: Any) -> None:
+        """A multipart or barrier reply: hand it to whoever waits for that xid."""
+        sw = self.switches.get(dp.id)
+        pending = sw.pending.get(msg.xid) if sw else None
+        if pending is None:
+            return
+        pending.replies.append(msg)
+        more = getattr(msg, "flags", 0) & dp.ofproto.OFPMPF_REPLY_MORE
+        if not more:
+            pending.done.set()
+
+    def error(self, dp: Any, msg: Any) -> None:
+        sw = self.switches.get(dp.id)
+        text = _error_text(dp, msg)
+        if sw is None:
+            self.log.error("switch %s error: %s", dpid_str(dp.id), text)
+            return
+        pending = sw.pending.get(msg.xid)
+        if pending is not None:
+            pending.error = text
+            pending.done.set()
+        sw.errors[msg.xid] = text
+
+    # --- sync ------------------------------------------------------------------------------
+    def request_sync(self, dpid: int) -> int:
+        """Ask the switch's worker to sync; returns the generation to wait for."""
+        sw = self.switches[dpid]
+        sw.requested += 1
+        sw.wake.set()
+        return sw.requested
+
+    def sync_all(self, timeout: float = REPLY_TIMEOUT * 2) -> list[SyncResult]:
+        """Sync every connected switch and wait until each has confirmed (or failed)."""
+        waits = []
+        for sw in self.switches.values():
+            if sw.connected:
+                gen = self.request_sync(sw.dpid)
+                ev = hub.Event()
+                sw.waiters.append((gen, ev))
+                waits.append((sw, gen, ev))
+        results = []
+        for sw, gen, ev in waits:
+            if not ev.wait(timeout=timeout):
+                results.append(SyncResult(sw.dpid, ["switch did not confirm in time"]))
+            else:
+                results.append(sw.results.get(gen) or SyncResult(sw.dpid))
+        return results
+
+    def _worker(self, sw: Switch) -> None:
+        while sw.dp is not None:
+            sw.wake.wait()
+            sw.wake.clear()
+            if sw.dp is None:
+                break
+            target = sw.requested
+            try:
+                result = self._sync(sw)
+            except SwitchError as e:
+                sw.installed = None
+                result = SyncResult(sw.dpid, [str(e)])
+            except Exception as e:  # a bug must not kill the worker for good
+                self.log.exception("sync of switch %s failed", dpid_str(sw.dpid))
+                sw.installed = None
+                result = SyncResult(sw.dpid, [f"internal error: {e}"])
+            self._finish(sw, target, result)
+
+    def _finish(self, sw: Switch, target: int, result: SyncResult) -> None:
+        sw.finished = max(sw.finished, target)
+        sw.results[target] = result
+        for gen in [g for g in sw.results if g < target]:
+            sw.results[gen] = result  # a later sync covers earlier requests
+        still = []
+        for gen, ev in sw.waiters:
+            if gen <= sw.finished:
+                if gen not in sw.results:
+                    sw.results[gen] = result
+                ev.set()
+            else:
+                still.append((gen, ev))
+        sw.waiters = still
+        if len(sw.results) > 64:
+            for gen in sorted(sw.results)[:-64]:
+                del sw.results[gen]
+
+    def attachments(self, sw: Switch) -> dict[str, Attachment]:
+        out = {}
+        for vm in self.policy().vms.values():
+            ofport = sw.ports.get(vm.port)
+            if ofport is not None:
+                out[vm.name] = Attachment(ofport, vm.mac or sw.learned.get(vm.name))
+        return out
+
+    def desired(self, sw: Switch) -> list[Flow]:
+        return compile_switch(self.policy(), self.attachments(sw))
+
+    def _sync(self, sw: Switch) -> SyncResult:
+        dp = sw.dp
+        result = SyncResult(sw.dpid)
+        if sw.installed is None:
+            sw.installed = self._read_installed(sw)
+        want = {f.key: f for f in self.desired(sw)}
+        adds = [f for k, f in want.items() if sw.installed.get(k) != f]
+        dels = [f for k, f in sw.installed.items() if k not in want]
+        if not adds and not dels:
+            return result
+        sent: dict[int, Flow] = {}
+        sw.errors.clear()
+        for f in adds:
+            sent[self._send(dp, flow_mod(dp, f))] = f
+        for f in dels:
+            sent[self._send(dp, flow_mod(dp, f, delete=True))] = f
+        self._barrier(sw)
+        for xid, text in sw.errors.items():
+            flow = sent.get(xid)
+            msg = f"switch rejected {flow.text() if flow else f'xid {xid}'}: {text}"
+            self.log.error("switch %s: %s", dpid_str(sw.dpid), msg)
+            result.errors.append(msg)
+        result.added, result.deleted = len(adds), len(dels)
+        self.log.info(
+            "switch %s synced: %d flows added or changed, %d deleted",
+            dpid_str(sw.dpid),
+            len(adds),
+            len(dels),
+        )
+        # After a rejection we do not know exactly what stuck: read it back next time.
+        sw.installed = None if result.errors else want
+        return result
+
+    def _send(self, dp: Any, msg: Any) -> int:
+        dp.set_xid(msg)
+        dp.send_msg(msg)
+        return msg.xid
+
+    def _request(self, sw: Switch, msg: Any) -> list[Any]:
+        dp = sw.dp
+        if dp is None:
+            raise SwitchError("switch disconnected")
+        dp.set_xid(msg)
+        pending = sw.pending[msg.xid] = _Pending()
+        try:
+            dp.send_msg(msg)
+            if not pending.done.wait(timeout=REPLY_TIMEOUT):
+                raise SwitchError("switch did not answer in time")
+            if pending.error:
+                raise SwitchError(pending.error)
+            if sw.dp is not dp:
+                raise SwitchError("switch disconnected")
+            return pending.replies
+        finally:
+            sw.pending.pop(msg.xid, None)
+
+    def _barrier(self, sw: Switch) -> None:
+        self._request(sw, sw.dp.ofproto_parser.OFPBarrierRequest(sw.dp))
+
+    def flow_stats(self, dpid: int) -> list[Any]:
+        """Every flow of ours on the switch, as Ryu OFPFlowStats."""
+        sw = self.switches.get(dpid)
+        if sw is None or sw.dp is None:
+            raise SwitchError(f"switch {dpid_str(dpid)} is not connected")
+        dp = sw.dp
+        ofp, parser = dp.ofproto, dp.ofproto_parser
+        req = parser.OFPFlowStatsRequest(
+            dp,
+            0,
+            ofp.OFPTT_ALL,
+            ofp.OFPP_ANY,
+            ofp.OFPG_ANY,
+            COOKIE_TAG,
+            COOKIE_MASK,
+            parser.OFPMatch(),
+        )
+        return [stat for reply in self._request(sw, req) for stat in reply.body]
+
+    def _read_installed(self, sw: Switch) -> dict[tuple, Flow]:
+        """What the switch holds of ours; flows we cannot read back are deleted."""
+        dp = sw.dp
+        installed: dict[tuple, Flow] = {}
+        for stat in self.flow_stats(sw.dpid):
+            flow = flow_from_stats(dp, stat)
+            if flow is None:
+                ofp, parser = dp.ofproto, dp.ofproto_parser
+                self._send(
+                    dp,
+                    parser.OFPFlowMod(
+                        dp,
+                        cookie=stat.cookie,
+                        cookie_mask=ALL_COOKIE_BITS,
+                        table_id=stat.table_id,
+                        command=ofp.OFPFC_DELETE_STRICT,
+                        priority=stat.priority,
+                        out_port=ofp.OFPP_ANY,
+                        out_group=ofp.OFPG_ANY,
+                        match=stat.match,
+                    ),
+                )
+            else:
+                installed[flow.key] = flow
+        return installed
+
+    # --- views -----------------------------------------------------------------------------
+    def locate(self, port: str) -> tuple[int, int] | None:
+        """(dpid, ofport) of a port name on a connected switch."""
+        for sw in self.switches.values():
+            if sw.connected and port in sw.ports:
+                return sw.dpid, sw.ports[port]
+        return None
+
+    def learned_mac(self, vm_name: str, port: str) -> str | None:
+        where = self.locate(port)
+        return self.switches[where[0]].learned.get(vm_name) if where else None
+
+    # --- helpers ---------------------------------------------------------------------------
+    def _port_added(self, sw: Switch, port: Any) -> None:
+        ofp = sw.dp.ofproto
+        name = _name(port)
+        if port.port_no == ofp.OFPP_LOCAL:
+            sw.name = name
+            return
+        if port.port_no > ofp.OFPP_MAX:
+            return
+        for other, no in list(sw.ports.items()):
+            if no == port.port_no and other != name:
+                del sw.ports[other]  # renamed
+        sw.ports[name] = port.port_no
+
+    def _forget_learned(self, sw: Switch, port_name: str) -> None:
+        for vm in self.policy().vms.values():
+            if vm.port == port_name:
+                sw.learned.pop(vm.name, None)
+
+
+def _name(port: Any) -> str:
+    name = port.name
+    return name.decode("utf-8", "replace") if isinstance(name, bytes) else str(name)
+
+
+def _error_text(dp: Any, msg: Any) -> str:
+    ofp = dp.ofproto
+    types = {v: k for k, v in vars(ofp).items() if k.startswith("OFPET_") and isinstance(v, int)}
+    type_name = types.get(msg.type, str(msg.type))
+    prefix = {
+        "OFPET_BAD_REQUEST": "OFPBRC_",
+        "OFPET_BAD_ACTION": "OFPBAC_",
+        "OFPET_BAD_INSTRUCTION": "OFPBIC_",
+        "OFPET_BAD_MATCH": "OFPBMC_",
+        "OFPET_FLOW_MOD_FAILED": "OFPFMFC_",
+    }.get(type_name)
+    code_name = str(msg.code)
+    if prefix:
+        codes = {v: k for k, v in vars(ofp).items() if k.startswith(prefix) and isinstance(v, int)}
+        code_name = codes.get(msg.code, code_name)
+    return f"{type_name} {code_name}"
