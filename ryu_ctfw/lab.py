@@ -1,0 +1,467 @@
+"""A lab on one machine: a private Open vSwitch, namespace VMs, a controller, traffic.
+
+Used by `make demo` and by the integration tests. Everything here is started in a folder
+the caller owns and is stopped by the pids it recorded; nothing is ever killed by name.
+Needs root, Open vSwitch and iproute2.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+SCHEMA = Path("/usr/share/openvswitch/vswitch.ovsschema")
+
+
+class LabError(RuntimeError):
+    pass
+
+
+def run(
+    argv: list[str], env: dict[str, str] | None = None, check: bool = True, timeout: float = 30
+) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise LabError(f"{' '.join(argv)} failed ({proc.returncode}): {proc.stderr.strip()}")
+    return proc
+
+
+def require_root_and_tools() -> None:
+    """Fail loudly, with the reason, when the lab cannot run here."""
+    if os.geteuid() != 0:
+        raise LabError("the lab needs root (network namespaces, veth, Open vSwitch)")
+    for tool in ("ovsdb-server", "ovs-vswitchd", "ovs-vsctl", "ovs-ofctl", "ip", "ethtool"):
+        if shutil.which(tool) is None:
+            raise LabError(
+                f"{tool} not found: run `make deps` (Debian: openvswitch-switch, iproute2, ethtool)"
+            )
+    if not SCHEMA.exists():
+        raise LabError(f"{SCHEMA} missing: is openvswitch-switch installed?")
+
+
+def wait_for(predicate: Any, timeout: float, what: str, interval: float = 0.1) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise LabError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _kill_pidfile(pidfile: Path, sig: int = signal.SIGTERM, wait: float = 5.0) -> None:
+    try:
+        pid = int(pidfile.read_text().strip())
+    except (OSError, ValueError):
+        return
+    _kill_pid(pid, sig, wait)
+
+
+def _kill_pid(pid: int, sig: int, wait: float) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+# --- Open vSwitch ----------------------------------------------------------------------------
+
+
+@dataclass
+class Ovs:
+    """A private ovsdb-server + ovs-vswitchd whose sockets, db and logs live in `root`."""
+
+    root: Path
+
+    @property
+    def env(self) -> dict[str, str]:
+        d = str(self.root)
+        return {**os.environ, "OVS_RUNDIR": d, "OVS_LOGDIR": d, "OVS_DBDIR": d}
+
+    def start(self) -> Ovs:
+        self.root.mkdir(parents=True, exist_ok=True)
+        r = self.root
+        run(["ovsdb-tool", "create", str(r / "conf.db"), str(SCHEMA)], self.env)
+        run(
+            [
+                "ovsdb-server",
+                str(r / "conf.db"),
+                f"--remote=punix:{r}/db.sock",
+                f"--pidfile={r}/ovsdb-server.pid",
+                "--detach",
+                "--log-file",
+            ],
+            self.env,
+        )
+        run(["ovs-vsctl", f"--db=unix:{r}/db.sock", "--no-wait", "init"], self.env)
+        self.start_vswitchd()
+        return self
+
+    def start_vswitchd(self) -> None:
+        r = self.root
+        run(
+            [
+                "ovs-vswitchd",
+                f"unix:{r}/db.sock",
+                f"--pidfile={r}/ovs-vswitchd.pid",
+                "--detach",
+                "--log-file",
+            ],
+            self.env,
+        )
+
+    def stop_vswitchd(self) -> None:
+        _kill_pidfile(self.root / "ovs-vswitchd.pid")
+
+    def stop(self) -> None:
+        # Netdev bridges leave tap devices (the bridge's own and ovs-netdev) in the host
+        # unless the bridges are deleted while ovs-vswitchd still runs.
+        try:
+            for bridge in self.vsctl("list-br").split():
+                self.vsctl("del-br", bridge)
+        except (LabError, subprocess.TimeoutExpired):
+            pass
+        self.stop_vswitchd()
+        _kill_pidfile(self.root / "ovsdb-server.pid")
+
+    def vsctl(self, *args: str) -> str:
+        return run(["ovs-vsctl", "--timeout=10", *args], self.env).stdout.strip()
+
+    def ofctl(self, *args: str) -> str:
+        return run(["ovs-ofctl", "-O", "OpenFlow13", *args], self.env).stdout
+
+    def appctl(self, *args: str) -> str:
+        return run(["ovs-appctl", *args], self.env).stdout
+
+    def add_bridge(
+        self, name: str, controller_port: int | None = None, dpid: str | None = None
+    ) -> None:
+        cmd = [
+            "add-br",
+            name,
+            "--",
+            "set",
+            "bridge",
+            name,
+            "datapath_type=netdev",
+            "protocols=OpenFlow13",
+            "fail_mode=secure",
+        ]
+        if dpid:
+            cmd.append(f"other-config:datapath-id={dpid}")
+        self.vsctl(*cmd)
+        if controller_port is not None:
+            self.set_controller(name, controller_port)
+
+    def set_controller(self, bridge: str, port: int) -> None:
+        self.vsctl("set-controller", bridge, f"tcp:127.0.0.1:{port}")
+        # Retry a restarted controller within a second instead of up to eight.
+        uuid = self.vsctl("get", "bridge", bridge, "controller").strip("[]")
+        self.vsctl("set", "controller", uuid, "max_backoff=1000")
+
+    def dump_flows(self, bridge: str, *extra: str) -> str:
+        return self.ofctl("dump-flows", bridge, *extra)
+
+    def conntrack(self) -> str:
+        return self.appctl("dpctl/dump-conntrack")
+
+    def ofport(self, port: str) -> int:
+        return int(self.vsctl("get", "interface", port, "ofport"))
+
+
+# --- VMs as network namespaces ---------------------------------------------------------------
+
+
+@dataclass
+class Vm:
+    """A namespace with one NIC (eth0) whose host end (`port`) can be plugged into a bridge."""
+
+    ns: str
+    port: str
+    mac: str
+    ips: list[str] = field(default_factory=list)  # with prefix length, e.g. 198.18.0.1/24
+
+    @property
+    def ip(self) -> str:
+        return self.ips[0].split("/")[0]
+
+    def create(self) -> Vm:
+        if Path(f"/run/netns/{self.ns}").exists():
+            raise LabError(f"network namespace {self.ns} already exists; not touching it")
+        if Path(f"/sys/class/net/{self.port}").exists():
+            raise LabError(f"interface {self.port} already exists; not touching it")
+        run(["ip", "netns", "add", self.ns])
+        run(
+            [
+                "ip",
+                "link",
+                "add",
+                self.port,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "eth0",
+                "netns",
+                self.ns,
+            ]
+        )
+        run(["ip", "link", "set", self.port, "up"])
+        self.exec(["ip", "link", "set", "lo", "up"])
+        self.exec(["ip", "link", "set", "eth0", "address", self.mac])
+        for ip in self.ips:
+            family = "-6" if ":" in ip else "-4"
+            self.exec(
+                ["ip", family, "addr", "add", ip, "dev", "eth0", "nodad"]
+                if family == "-6"
+                else ["ip", "addr", "add", ip, "dev", "eth0"]
+            )
+        self.exec(["ip", "link", "set", "eth0", "up"])
+        # The userspace datapath does not finish partial checksums: without this,
+        # conntrack sees TCP/UDP as invalid (NOTES.md).
+        self.exec(["ethtool", "-K", "eth0", "tx", "off"])
+        return self
+
+    def destroy(self) -> None:
+        run(["ip", "link", "del", self.port], check=False)
+        run(["ip", "netns", "del", self.ns], check=False)
+
+    def argv(self, argv: list[str]) -> list[str]:
+        return ["ip", "netns", "exec", self.ns, *argv]
+
+    def exec(
+        self, argv: list[str], check: bool = True, timeout: float = 30
+    ) -> subprocess.CompletedProcess[str]:
+        return run(self.argv(argv), check=check, timeout=timeout)
+
+    def popen(self, argv: list[str]) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            self.argv(argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+
+    def plug(self, ovs: Ovs, bridge: str, ofport: int | None = None) -> int:
+        cmd = ["add-port", bridge, self.port]
+        if ofport is not None:
+            cmd += ["--", "set", "interface", self.port, f"ofport_request={ofport}"]
+        ovs.vsctl(*cmd)
+        return ovs.ofport(self.port)
+
+    def unplug(self, ovs: Ovs, bridge: str) -> None:
+        ovs.vsctl("del-port", bridge, self.port)
+
+    # --- traffic ---------------------------------------------------------------------------
+    def ping(self, dst: str, count: int = 2, timeout: float = 1.0) -> bool:
+        """True when at least one echo reply came back."""
+        cmd = ["ping", "-n", "-c", str(count), "-i", "0.2", "-W", str(timeout), dst]
+        return self.exec(cmd, check=False, timeout=count * timeout + 10).returncode == 0
+
+    def tcp(self, dst: str, port: int, timeout: float = 2.0) -> bool:
+        """True when a TCP connection opened and the server echoed our bytes."""
+        return self._client("tcp", dst, port, timeout)
+
+    def udp(self, dst: str, port: int, timeout: float = 2.0) -> bool:
+        """True when a UDP datagram got its echo back."""
+        return self._client("udp", dst, port, timeout)
+
+    def _client(self, proto: str, dst: str, port: int, timeout: float) -> bool:
+        cmd = [
+            sys.executable,
+            "-m",
+            "ryu_ctfw.lab",
+            f"{proto}-client",
+            dst,
+            str(port),
+            str(timeout),
+        ]
+        return self.exec(cmd, check=False, timeout=timeout + 10).returncode == 0
+
+    def serve(self, proto: str, port: int) -> subprocess.Popen[str]:
+        """An echo server for `proto` ("tcp" or "udp") on `port`; caller stops it."""
+        proc = self.popen([sys.executable, "-m", "ryu_ctfw.lab", f"{proto}-server", str(port)])
+        line = proc.stdout.readline() if proc.stdout else ""
+        if "listening" not in line:
+            proc.kill()
+            raise LabError(f"{proto} server in {self.ns} did not start: {proc.stderr.read()}")
+        return proc
+
+
+# --- the controller --------------------------------------------------------------------------
+
+
+@dataclass
+class Controller:
+    """`ryu-manager ryu_ctfw.app` with its own config file, state file and ports."""
+
+    root: Path
+    ofp_port: int = field(default_factory=free_port)
+    api_port: int = field(default_factory=free_port)
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def state_file(self) -> Path:
+        return self.root / "state.json"
+
+    @property
+    def log_file(self) -> Path:
+        return self.root / "ryu-manager.log"
+
+    def start(self, timeout: float = 20) -> Controller:
+        self.root.mkdir(parents=True, exist_ok=True)
+        conf = self.root / "ctfw.conf"
+        conf.write_text(f"[ctfw]\nstate_file = {self.state_file}\n")
+        ryu_manager = Path(sys.executable).with_name("ryu-manager")
+        log = self.log_file.open("ab")
+        self.proc = subprocess.Popen(
+            [
+                str(ryu_manager),
+                "--config-file",
+                str(conf),
+                "--ofp-tcp-listen-port",
+                str(self.ofp_port),
+                "--wsapi-port",
+                str(self.api_port),
+                "ryu_ctfw.app",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        log.close()
+        wait_for(self._api_up, timeout, "ryu-manager's REST API")
+        return self
+
+    def _api_up(self) -> bool:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise LabError(
+                f"ryu-manager exited ({self.proc.returncode}); log:\n"
+                + self.log_file.read_text()[-3000:]
+            )
+        try:
+            return self.api("GET", "/ctfw/v1/vms")[0] == 200
+        except OSError:
+            return False
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc is not None:
+            _kill_pid(self.proc.pid, sig, 5.0)
+            self.proc.wait()
+            self.proc = None
+
+    def api(
+        self, method: str, path: str, body: Any = None, raw: bytes | None = None
+    ) -> tuple[int, Any]:
+        data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{self.api_port}{path}", data=data, method=method
+        )
+        if data is not None:
+            req.add_header("Content-Type", "application/json")
+        try:
+            with urllib.request.urlopen(req, timeout=30) as resp:
+                text = resp.read().decode()
+                return resp.status, json.loads(text) if text else None
+        except urllib.error.HTTPError as e:
+            text = e.read().decode()
+            try:
+                return e.code, json.loads(text) if text else None
+            except ValueError:
+                return e.code, text
+
+    def ok(self, method: str, path: str, body: Any = None) -> Any:
+        """api() that insists on a 2xx answer."""
+        status, answer = self.api(method, path, body)
+        if not 200 <= status < 300:
+            raise LabError(f"{method} {path} -> {status} {answer}")
+        return answer
+
+    def wait_connected(self, bridge: str, timeout: float = 20) -> dict[str, Any]:
+        def find() -> dict[str, Any] | None:
+            for sw in self.api("GET", "/ctfw/v1/switches")[1]["switches"]:
+                if sw["name"] == bridge and sw["connected"]:
+                    return sw
+            return None
+
+        return wait_for(find, timeout, f"bridge {bridge} to connect to the controller")
+
+
+# --- tiny traffic programs run inside the namespaces -----------------------------------------
+
+
+def _serve(proto: str, port: int) -> None:
+    kind = socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM
+    with socket.socket(socket.AF_INET6, kind) as s:
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("::", port))
+        if proto == "tcp":
+            s.listen(16)
+        print("listening", flush=True)
+        while True:
+            if proto == "tcp":
+                conn, _ = s.accept()
+                with conn:
+                    conn.settimeout(5)
+                    try:
+                        data = conn.recv(1024)
+                        conn.sendall(data)
+                    except OSError:
+                        pass
+            else:
+                data, peer = s.recvfrom(2048)
+                s.sendto(data, peer)
+
+
+def _client(proto: str, dst: str, port: int, timeout: float) -> int:
+    family = socket.AF_INET6 if ":" in dst else socket.AF_INET
+    kind = socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM
+    payload = b"ryu-ctfw lab probe"
+    with socket.socket(family, kind) as s:
+        s.settimeout(timeout)
+        try:
+            if proto == "tcp":
+                s.connect((dst, port))
+                s.sendall(payload)
+                got = s.recv(1024)
+            else:
+                s.sendto(payload, (dst, port))
+                got, _ = s.recvfrom(2048)
+        except OSError as e:
+            print(f"{proto} {dst}:{port}: {e}", file=sys.stderr)
+            return 1
+    return 0 if got == payload else 1
+
+
+if __name__ == "__main__":
+    cmd, args = sys.argv[1], sys.argv[2:]
+    if cmd.endswith("-server"):
+        _serve(cmd.split("-")[0], int(args[0]))
+    else:
+        sys.exit(_client(cmd.split("-")[0], args[0], int(args[1]), float(args[2])))
