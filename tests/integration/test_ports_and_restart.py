@@ -1,0 +1,114 @@
+"""Rules follow VMs as ports come, go and get renumbered; a restart restores everything."""
+
+from __future__ import annotations
+
+import json
+import signal
+
+from conftest import Lab
+
+from ryu_ctfw import lab
+
+
+def vm_view(env: Lab, name: str) -> dict:
+    return env.ctl.ok("GET", f"/ctfw/v1/vms/{name}")
+
+
+def test_port_unplugged_and_back_with_another_ofport(seed: Lab) -> None:
+    vm1, vm2 = seed.vms["vm1"], seed.vms["vm2"]
+    assert vm1.ping(vm2.ip)
+    assert vm_view(seed, "vm2")["ofport"] == 3
+
+    vm2.unplug(seed.ovs, seed.bridge)
+    lab.wait_for(lambda: vm_view(seed, "vm2")["ofport"] is None, 5, "vm2 to be absent")
+    assert vm_view(seed, "vm2")["dpid"] is None
+    texts = "\n".join(f["text"] for f in seed.flows())
+    assert "in_port=3" not in texts and "+new" not in texts, texts
+
+    assert vm2.plug(seed.ovs, seed.bridge, 7) == 7
+    lab.wait_for(lambda: vm_view(seed, "vm2")["ofport"] == 7, 5, "vm2 on ofport 7")
+    lab.wait_for(
+        lambda: "in_port=7" in "\n".join(f["text"] for f in seed.flows()), 5, "flows for ofport 7"
+    )
+    texts = [f["text"] for f in seed.flows()]
+    assert "table=1, priority=100,ct_state=+est+trk,ip,in_port=7 actions=NORMAL" in texts
+    assert not any("in_port=3" in t for t in texts)
+    assert vm1.ping(vm2.ip), "vm1 -> vm2 works again on the new port"
+    srv = vm1.serve("tcp", 22)
+    try:
+        assert not vm2.tcp(vm1.ip, 22, timeout=1), "and still only one way"
+    finally:
+        srv.kill()
+
+    ports = {p["name"]: p for p in seed.ctl.ok("GET", "/ctfw/v1/switches")["switches"][0]["ports"]}
+    assert ports[vm2.port] == {"name": vm2.port, "ofport": 7, "vm": "vm2"}
+
+
+def test_vm_registered_before_its_port_exists(labenv: Lab) -> None:
+    a = labenv.vm("a", 2, 1)
+    labenv.ctl.ok(
+        "PUT", "/ctfw/v1/vms/b", {"port": f"ct{labenv.token}p5", "mac": "52:54:00:00:00:05"}
+    )
+    labenv.pair("a", "b")
+    assert vm_view(labenv, "b")["ofport"] is None
+    assert not any("+new" in f["text"] for f in labenv.flows())
+    b = labenv.vm("b", 5, 5, mac="52:54:00:00:00:05", register=False)
+    lab.wait_for(lambda: any("+new" in f["text"] for f in labenv.flows()), 5, "pair flows")
+    assert a.ping(b.ip)
+
+
+def test_controller_restart_restores_policy_without_touching_flows(seed: Lab) -> None:
+    vm1, vm2 = seed.vms["vm1"], seed.vms["vm2"]
+    assert vm1.ping(vm2.ip)
+    before_vms = seed.ctl.ok("GET", "/ctfw/v1/vms")
+    before_pairs = seed.ctl.ok("GET", "/ctfw/v1/pairs")
+    before_flows = sorted(f["text"] for f in seed.flows())
+    stored = json.loads(seed.ctl.state_file.read_text())
+    assert {v["name"] for v in stored["vms"]} == {"vm1", "vm2"}
+
+    seed.ctl.stop(signal.SIGKILL)
+    # fail_mode=secure: the switch keeps its flows while the controller is away.
+    assert vm1.ping(vm2.ip), "forwarding goes on without the controller"
+    dump = seed.ovs.dump_flows(seed.bridge)
+    assert "ct(commit)" in dump
+
+    seed.ctl.start()
+    seed.ctl.wait_connected(seed.bridge)
+    assert seed.ctl.ok("GET", "/ctfw/v1/vms") == before_vms
+    assert seed.ctl.ok("GET", "/ctfw/v1/pairs") == before_pairs
+    lab.wait_for(
+        lambda: sorted(f["text"] for f in seed.flows()) == before_flows,
+        5,
+        "the same flows after restart",
+    )
+    # Nothing was re-added: every flow is older than the controller restart.
+    log = seed.ctl.log_file.read_text()
+    assert log.count("synced:") == 2, "only the two REST changes before the restart synced"
+    assert vm1.ping(vm2.ip)
+
+
+def test_controller_restores_flows_the_switch_lost(seed: Lab) -> None:
+    vm1, vm2 = seed.vms["vm1"], seed.vms["vm2"]
+    seed.ctl.stop()
+    seed.ovs.ofctl("del-flows", seed.bridge)
+    assert not vm1.ping(vm2.ip, count=1), "no flows: fail_mode=secure drops everything"
+    seed.ctl.start()
+    seed.ctl.wait_connected(seed.bridge)
+    lab.wait_for(lambda: len(seed.flows()) == 7, 5, "the seed's seven flows again")
+    assert vm1.ping(vm2.ip)
+
+
+def test_policy_made_while_switch_away_is_applied_on_connect(labenv: Lab) -> None:
+    labenv.ovs.vsctl("del-controller", labenv.bridge)
+    lab.wait_for(
+        lambda: not labenv.ctl.ok("GET", "/ctfw/v1/switches")["switches"][0]["connected"],
+        10,
+        "the switch to disconnect",
+    )
+    a, b = labenv.vm("a", 2, 1), labenv.vm("b", 3, 2)
+    labenv.pair("a", "b")
+    # Removing the last controller made OVS flush the bridge; reconnecting restores all.
+    labenv.ovs.set_controller(labenv.bridge, labenv.ctl.ofp_port)
+    labenv.ctl.wait_connected(labenv.bridge)
+    lab.wait_for(lambda: any("+new" in f["text"] for f in labenv.flows()), 5, "pair flows")
+    assert a.ping(b.ip)
