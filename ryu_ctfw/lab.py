@@ -7,6 +7,7 @@ Needs root, Open vSwitch and iproute2.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -87,10 +88,8 @@ def _kill_pid(pid: int, sig: int, wait: float) -> None:
         except ProcessLookupError:
             return
         time.sleep(0.05)
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
 
 
 # --- Open vSwitch ----------------------------------------------------------------------------

@@ -58,7 +58,7 @@ def test_mac_learned_from_arp_when_not_given(labenv: Lab) -> None:
     labenv.ctl.ok("PUT", "/ctfw/v1/vms/b", {"port": b.port})
     labenv.pair("a", "b")
     texts = [f["text"] for f in labenv.flows()]
-    assert f"table=0, priority=11,arp,in_port=3 actions=NORMAL,CONTROLLER:128" in texts
+    assert "table=0, priority=11,arp,in_port=3 actions=NORMAL,CONTROLLER:128" in texts
     assert not any("+new" in t for t in texts), "responder's MAC unknown: nothing opens yet"
 
     b.exec(["ping", "-c", "1", "-W", "1", a.ip], check=False)  # its ARP teaches the MAC
