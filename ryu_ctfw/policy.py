@@ -50,14 +50,32 @@ class Vm:
         return {"name": self.name, "port": self.port, "mac": self.mac, "ips": list(self.ips)}
 
 
+PROTOCOLS = ("any", "tcp", "udp", "icmp")
+
+
 @dataclass(frozen=True)
 class Pair:
+    """initiator may open `protocol` connections (to `ports`, for tcp/udp) to responder."""
+
     id: int
     initiator: str
     responder: str
+    protocol: str = "any"
+    ports: str | None = None  # "22" or "8000-8100"; None: every port
+
+    @property
+    def service(self) -> tuple[str, str, str, str | None]:
+        return (self.initiator, self.responder, self.protocol, self.ports)
+
+    def port_range(self) -> tuple[int, int] | None:
+        if self.ports is None:
+            return None
+        lo, _, hi = self.ports.partition("-")
+        return int(lo), int(hi or lo)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "initiator": self.initiator, "responder": self.responder}
+        return {"id": self.id, "initiator": self.initiator, "responder": self.responder,
+                "protocol": self.protocol, "ports": self.ports}
 
 
 def validate_vm_name(name: Any) -> str:
@@ -152,6 +170,9 @@ class Policy:
     vms: dict[str, Vm] = field(default_factory=dict)
     pairs: dict[int, Pair] = field(default_factory=dict)
     next_pair_id: int = 1
+    # Each bridge's connections live in their own conntrack zone; kept with the policy so
+    # a restart finds its connections where it left them.
+    zones: dict[int, int] = field(default_factory=dict)
 
     # --- VMs -------------------------------------------------------------------------
     def get_vm(self, name: str) -> Vm:
@@ -161,17 +182,14 @@ class Policy:
             raise NotFound(f"no VM named {name!r}") from None
 
     def put_vm(self, vm: Vm) -> bool:
-        """Create or replace a VM; returns True when it was created."""
+        """Create or replace a VM; returns True when it was created.
+
+        MACs and IPs may repeat: VMs on different bridges are different L2 domains (and
+        conntrack zones), so the same addresses there are legitimate.
+        """
         for other in self.vms.values():
-            if other.name == vm.name:
-                continue
-            if other.port == vm.port:
+            if other.name != vm.name and other.port == vm.port:
                 raise Conflict(f"port {vm.port!r} already belongs to VM {other.name!r}")
-            if vm.mac and other.mac == vm.mac:
-                raise Conflict(f"mac {vm.mac} already belongs to VM {other.name!r}")
-            shared = set(vm.ips) & set(other.ips)
-            if shared:
-                raise Conflict(f"ip {sorted(shared)[0]} already belongs to VM {other.name!r}")
         created = vm.name not in self.vms
         self.vms[vm.name] = vm
         return created
@@ -191,15 +209,17 @@ class Policy:
         except KeyError:
             raise NotFound(f"no pair with id {pair_id}") from None
 
-    def add_pair(self, initiator: str, responder: str) -> Pair:
-        if initiator == responder:
-            raise InvalidInput(f"a VM cannot be paired with itself ({initiator!r})")
-        self.get_vm(initiator)
-        self.get_vm(responder)
+    def add_pair(self, req: PairRequest) -> Pair:
+        if req.initiator == req.responder:
+            raise InvalidInput(f"a VM cannot be paired with itself ({req.initiator!r})")
+        self.get_vm(req.initiator)
+        self.get_vm(req.responder)
+        pair = Pair(self.next_pair_id, req.initiator, req.responder, req.protocol, req.ports)
         for p in self.pairs.values():
-            if (p.initiator, p.responder) == (initiator, responder):
-                raise Conflict(f"pair {initiator} -> {responder} already exists (id {p.id})")
-        pair = Pair(id=self.next_pair_id, initiator=initiator, responder=responder)
+            if p.service == pair.service:
+                what = f"{p.initiator} -> {p.responder} {p.protocol}" + (
+                    f"/{p.ports}" if p.ports else "")
+                raise Conflict(f"pair {what} already exists (id {p.id})")
         self.pairs[pair.id] = pair
         self.next_pair_id += 1
         return pair
@@ -211,6 +231,13 @@ class Policy:
     def pairs_of(self, vm_name: str) -> list[Pair]:
         return [p for p in self.pairs.values() if vm_name in (p.initiator, p.responder)]
 
+    def zone_for(self, dpid: int) -> int:
+        """The bridge's conntrack zone, assigning the lowest free one (1-65535) if new."""
+        if dpid not in self.zones:
+            used = set(self.zones.values())
+            self.zones[dpid] = next(z for z in range(1, 65536) if z not in used)
+        return self.zones[dpid]
+
     # --- persistence form ------------------------------------------------------------
     def copy(self) -> Policy:
         return copy.deepcopy(self)
@@ -221,6 +248,7 @@ class Policy:
             "vms": [vm.to_dict() for vm in self.vms.values()],
             "pairs": [p.to_dict() for p in self.pairs.values()],
             "next_pair_id": self.next_pair_id,
+            "zones": {f"{dpid:016x}": zone for dpid, zone in sorted(self.zones.items())},
         }
 
     @classmethod
@@ -240,5 +268,9 @@ class Policy:
             initiator, responder = pair_names_from_body({k: v for k, v in raw.items() if k != "id"})
             policy.next_pair_id = pair_id
             policy.add_pair(initiator, responder)
+        for dpid, zone in dict(data.get("zones", {})).items():
+            if not isinstance(zone, int) or not 1 <= zone <= 65535:
+                raise InvalidInput(f"bad zone {zone!r} for switch {dpid}")
+            policy.zones[int(dpid, 16)] = zone
         policy.next_pair_id = max([data.get("next_pair_id", 1), *(p + 1 for p in policy.pairs)])
         return policy

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from ryu.app.wsgi import ControllerBase, Response, WSGIApplication, route
 
-from ryu_ctfw.policy import PolicyError, pair_names_from_body, validate_vm_name, vm_from_body
+from ryu_ctfw.policy import PolicyError, pair_request_from_body, validate_vm_name, vm_from_body
 
 if TYPE_CHECKING:
     from ryu_ctfw.app import Firewall
@@ -136,8 +136,8 @@ class CtfwController(ControllerBase):
         return json_response(200, self.fw.policy.get_pair(_pair_id(pair_id)).to_dict())
 
     def add_pair(self, req: Any) -> Response:
-        initiator, responder = pair_names_from_body(parse_body(req))
-        pair = self.fw.change(lambda policy: policy.add_pair(initiator, responder))
+        request = pair_request_from_body(parse_body(req))
+        pair = self.fw.change(lambda policy: policy.add_pair(request))
         return json_response(201, pair.to_dict(), {"Location": f"{API}/pairs/{pair.id}"})
 
     def delete_pair(self, req: Any, pair_id: str) -> Response:
