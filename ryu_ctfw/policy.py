@@ -79,7 +79,7 @@ class Pair:
 
 
 def validate_vm_name(name: Any) -> str:
-    if not isinstance(name, str) or not VM_NAME_RE.match(name):
+    if not isinstance(name, str) or not VM_NAME_RE.fullmatch(name):
         raise InvalidInput(
             f"invalid VM name {name!r}: 1-64 characters of letters, digits, '_', '.', '-',"
             " starting with a letter or digit"
@@ -88,7 +88,7 @@ def validate_vm_name(name: Any) -> str:
 
 
 def validate_port_name(port: Any) -> str:
-    if not isinstance(port, str) or not PORT_NAME_RE.match(port) or port in (".", ".."):
+    if not isinstance(port, str) or not PORT_NAME_RE.fullmatch(port) or port in (".", ".."):
         raise InvalidInput(
             f"invalid port name {port!r}: a network interface name of 1-15 characters"
             " (letters, digits, '_', '.', ':', '@', '-')"
@@ -99,7 +99,7 @@ def validate_port_name(port: Any) -> str:
 def validate_mac(mac: Any) -> str | None:
     if mac is None:
         return None
-    if not isinstance(mac, str) or not MAC_RE.match(mac.lower()):
+    if not isinstance(mac, str) or not MAC_RE.fullmatch(mac.lower()):
         raise InvalidInput(f"invalid mac {mac!r}: expected six hex octets like 52:54:00:60:84:ff")
     mac = mac.lower()
     if int(mac[:2], 16) & 1:
@@ -272,5 +272,8 @@ class Policy:
             if not isinstance(zone, int) or not 1 <= zone <= 65535:
                 raise InvalidInput(f"bad zone {zone!r} for switch {dpid}")
             policy.zones[int(dpid, 16)] = zone
-        policy.next_pair_id = max([data.get("next_pair_id", 1), *(p + 1 for p in policy.pairs)])
+        next_id = data.get("next_pair_id", 1)
+        if not isinstance(next_id, int) or isinstance(next_id, bool) or next_id < 1:
+            raise InvalidInput(f"bad next_pair_id {next_id!r}")
+        policy.next_pair_id = max([next_id, *(p + 1 for p in policy.pairs)])
         return policy

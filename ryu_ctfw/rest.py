@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -17,7 +18,7 @@ from ryu.app.wsgi import ControllerBase, Response, WSGIApplication, route
 from ryu_ctfw.policy import PolicyError, pair_request_from_body, validate_vm_name, vm_from_body
 
 if TYPE_CHECKING:
-    from ryu_ctfw.app import Firewall
+    from ryu_ctfw.firewall import Firewall
 
 API = "/ctfw/v1"
 APP_KEY = "ctfw_app"
@@ -50,7 +51,7 @@ def parse_body(req: Any) -> Any:
         raise HttpError(400, "body is empty; expected a JSON object")
     try:
         return json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as e:
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:
         raise HttpError(400, f"body is not valid JSON: {e}") from None
 
 
@@ -75,7 +76,7 @@ class CtfwController(ControllerBase):
         except PolicyError as e:
             return json_response(e.status, {"error": str(e)})
         except Exception:
-            LOG.exception("REST %s %s failed", req.method, req.path)
+            LOG.exception("REST %s %s failed", req.method, _path(req))
             return json_response(500, {"error": "internal error; see the controller log"})
 
     # --- routes (one per path) -------------------------------------------------------------
@@ -108,7 +109,7 @@ class CtfwController(ControllerBase):
         return self._dispatch(req, {"GET": self.list_flows})
 
     def unknown_path(self, req: Any, **_: Any) -> Response:
-        return json_response(404, {"error": f"no such resource: {req.path}"})
+        return json_response(404, {"error": f"no such resource: {_path(req)}"})
 
     # --- handlers --------------------------------------------------------------------------
     def list_vms(self, req: Any) -> Response:
@@ -152,8 +153,14 @@ class CtfwController(ControllerBase):
         return json_response(200, {"flows": self.fw.flows_view()})
 
 
+def _path(req: Any) -> str:
+    """The request path for messages; a path that is not UTF-8 must not raise."""
+    raw = req.environ.get("PATH_INFO", "")
+    return raw.encode("latin-1", "replace").decode("utf-8", "replace")
+
+
 def _pair_id(text: str) -> int:
-    if not text.isdigit() or len(text) > 12:
+    if not re.fullmatch(r"[0-9]{1,12}", text):
         raise HttpError(404, f"no pair with id {text!r}")
     return int(text)
 

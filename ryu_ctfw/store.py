@@ -22,14 +22,14 @@ class StateFileError(Exception):
 def load(path: Path) -> Policy:
     """The stored policy, or an empty one when the file does not exist yet."""
     try:
-        raw = path.read_text()
+        raw = path.read_bytes()
     except FileNotFoundError:
         return Policy()
     except OSError as e:
         raise StateFileError(f"cannot read state file {path}: {e.strerror}") from e
     try:
         return Policy.from_dict(json.loads(raw))
-    except (ValueError, PolicyError, TypeError, AttributeError) as e:
+    except (ValueError, PolicyError, TypeError, AttributeError, RecursionError) as e:
         raise StateFileError(f"state file {path} is corrupt: {e}") from e
 
 

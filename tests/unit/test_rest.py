@@ -1,0 +1,432 @@
+"""The REST API, driven through Ryu's own WSGI application with webob requests.
+
+No server and no switch: `Request.get_response()` calls the WSGI app in this process.
+
+The Firewall takes an eventlet semaphore (hub.Semaphore) in change() and, with switches
+connected, waits on eventlet events. Calling it from the test's main greenlet is fine here:
+an uncontended eventlet Semaphore is acquired without switching greenlets, and with no
+switch connected SwitchManager.sync_all() has nothing to wait for and returns []. So no
+hub.spawn is needed (these tests never run two changes at once).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from ryu.app.wsgi import WSGIApplication
+from webob import Request, Response
+
+from ryu_ctfw import rest, store
+from ryu_ctfw.firewall import Firewall
+from ryu_ctfw.switch import SyncResult
+
+API = "/ctfw/v1"
+MAC1 = "52:54:00:60:84:ff"
+MAC2 = "52:54:00:99:90:78"
+
+
+@dataclass
+class Api:
+    wsgi: WSGIApplication
+    fw: Firewall
+    state_file: Path
+
+    def call(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        environ: dict[str, Any] | None = None,
+    ) -> Response:
+        """One request; `path` is under /ctfw/v1 unless it starts with /ctfw."""
+        url = path if path.startswith("/ctfw") else API + path
+        kwargs: dict[str, Any] = {"method": method}
+        if body is not None:
+            kwargs["body"] = body if isinstance(body, bytes) else json.dumps(body).encode()
+        req = Request.blank(url, **kwargs)
+        if environ:
+            req.environ.update(environ)
+        return req.get_response(self.wsgi)
+
+    def get_json(self, path: str) -> Any:
+        resp = self.call("GET", path)
+        assert resp.status_int == 200, resp.text
+        assert resp.content_type == "application/json"
+        return resp.json
+
+    def snapshot(self) -> tuple[Any, Any, bytes | None, int | None]:
+        """What the API shows and what is stored (bytes and inode: a rewrite shows)."""
+        exists = self.state_file.exists()
+        return (
+            self.get_json("/vms"),
+            self.get_json("/pairs"),
+            self.state_file.read_bytes() if exists else None,
+            self.state_file.stat().st_ino if exists else None,
+        )
+
+
+def make_api(state_file: Path) -> Api:
+    wsgi = WSGIApplication()
+    fw = Firewall(state_file)
+    rest.register(wsgi, fw)
+    return Api(wsgi, fw, state_file)
+
+
+def assert_error(resp: Response, status: int) -> str:
+    """The response is `status` with a JSON body {"error": "..."}; returns the message."""
+    assert resp.status_int == status, resp.text
+    assert resp.content_type == "application/json"
+    assert "Traceback" not in resp.text
+    body = json.loads(resp.body)
+    assert list(body) == ["error"]
+    assert isinstance(body["error"], str) and body["error"]
+    return body["error"]
+
+
+@pytest.fixture
+def api(tmp_path: Path) -> Api:
+    return make_api(tmp_path / "state.json")
+
+
+@pytest.fixture
+def populated(api: Api) -> Api:
+    """vm1 -> vm2 as in the seed, plus vm3 in no pair."""
+    vm1 = {"port": "tap2", "mac": MAC1, "ips": ["192.168.0.1"]}
+    assert api.call("PUT", "/vms/vm1", vm1).status_int == 201
+    assert api.call("PUT", "/vms/vm2", {"port": "tap4", "mac": MAC2}).status_int == 201
+    assert api.call("PUT", "/vms/vm3", {"port": "tap5"}).status_int == 201
+    resp = api.call("POST", "/pairs", {"initiator": "vm1", "responder": "vm2"})
+    assert resp.status_int == 201
+    return api
+
+
+# --- reading -------------------------------------------------------------------------------
+
+
+def test_a_new_firewall_shows_empty_lists(api: Api) -> None:
+    assert api.get_json("/vms") == {"vms": []}
+    assert api.get_json("/pairs") == {"pairs": []}
+    assert api.get_json("/switches") == {"switches": []}
+    assert api.get_json("/flows") == {"flows": []}
+    assert not api.state_file.exists()  # reading writes nothing
+
+
+def test_get_vm(populated: Api) -> None:
+    body = populated.get_json("/vms/vm1")
+    expected = {
+        "name": "vm1",
+        "port": "tap2",
+        "mac": MAC1,
+        "ips": ["192.168.0.1"],
+        "dpid": None,
+        "ofport": None,
+    }
+    assert {k: body[k] for k in expected} == expected
+    assert populated.get_json("/vms") == {
+        "vms": [populated.get_json(f"/vms/{name}") for name in ("vm1", "vm2", "vm3")]
+    }
+
+
+@pytest.mark.parametrize("name", ["nope", "-bad", "a" * 80])
+def test_get_unknown_vm_is_404(populated: Api, name: str) -> None:
+    assert name in assert_error(populated.call("GET", f"/vms/{name}"), 404)
+
+
+# --- VMs -----------------------------------------------------------------------------------
+
+
+def test_put_vm_creates_then_updates(api: Api) -> None:
+    resp = api.call("PUT", "/vms/vm1", {"port": "tap2", "mac": MAC1.upper(), "ips": []})
+    assert resp.status_int == 201
+    assert resp.content_type == "application/json"
+    created = resp.json
+    assert created["name"] == "vm1"
+    assert created["port"] == "tap2"
+    assert created["mac"] == MAC1  # normalised
+    assert created["ips"] == []
+    assert created["dpid"] is None and created["ofport"] is None
+    assert api.get_json("/vms/vm1") == created
+
+    resp = api.call("PUT", "/vms/vm1", {"port": "tap3", "ips": ["fd00:0::1", "10.0.0.1"]})
+    assert resp.status_int == 200
+    updated = resp.json
+    assert (updated["port"], updated["mac"], updated["ips"]) == (
+        "tap3",
+        None,  # a PUT replaces the whole VM
+        ["fd00::1", "10.0.0.1"],
+    )
+    assert api.get_json("/vms/vm1") == updated
+    assert api.get_json("/vms") == {"vms": [updated]}
+
+
+def test_put_vm_without_mac_and_ips(api: Api) -> None:
+    resp = api.call("PUT", "/vms/vm.2", {"port": "tap4"})
+    assert resp.status_int == 201
+    assert (resp.json["name"], resp.json["mac"], resp.json["ips"]) == ("vm.2", None, [])
+
+
+def test_delete_vm(populated: Api) -> None:
+    resp = populated.call("DELETE", "/vms/vm3")
+    assert resp.status_int == 204
+    assert resp.body == b""
+    assert_error(populated.call("GET", "/vms/vm3"), 404)
+    assert_error(populated.call("DELETE", "/vms/vm3"), 404)
+    assert [v["name"] for v in populated.get_json("/vms")["vms"]] == ["vm1", "vm2"]
+
+
+@pytest.mark.parametrize("name", ["vm1", "vm2"])
+def test_delete_vm_in_a_pair_is_409_until_the_pair_is_gone(populated: Api, name: str) -> None:
+    message = assert_error(populated.call("DELETE", f"/vms/{name}"), 409)
+    assert re.search(r"\bpair\(s\) 1\b", message)  # names the pair in the way
+    assert populated.call("DELETE", "/pairs/1").status_int == 204
+    assert populated.call("DELETE", f"/vms/{name}").status_int == 204
+
+
+# --- pairs ---------------------------------------------------------------------------------
+
+
+def test_post_pair(populated: Api) -> None:
+    resp = populated.call("POST", "/pairs", {"initiator": "vm2", "responder": "vm3"})
+    assert resp.status_int == 201
+    assert resp.json == {"id": 2, "initiator": "vm2", "responder": "vm3"}
+    # webob makes Location absolute; the path is what the API defines.
+    assert resp.location.endswith(f"{API}/pairs/2")
+    location = resp.location[resp.location.index("/ctfw") :]
+    assert populated.get_json(location) == resp.json
+    assert populated.get_json("/pairs") == {
+        "pairs": [
+            {"id": 1, "initiator": "vm1", "responder": "vm2"},
+            {"id": 2, "initiator": "vm2", "responder": "vm3"},
+        ]
+    }
+
+
+def test_delete_pair_and_ids_are_not_reused(populated: Api) -> None:
+    resp = populated.call("DELETE", "/pairs/1")
+    assert resp.status_int == 204
+    assert resp.body == b""
+    assert populated.get_json("/pairs") == {"pairs": []}
+    assert_error(populated.call("GET", "/pairs/1"), 404)
+    assert_error(populated.call("DELETE", "/pairs/1"), 404)
+    resp = populated.call("POST", "/pairs", {"initiator": "vm1", "responder": "vm2"})
+    assert resp.json["id"] == 2
+
+
+# --- errors change nothing -----------------------------------------------------------------
+
+BIG = b'{"port": "tap9", "pad": "' + b"x" * (64 * 1024) + b'"}'
+
+BAD_REQUESTS = [
+    # (method, path, body, status)
+    ("PUT", "/vms/vm9", b'{"port": "tap9"', 400),
+    ("PUT", "/vms/vm9", b"port=tap9", 400),
+    ("PUT", "/vms/vm9", b"", 400),
+    ("PUT", "/vms/vm9", b"  \n\t ", 400),
+    ("PUT", "/vms/vm9", b"\xff\xfe{}", 400),
+    ("PUT", "/vms/vm9", BIG, 413),
+    ("PUT", "/vms/vm9", [], 400),
+    ("PUT", "/vms/vm9", "tap9", 400),
+    ("PUT", "/vms/vm9", None, 400),  # no body at all
+    ("PUT", "/vms/vm9", {"port": "a b"}, 400),
+    ("PUT", "/vms/vm9", {"port": "x/y"}, 400),
+    ("PUT", "/vms/vm9", {"port": ""}, 400),
+    ("PUT", "/vms/vm9", {"port": "a" * 16}, 400),
+    ("PUT", "/vms/vm9", {"port": 9}, 400),
+    ("PUT", "/vms/vm9", {"port": "tap9", "colour": "red"}, 400),
+    ("PUT", "/vms/vm9", {"mac": "52:54:00:00:00:09"}, 400),
+    ("PUT", "/vms/vm9", {"port": "tap9", "mac": "01:00:5e:00:00:01"}, 400),
+    ("PUT", "/vms/vm9", {"port": "tap9", "mac": "52:54:00:00:09"}, 400),
+    ("PUT", "/vms/vm9", {"port": "tap9", "ips": ["10.0.0.300"]}, 400),
+    ("PUT", "/vms/vm9", {"port": "tap9", "ips": ["10.0.0.9", "10.0.0.9"]}, 400),
+    ("PUT", "/vms/vm9", {"port": "tap9", "ips": "10.0.0.9"}, 400),
+    ("PUT", "/vms/-vm9", {"port": "tap9"}, 400),
+    ("PUT", "/vms/vm9", {"port": "tap2"}, 409),
+    ("PUT", "/vms/vm9", {"port": "tap9", "mac": MAC1}, 409),
+    ("PUT", "/vms/vm9", {"port": "tap9", "ips": ["192.168.0.1"]}, 409),
+    ("PUT", "/vms/vm1", {"port": "tap4"}, 409),
+    ("PUT", "/vms/vm1", {"port": "tap2", "mac": "nope"}, 400),
+    ("DELETE", "/vms/vm1", None, 409),
+    ("DELETE", "/vms/vm2", None, 409),
+    ("DELETE", "/vms/nope", None, 404),
+    ("GET", "/vms/nope", None, 404),
+    ("POST", "/pairs", {"initiator": "vm1", "responder": "vm1"}, 400),
+    ("POST", "/pairs", {"initiator": "vm1", "responder": "nope"}, 404),
+    ("POST", "/pairs", {"initiator": "nope", "responder": "vm1"}, 404),
+    ("POST", "/pairs", {"initiator": "vm1", "responder": "vm2"}, 409),
+    ("POST", "/pairs", {"initiator": "vm1"}, 400),
+    ("POST", "/pairs", {"initiator": "vm1", "responder": "vm3", "id": 7}, 400),
+    ("POST", "/pairs", {"initiator": ["vm1"], "responder": "vm3"}, 400),
+    ("POST", "/pairs", ["vm1", "vm3"], 400),
+    ("POST", "/pairs", b"vm1 -> vm3", 400),
+    ("POST", "/pairs", b"", 400),
+    ("POST", "/pairs", BIG, 413),
+    ("GET", "/pairs/99", None, 404),
+    ("DELETE", "/pairs/99", None, 404),
+    ("DELETE", "/pairs/0", None, 404),
+    ("DELETE", "/pairs/abc", None, 404),
+    ("DELETE", "/pairs/-1", None, 404),
+    ("DELETE", "/pairs/1.0", None, 404),
+    ("DELETE", "/pairs/9999999999999999999999", None, 404),
+    ("POST", "/vms", {"port": "tap9"}, 405),
+    ("DELETE", "/vms", None, 405),
+    ("POST", "/vms/vm9", {"port": "tap9"}, 405),
+    ("PATCH", "/vms/vm1", {"port": "tap9"}, 405),
+    ("PUT", "/pairs", {"initiator": "vm1", "responder": "vm3"}, 405),
+    ("DELETE", "/pairs", None, 405),
+    ("PUT", "/pairs/1", {"initiator": "vm1", "responder": "vm3"}, 405),
+    ("POST", "/switches", {}, 405),
+    ("DELETE", "/flows", None, 405),
+    ("GET", "/ctfw/v1/nope", None, 404),
+    ("GET", "/ctfw/v1/vms/", None, 404),
+    ("DELETE", "/ctfw/v1/vms/vm3/extra", None, 404),
+    ("PUT", "/ctfw/v2/vms/vm9", {"port": "tap9"}, 404),
+    ("GET", "/ctfw/", None, 404),
+]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "status"),
+    BAD_REQUESTS,
+    ids=[f"{m} {p} {s}" for m, p, _, s in BAD_REQUESTS],
+)
+def test_errors_are_json_and_change_nothing(
+    populated: Api, method: str, path: str, body: Any, status: int
+) -> None:
+    before = populated.snapshot()
+    assert_error(populated.call(method, path, body), status)
+    assert populated.snapshot() == before
+
+
+@pytest.mark.parametrize(
+    ("path", "allowed"),
+    [
+        ("/vms", "GET"),
+        ("/vms/vm1", "DELETE, GET, PUT"),
+        ("/pairs", "GET, POST"),
+        ("/pairs/1", "DELETE, GET"),
+        ("/switches", "GET"),
+        ("/flows", "GET"),
+    ],
+)
+def test_wrong_method_is_405_with_allow(populated: Api, path: str, allowed: str) -> None:
+    for method in ("GET", "PUT", "POST", "DELETE", "PATCH"):
+        if method in allowed.split(", "):
+            continue
+        resp = populated.call(method, path, {})
+        message = assert_error(resp, 405)
+        assert resp.headers["Allow"] == allowed
+        assert method in message
+
+
+def test_body_size_limit_is_exactly_64_kib(api: Api) -> None:
+    body = b'{"port": "tap9"}'
+    at_limit = body + b" " * (rest.MAX_BODY - len(body))
+    assert len(at_limit) == 64 * 1024
+    assert api.call("PUT", "/vms/vm9", at_limit).status_int == 201
+    assert_error(api.call("PUT", "/vms/vm9", at_limit + b" "), 413)
+
+
+def test_oversized_body_without_content_length_is_413(populated: Api) -> None:
+    """A chunked upload has no Content-Length; the limit still holds."""
+    before = populated.snapshot()
+    resp = populated.call(
+        "PUT", "/vms/vm9", BIG, environ={"CONTENT_LENGTH": "", "wsgi.input_terminated": True}
+    )
+    assert_error(resp, 413)
+    assert populated.snapshot() == before
+
+
+def test_body_without_content_length_is_read(api: Api) -> None:
+    resp = api.call(
+        "PUT",
+        "/vms/vm9",
+        {"port": "tap9"},
+        environ={"CONTENT_LENGTH": "", "wsgi.input_terminated": True},
+    )
+    assert resp.status_int == 201
+
+
+def test_a_failed_save_is_a_json_500_and_changes_nothing(
+    populated: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def full_disk(*args: Any, **kwargs: Any) -> None:
+        raise OSError(28, "No space left on device")
+
+    before = populated.snapshot()
+    monkeypatch.setattr(store, "save", full_disk)
+    assert_error(populated.call("PUT", "/vms/vm9", {"port": "tap9"}), 500)
+    assert_error(populated.call("DELETE", "/pairs/1"), 500)
+    monkeypatch.undo()
+    assert populated.snapshot() == before
+
+
+def test_a_change_a_switch_refuses_is_502_and_rolled_back(
+    populated: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    before = populated.snapshot()
+    calls: list[int] = []
+
+    def refusing_sync_all() -> list[SyncResult]:
+        calls.append(len(calls))
+        return [SyncResult(1, ["OFPET_BAD_ACTION OFPBAC_BAD_TYPE"])] if len(calls) == 1 else []
+
+    monkeypatch.setattr(populated.fw.switches, "sync_all", refusing_sync_all)
+    message = assert_error(populated.call("DELETE", "/pairs/1"), 502)
+    assert "OFPBAC_BAD_TYPE" in message
+    assert calls == [0, 1]  # the rollback was synced too
+    vms, pairs, content, _inode = populated.snapshot()
+    assert (vms, pairs, content) == before[:3]  # rewritten, with the old content
+
+
+def test_non_ascii_digit_pair_id_is_404(populated: Api) -> None:
+    before = populated.snapshot()
+    # %B9 is '\u00b9' (superscript one) in the latin-1 PATH_INFO that WSGI gives.
+    assert_error(populated.call("DELETE", "/pairs/%B9"), 404)
+    assert populated.snapshot() == before
+
+
+def test_non_utf8_unknown_path_is_a_json_404(populated: Api) -> None:
+    assert_error(populated.call("GET", "/ctfw/v1/%FF"), 404)
+
+
+def test_deeply_nested_body_is_400(populated: Api) -> None:
+    before = populated.snapshot()
+    assert_error(populated.call("PUT", "/vms/vm9", b"[" * 50_000), 400)
+    assert populated.snapshot() == before
+
+
+# --- persistence ---------------------------------------------------------------------------
+
+
+def test_state_file_holds_what_the_api_shows(populated: Api) -> None:
+    populated.call("PUT", "/vms/vm3", {"port": "tap5", "ips": ["fd00::3"]})
+    populated.call("POST", "/pairs", {"initiator": "vm3", "responder": "vm1"})
+    populated.call("DELETE", "/pairs/1")
+    stored = json.loads(populated.state_file.read_text())
+    shown_vms = populated.get_json("/vms")["vms"]
+    assert stored["vms"] == [{k: vm[k] for k in ("name", "port", "mac", "ips")} for vm in shown_vms]
+    assert stored["pairs"] == populated.get_json("/pairs")["pairs"]
+    assert [p["id"] for p in stored["pairs"]] == [2]
+
+
+def test_a_new_firewall_on_the_same_file_shows_the_same(populated: Api) -> None:
+    populated.call("POST", "/pairs", {"initiator": "vm3", "responder": "vm1"})
+    populated.call("DELETE", "/pairs/1")
+    again = make_api(populated.state_file)
+    for path in ("/vms", "/pairs", "/vms/vm1", "/pairs/2"):
+        assert again.get_json(path) == populated.get_json(path)
+    # And it carries on numbering where the first one stopped.
+    resp = again.call("POST", "/pairs", {"initiator": "vm1", "responder": "vm2"})
+    assert resp.json["id"] == 3
+
+
+def test_no_temp_files_are_left_behind(populated: Api) -> None:
+    populated.call("DELETE", "/pairs/1")
+    populated.call("PUT", "/vms/vm9", {"port": "tap2"})  # 409
+    assert os.listdir(populated.state_file.parent) == ["state.json"]
