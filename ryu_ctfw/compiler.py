@@ -272,7 +272,7 @@ def link_local(mac: str) -> str:
     """The EUI-64 link-local IPv6 address a NIC with `mac` configures."""
     octets = [int(b, 16) for b in mac.split(":")]
     octets[0] ^= 0x02
-    eui = octets[:3] + [0xFF, 0xFE] + octets[3:]
+    eui = [*octets[:3], 0xFF, 0xFE, *octets[3:]]
     return str(ipaddress.IPv6Address(bytes([0xFE, 0x80] + [0] * 6 + eui)))
 
 
@@ -306,20 +306,42 @@ def vm_port_flows(vm: Vm, at: Attachment, zone: int) -> list[Flow]:
         for ip in v4_sources
     ]  # fmt: skip
     flows += [
-        Flow(TABLE_CLASSIFY, P_VM_NEIGHBOUR, _icmp6(ND_NA, in_port=port, eth_src=mac,
-                                                    nd_target=ip), (NORMAL,), vm_cookie)
+        Flow(
+            TABLE_CLASSIFY,
+            P_VM_NEIGHBOUR,
+            _icmp6(ND_NA, in_port=port, eth_src=mac, nd_target=ip),
+            (NORMAL,),
+            vm_cookie,
+        )
         for ip in v6_sources
     ]
-    flows.append(Flow(TABLE_CLASSIFY, P_VM_NEIGHBOUR, _icmp6(ND_NS, in_port=port, eth_src=mac),
-                      (NORMAL,), vm_cookie))
+    flows.append(
+        Flow(
+            TABLE_CLASSIFY,
+            P_VM_NEIGHBOUR,
+            _icmp6(ND_NS, in_port=port, eth_src=mac),
+            (NORMAL,),
+            vm_cookie,
+        )
+    )
     flows += [
-        Flow(TABLE_CLASSIFY, P_VM_IP, replace(own, eth_type=ETH_TYPE_IP, ipv4_src=ip), to_ct,
-             vm_cookie)
+        Flow(
+            TABLE_CLASSIFY,
+            P_VM_IP,
+            replace(own, eth_type=ETH_TYPE_IP, ipv4_src=ip),
+            to_ct,
+            vm_cookie,
+        )
         for ip in v4_sources
     ]
     flows += [
-        Flow(TABLE_CLASSIFY, P_VM_IP, replace(own, eth_type=ETH_TYPE_IPV6, ipv6_src=ip), to_ct,
-             vm_cookie)
+        Flow(
+            TABLE_CLASSIFY,
+            P_VM_IP,
+            replace(own, eth_type=ETH_TYPE_IPV6, ipv6_src=ip),
+            to_ct,
+            vm_cookie,
+        )
         for ip in v6_sources
     ]
     flows.append(Flow(TABLE_CLASSIFY, P_VM_GUARD, Match(in_port=port), (), vm_cookie))
@@ -349,12 +371,20 @@ class Service:
     icmp_reply: int | None = None
 
     def original(self) -> Match:
-        return Match(eth_type=self.eth_type, ip_proto=self.ip_proto, tp_dst=self.ports,
-                     icmp_type=self.icmp_request)
+        return Match(
+            eth_type=self.eth_type,
+            ip_proto=self.ip_proto,
+            tp_dst=self.ports,
+            icmp_type=self.icmp_request,
+        )
 
     def reply(self) -> Match:
-        return Match(eth_type=self.eth_type, ip_proto=self.ip_proto, tp_src=self.ports,
-                     icmp_type=self.icmp_reply)
+        return Match(
+            eth_type=self.eth_type,
+            ip_proto=self.ip_proto,
+            tp_src=self.ports,
+            icmp_type=self.icmp_reply,
+        )
 
 
 def services(pair: Pair) -> list[Service]:

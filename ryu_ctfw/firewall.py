@@ -32,15 +32,18 @@ class Firewall:
         self.log = logger or logging.getLogger("ryu_ctfw")
         self.state_file = state_file
         self.policy = store.load(state_file)
-        self.switches = SwitchManager(self.log, lambda: self.policy)
+        self.switches = SwitchManager(self.log, lambda: self.policy, self.zone_for)
         # One change at a time: a change waits for its switches, and a rollback must not
         # undo somebody else's change made meanwhile.
         self._lock = hub.Semaphore(1)
 
     def change(self, mutate: Callable[[Policy], T]) -> T:
         with self._lock:
-            before = self.policy.copy()
+            before = self.policy
             candidate = self.policy.copy()
+            # Zones are the controller's bookkeeping, not part of any change: a switch
+            # that connects while this change waits must keep the zone it was given.
+            candidate.zones = before.zones
             result = mutate(candidate)  # raises PolicyError before anything changed
             store.save(self.state_file, candidate)
             self.policy = candidate
@@ -52,6 +55,13 @@ class Firewall:
                 self.switches.sync_all()
                 raise SwitchRejected("; ".join(errors))
             return result
+
+    def zone_for(self, dpid: int) -> int:
+        if dpid not in self.policy.zones:
+            zone = self.policy.zone_for(dpid)
+            store.save(self.state_file, self.policy)
+            self.log.info("switch %s gets conntrack zone %d", dpid_str(dpid), zone)
+        return self.policy.zones[dpid]
 
     # --- views -----------------------------------------------------------------------------
     def vm_view(self, vm: Vm) -> dict[str, Any]:

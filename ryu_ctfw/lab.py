@@ -107,6 +107,13 @@ class Ovs:
         return {**os.environ, "OVS_RUNDIR": d, "OVS_LOGDIR": d, "OVS_DBDIR": d}
 
     def start(self) -> Ovs:
+        if Path("/sys/class/net/ovs-netdev").exists():
+            # The userspace datapath's device name is global: a second instance cannot
+            # open its datapath and every bridge fails to come up.
+            raise LabError(
+                "another Open vSwitch with the userspace datapath is running here "
+                "(interface ovs-netdev exists); only one can run at a time"
+            )
         self.root.mkdir(parents=True, exist_ok=True)
         r = self.root
         run(["ovsdb-tool", "create", str(r / "conf.db"), str(SCHEMA)], self.env)
@@ -283,34 +290,51 @@ class Vm:
         cmd = ["ping", "-n", "-c", str(count), "-i", "0.2", "-W", str(timeout), dst]
         return self.exec(cmd, check=False, timeout=count * timeout + 10).returncode == 0
 
-    def tcp(self, dst: str, port: int, timeout: float = 2.0) -> bool:
+    def tcp(self, dst: str, port: int, timeout: float = 2.0, sport: int | None = None) -> bool:
         """True when a TCP connection opened and the server echoed our bytes."""
-        return self._client("tcp", dst, port, timeout)
+        return self._client("tcp", dst, port, timeout, sport)
 
-    def udp(self, dst: str, port: int, timeout: float = 2.0) -> bool:
+    def udp(self, dst: str, port: int, timeout: float = 2.0, sport: int | None = None) -> bool:
         """True when a UDP datagram got its echo back."""
-        return self._client("udp", dst, port, timeout)
+        return self._client("udp", dst, port, timeout, sport)
 
-    def _client(self, proto: str, dst: str, port: int, timeout: float) -> bool:
-        cmd = [
-            sys.executable,
-            "-m",
-            "ryu_ctfw.lab",
-            f"{proto}-client",
-            dst,
-            str(port),
-            str(timeout),
-        ]
+    def _client(self, proto: str, dst: str, port: int, timeout: float, sport: int | None) -> bool:
+        cmd = lab_cmd(f"{proto}-client", dst, str(port), str(timeout))
+        if sport is not None:
+            cmd += ["--sport", str(sport)]
         return self.exec(cmd, check=False, timeout=timeout + 10).returncode == 0
 
-    def serve(self, proto: str, port: int) -> subprocess.Popen[str]:
-        """An echo server for `proto` ("tcp" or "udp") on `port`; caller stops it."""
-        proc = self.popen([sys.executable, "-m", "ryu_ctfw.lab", f"{proto}-server", str(port)])
+    def _started(self, argv: list[str], what: str) -> subprocess.Popen[str]:
+        proc = self.popen(argv)
         line = proc.stdout.readline() if proc.stdout else ""
-        if "listening" not in line:
+        if not line.strip():
             proc.kill()
-            raise LabError(f"{proto} server in {self.ns} did not start: {proc.stderr.read()}")
+            raise LabError(f"{what} in {self.ns} did not start: {proc.stderr.read()}")
         return proc
+
+    def serve(self, proto: str, port: int, push: bool = False) -> subprocess.Popen[str]:
+        """A server for `proto` ("tcp" or "udp") on `port` that echoes (or, with `push`,
+        sends a byte every 0.1 s unasked); the caller stops it."""
+        argv = lab_cmd(f"{proto}-server", str(port), *(["--push"] if push else []))
+        return self._started(argv, f"{proto} server")
+
+    def stream(
+        self, dst: str, port: int, duration: float, push: bool = False
+    ) -> subprocess.Popen[str]:
+        """A long-lived TCP connection printing the time of every byte that came back."""
+        argv = lab_cmd("tcp-stream", dst, str(port), str(duration), *(["--push"] if push else []))
+        return self._started(argv, "tcp stream")
+
+    def send_frame(self, frame: bytes, count: int = 1) -> None:
+        self.exec(lab_cmd("send-frame", frame.hex(), "--count", str(count)))
+
+    def udp_listen(self, port: int, timeout: float) -> subprocess.Popen[str]:
+        return self._started(lab_cmd("udp-listen", str(port), str(timeout)), "udp listener")
+
+
+def lab_cmd(*args: str) -> list[str]:
+    """This module's traffic programs (below), run with the same interpreter."""
+    return [sys.executable, "-m", "ryu_ctfw.lab", *args]
 
 
 # --- the controller --------------------------------------------------------------------------
@@ -412,9 +436,34 @@ class Controller:
 
 
 # --- tiny traffic programs run inside the namespaces -----------------------------------------
+# `python -m ryu_ctfw.lab <command> ...`; each prints what it saw and exits 0 on success.
+
+PROBE = b"ryu-ctfw lab probe"
 
 
-def _serve(proto: str, port: int) -> None:
+def _any_addr(family: int) -> str:
+    return "::" if family == socket.AF_INET6 else "0.0.0.0"
+
+
+def _serve_tcp_conn(conn: socket.socket, push: bool) -> None:
+    with conn:
+        try:
+            while True:
+                if push:  # talk without being asked: only replies flow back
+                    conn.sendall(b"x")
+                    time.sleep(0.1)
+                    continue
+                data = conn.recv(4096)
+                if not data:
+                    return
+                conn.sendall(data)
+        except OSError:
+            return
+
+
+def cmd_server(proto: str, port: int, push: bool) -> int:
+    import threading
+
     kind = socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM
     with socket.socket(socket.AF_INET6, kind) as s:
         s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
@@ -426,41 +475,119 @@ def _serve(proto: str, port: int) -> None:
         while True:
             if proto == "tcp":
                 conn, _ = s.accept()
-                with conn:
-                    conn.settimeout(5)
-                    try:
-                        data = conn.recv(1024)
-                        conn.sendall(data)
-                    except OSError:
-                        pass
+                threading.Thread(target=_serve_tcp_conn, args=(conn, push), daemon=True).start()
             else:
                 data, peer = s.recvfrom(2048)
                 s.sendto(data, peer)
 
 
-def _client(proto: str, dst: str, port: int, timeout: float) -> int:
+def cmd_client(proto: str, dst: str, port: int, timeout: float, sport: int | None) -> int:
     family = socket.AF_INET6 if ":" in dst else socket.AF_INET
     kind = socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM
-    payload = b"ryu-ctfw lab probe"
     with socket.socket(family, kind) as s:
         s.settimeout(timeout)
         try:
+            if sport is not None:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                s.bind((_any_addr(family), sport))
             if proto == "tcp":
                 s.connect((dst, port))
-                s.sendall(payload)
+                s.sendall(PROBE)
                 got = s.recv(1024)
             else:
-                s.sendto(payload, (dst, port))
+                s.sendto(PROBE, (dst, port))
                 got, _ = s.recvfrom(2048)
         except OSError as e:
             print(f"{proto} {dst}:{port}: {e}", file=sys.stderr)
             return 1
-    return 0 if got == payload else 1
+    return 0 if got == PROBE else 1
+
+
+def cmd_stream(dst: str, port: int, duration: float, push: bool) -> int:
+    """A long-lived TCP connection: print the time of every chunk that came back."""
+    family = socket.AF_INET6 if ":" in dst else socket.AF_INET
+    end = time.time() + duration
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.settimeout(2)
+        s.connect((dst, port))
+        print("connected", flush=True)
+        s.settimeout(0.2)
+        while time.time() < end:
+            try:
+                if not push:
+                    s.sendall(b"x")
+                if s.recv(4096):
+                    print(f"{time.time():.3f}", flush=True)
+            except TimeoutError:
+                pass
+            except OSError as e:
+                print(f"error {e}", flush=True)
+                return 1
+            if not push:
+                time.sleep(0.1)
+    return 0
+
+
+def cmd_send_frame(frame_hex: str, count: int) -> int:
+    """Put a hand-made Ethernet frame on eth0, e.g. one with a forged source."""
+    with socket.socket(socket.AF_PACKET, socket.SOCK_RAW) as s:
+        s.bind(("eth0", 0))
+        for _ in range(count):
+            s.send(bytes.fromhex(frame_hex))
+    return 0
+
+
+def cmd_udp_listen(port: int, timeout: float) -> int:
+    with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        s.bind(("::", port))
+        print("listening", flush=True)
+        s.settimeout(timeout)
+        try:
+            _, peer = s.recvfrom(2048)
+        except TimeoutError:
+            return 1
+        print(f"got from {peer[0]}", flush=True)
+        return 0
+
+
+def main(argv: list[str]) -> int:
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m ryu_ctfw.lab")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    for proto in ("tcp", "udp"):
+        srv = sub.add_parser(f"{proto}-server")
+        srv.add_argument("port", type=int)
+        srv.add_argument("--push", action="store_true")
+        cli = sub.add_parser(f"{proto}-client")
+        cli.add_argument("dst")
+        cli.add_argument("port", type=int)
+        cli.add_argument("timeout", type=float)
+        cli.add_argument("--sport", type=int)
+    st = sub.add_parser("tcp-stream")
+    st.add_argument("dst")
+    st.add_argument("port", type=int)
+    st.add_argument("duration", type=float)
+    st.add_argument("--push", action="store_true")
+    fr = sub.add_parser("send-frame")
+    fr.add_argument("frame_hex")
+    fr.add_argument("--count", type=int, default=1)
+    ul = sub.add_parser("udp-listen")
+    ul.add_argument("port", type=int)
+    ul.add_argument("timeout", type=float)
+    a = ap.parse_args(argv)
+    proto, _, kind = a.cmd.partition("-")
+    if kind == "server":
+        return cmd_server(proto, a.port, a.push)
+    if kind == "client":
+        return cmd_client(proto, a.dst, a.port, a.timeout, a.sport)
+    if a.cmd == "tcp-stream":
+        return cmd_stream(a.dst, a.port, a.duration, a.push)
+    if a.cmd == "send-frame":
+        return cmd_send_frame(a.frame_hex, a.count)
+    return cmd_udp_listen(a.port, a.timeout)
 
 
 if __name__ == "__main__":
-    cmd, args = sys.argv[1], sys.argv[2:]
-    if cmd.endswith("-server"):
-        _serve(cmd.split("-")[0], int(args[0]))
-    else:
-        sys.exit(_client(cmd.split("-")[0], args[0], int(args[1]), float(args[2])))
+    sys.exit(main(sys.argv[1:]))

@@ -74,8 +74,13 @@ class Pair:
         return int(lo), int(hi or lo)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "initiator": self.initiator, "responder": self.responder,
-                "protocol": self.protocol, "ports": self.ports}
+        return {
+            "id": self.id,
+            "initiator": self.initiator,
+            "responder": self.responder,
+            "protocol": self.protocol,
+            "ports": self.ports,
+        }
 
 
 def validate_vm_name(name: Any) -> str:
@@ -147,12 +152,43 @@ def vm_from_body(name: str, body: Any) -> Vm:
     )
 
 
-def pair_names_from_body(body: Any) -> tuple[str, str]:
+@dataclass(frozen=True)
+class PairRequest:
+    """A validated POST /pairs body: what a new pair should allow."""
+
+    initiator: str
+    responder: str
+    protocol: str = "any"
+    ports: str | None = None
+
+
+def validate_ports(protocol: str, ports: Any) -> str | None:
+    """Normalise "22" / "8000-8100" (or an int) for tcp/udp; refuse ports elsewhere."""
+    if ports is None:
+        return None
+    if protocol not in ("tcp", "udp"):
+        raise InvalidInput(f"invalid ports: protocol {protocol!r} has no ports (tcp or udp only)")
+    text = str(ports) if isinstance(ports, int) and not isinstance(ports, bool) else ports
+    m = re.fullmatch(r"([0-9]{1,5})(?:-([0-9]{1,5}))?", text) if isinstance(text, str) else None
+    if m is None:
+        raise InvalidInput(
+            f'invalid ports {ports!r}: expected a port like "22" or a range like "8000-8100"'
+        )
+    lo, hi = int(m[1]), int(m[2] or m[1])
+    for port in (lo, hi):
+        if not 1 <= port <= 65535:
+            raise InvalidInput(f"invalid ports {ports!r}: {port} is outside 1-65535")
+    if hi < lo:
+        raise InvalidInput(f"invalid ports {ports!r}: the range is reversed")
+    return str(lo) if lo == hi else f"{lo}-{hi}"
+
+
+def pair_request_from_body(body: Any) -> PairRequest:
     if not isinstance(body, dict):
         raise InvalidInput(
             'body must be a JSON object like {"initiator": "vm1", "responder": "vm2"}'
         )
-    unknown = sorted(set(body) - {"initiator", "responder"})
+    unknown = sorted(set(body) - {"initiator", "responder", "protocol", "ports"})
     if unknown:
         raise InvalidInput(f"unknown field(s): {', '.join(unknown)}")
     for key in ("initiator", "responder"):
@@ -160,7 +196,11 @@ def pair_names_from_body(body: Any) -> tuple[str, str]:
             raise InvalidInput(f"missing field: {key}")
         if not isinstance(body[key], str):
             raise InvalidInput(f"invalid {key}: expected a VM name")
-    return body["initiator"], body["responder"]
+    protocol = body.get("protocol", "any")
+    if protocol not in PROTOCOLS:
+        raise InvalidInput(f"invalid protocol {protocol!r}: one of {', '.join(PROTOCOLS)}")
+    ports = validate_ports(protocol, body.get("ports"))
+    return PairRequest(body["initiator"], body["responder"], protocol, ports)
 
 
 @dataclass
@@ -218,7 +258,8 @@ class Policy:
         for p in self.pairs.values():
             if p.service == pair.service:
                 what = f"{p.initiator} -> {p.responder} {p.protocol}" + (
-                    f"/{p.ports}" if p.ports else "")
+                    f"/{p.ports}" if p.ports else ""
+                )
                 raise Conflict(f"pair {what} already exists (id {p.id})")
         self.pairs[pair.id] = pair
         self.next_pair_id += 1
@@ -265,9 +306,9 @@ class Policy:
             pair_id = raw.get("id")
             if not isinstance(pair_id, int) or pair_id < 1 or pair_id in policy.pairs:
                 raise InvalidInput(f"bad pair id {pair_id!r}")
-            initiator, responder = pair_names_from_body({k: v for k, v in raw.items() if k != "id"})
+            request = pair_request_from_body({k: v for k, v in raw.items() if k != "id"})
             policy.next_pair_id = pair_id
-            policy.add_pair(initiator, responder)
+            policy.add_pair(request)
         for dpid, zone in dict(data.get("zones", {})).items():
             if not isinstance(zone, int) or not 1 <= zone <= 65535:
                 raise InvalidInput(f"bad zone {zone!r} for switch {dpid}")

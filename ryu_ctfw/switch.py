@@ -10,18 +10,22 @@ worker to confirm their change.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from ryu.lib import hub
-from ryu.lib.packet import arp, ethernet, packet
+from ryu.lib.packet import arp, ethernet, icmpv6, packet
 from ryu.ofproto import nicira_ext
 
 from ryu_ctfw.compiler import (
     COOKIE_MASK,
     COOKIE_TAG,
+    ETH_TYPE_IPV6,
+    PROTO_TCP,
+    PROTO_UDP,
     Action,
     Attachment,
     Ct,
@@ -93,19 +97,39 @@ class Switch:
 # --- Flow <-> OpenFlow messages ------------------------------------------------------------
 
 
-def to_ofp_match(parser: Any, m: Match) -> Any:
+def _ofp_fields(m: Match) -> dict[str, Any]:
+    """Our Match as Ryu OFPMatch keyword arguments (OXM names)."""
     fields: dict[str, Any] = {}
-    if m.in_port is not None:
-        fields["in_port"] = m.in_port
-    if m.eth_type is not None:
-        fields["eth_type"] = m.eth_type
-    if m.eth_dst is not None:
-        fields["eth_dst"] = m.eth_dst
-    if m.ipv4_dst is not None:
-        fields["ipv4_dst"] = m.ipv4_dst
+    for name in (
+        "in_port",
+        "eth_type",
+        "eth_src",
+        "eth_dst",
+        "ip_proto",
+        "ipv4_src",
+        "ipv6_src",
+        "arp_spa",
+        "arp_sha",
+    ):
+        value = getattr(m, name)
+        if value is not None:
+            fields[name] = value
+    l4 = {PROTO_TCP: "tcp", PROTO_UDP: "udp"}.get(m.ip_proto or 0)
+    for side, ports in (("src", m.tp_src), ("dst", m.tp_dst)):
+        if ports is not None:
+            fields[f"{l4}_{side}"] = ports[0] if ports[1] == 0xFFFF else ports
+    if m.icmp_type is not None:
+        kind = "icmpv6_type" if m.eth_type == ETH_TYPE_IPV6 else "icmpv4_type"
+        fields[kind] = m.icmp_type
+    if m.nd_target is not None:
+        fields["ipv6_nd_target"] = m.nd_target
     if m.ct_state is not None:
         fields["ct_state"] = (m.ct_state.value, m.ct_state.mask)
-    return parser.OFPMatch(**fields)
+    return fields
+
+
+def to_ofp_match(parser: Any, m: Match) -> Any:
+    return parser.OFPMatch(**_ofp_fields(m))
 
 
 def to_ofp_action(dp: Any, a: Action) -> Any:
@@ -155,24 +179,37 @@ def flow_mod(dp: Any, flow: Flow, delete: bool = False) -> Any:
     )
 
 
+_PLAIN = ("in_port", "eth_type", "ip_proto", "eth_src", "eth_dst", "arp_sha")
+_ADDRESSES = ("ipv4_src", "ipv6_src", "arp_spa")
+
+
 def from_ofp_match(match: Any) -> Match | None:
-    """Our Match for a switch's match, or None if it uses fields we never set."""
-    known = {"in_port", "eth_type", "eth_dst", "ipv4_dst", "ct_state"}
+    """Our Match for a switch's match, or None if it uses anything we never set."""
     fields = dict(match.items())
-    if set(fields) - known:
-        return None
-    ct = fields.get("ct_state")
-    if isinstance(ct, tuple):
-        ct = CtState(ct[0], ct[1])
-    elif isinstance(ct, int):
-        ct = CtState(ct, 0xFFFFFFFF)
-    return Match(
-        in_port=fields.get("in_port"),
-        eth_type=fields.get("eth_type"),
-        eth_dst=fields.get("eth_dst"),
-        ipv4_dst=fields.get("ipv4_dst"),
-        ct_state=ct,
-    )
+    out: dict[str, Any] = {}
+    for name, value in fields.items():
+        if isinstance(value, tuple) and name != "ct_state" and not name.endswith(("_src", "_dst")):
+            return None  # a mask where we never put one
+        if name in _PLAIN:
+            out[name] = value
+        elif name in _ADDRESSES:
+            if isinstance(value, tuple):
+                return None
+            out[name] = str(ipaddress.ip_address(value))
+        elif name == "ipv6_nd_target":
+            out["nd_target"] = str(ipaddress.ip_address(value))
+        elif name in ("icmpv4_type", "icmpv6_type"):
+            out["icmp_type"] = value
+        elif name in ("tcp_src", "tcp_dst", "udp_src", "udp_dst"):
+            out["tp_" + name[4:]] = value if isinstance(value, tuple) else (value, 0xFFFF)
+        elif name == "ct_state":
+            out["ct_state"] = CtState(*value) if isinstance(value, tuple) else CtState(value, 0xFF)
+        else:
+            return None
+    for name in ("eth_src", "eth_dst", "arp_sha"):
+        if isinstance(out.get(name), tuple):
+            return None
+    return Match(**out)
 
 
 def from_ofp_actions(dp: Any, instructions: list[Any]) -> tuple[Action, ...] | None:
@@ -222,9 +259,12 @@ def flow_from_stats(dp: Any, stat: Any) -> Flow | None:
 class SwitchManager:
     """All switches this controller knows, connected or not."""
 
-    def __init__(self, logger: logging.Logger, policy: Callable[[], Policy]) -> None:
+    def __init__(
+        self, logger: logging.Logger, policy: Callable[[], Policy], zone_of: Callable[[int], int]
+    ) -> None:
         self.log = logger
         self.policy = policy
+        self.zone_of = zone_of  # dpid -> the bridge's conntrack zone
         self.switches: dict[int, Switch] = {}
 
     # --- events from Ryu (never block) -----------------------------------------------------
@@ -281,7 +321,7 @@ class SwitchManager:
         self.request_sync(sw.dpid)
 
     def packet_in(self, dp: Any, msg: Any) -> None:
-        """Learn the MAC of a VM registered without one, from the ARP it sends."""
+        """Learn the MAC of a VM registered without one, from its ARP or ND."""
         sw = self.switches.get(dp.id)
         if sw is None:
             return
@@ -291,7 +331,13 @@ class SwitchManager:
             return
         pkt = packet.Packet(msg.data)
         eth, arp_pkt = pkt.get_protocol(ethernet.ethernet), pkt.get_protocol(arp.arp)
-        if eth is None or arp_pkt is None or eth.src != arp_pkt.src_mac:
+        nd = pkt.get_protocol(icmpv6.icmpv6)
+        if eth is None:
+            return
+        if arp_pkt is not None:
+            if eth.src != arp_pkt.src_mac:
+                return
+        elif nd is None or nd.type_ != icmpv6.ND_NEIGHBOR_SOLICIT:
             return
         try:
             mac = validate_mac(eth.src)
@@ -394,7 +440,7 @@ class SwitchManager:
         return out
 
     def desired(self, sw: Switch) -> list[Flow]:
-        return compile_switch(self.policy(), self.attachments(sw))
+        return compile_switch(self.policy(), self.attachments(sw), self.zone_of(sw.dpid))
 
     def _sync(self, sw: Switch) -> SyncResult:
         dp = sw.dp

@@ -39,26 +39,29 @@ class Lab:
         mac: str | None = None,
         register: bool = True,
         give_mac: bool = True,
+        ipv6: bool = False,
+        bridge: str | None = None,
     ) -> lab.Vm:
-        """A namespace VM `name` on `ofport` with address 198.18.0.<host>/24."""
+        """A namespace VM `name` on `ofport` with 198.18.0.<host>/24 (and, with `ipv6`,
+        2001:db8::<host>/64), registered over REST with its port, IPs and MAC."""
         mac = mac or SEED_MACS.get(name) or f"52:54:00:00:00:{host:02x}"
-        vm = lab.Vm(
-            ns=f"ctfw-{self.token}-{name}",
-            port=f"ct{self.token}p{ofport}",
-            mac=mac,
-            ips=[f"198.18.0.{host}/24"],
-        )
+        ips = [f"198.18.0.{host}/24"] + ([f"2001:db8::{host:x}/64"] if ipv6 else [])
+        vm = lab.Vm(ns=f"ctfw-{self.token}-{name}", port=f"ct{self.token}{name}", mac=mac, ips=ips)
         self.vms[name] = vm.create()
-        vm.plug(self.ovs, self.bridge, ofport)
+        vm.plug(self.ovs, bridge or self.bridge, ofport)
         if register:
-            body = {"port": vm.port, "ips": [vm.ip]}
+            body: dict = {"port": vm.port, "ips": [ip.split("/")[0] for ip in ips]}
             if give_mac:
                 body["mac"] = mac
             self.ctl.ok("PUT", f"/ctfw/v1/vms/{name}", body)
         return vm
 
-    def pair(self, initiator: str, responder: str) -> int:
-        body = {"initiator": initiator, "responder": responder}
+    def pair(
+        self, initiator: str, responder: str, protocol: str = "any", ports: str | None = None
+    ) -> int:
+        body = {"initiator": initiator, "responder": responder, "protocol": protocol}
+        if ports is not None:
+            body["ports"] = ports
         return self.ctl.ok("POST", "/ctfw/v1/pairs", body)["id"]
 
     def flows(self) -> list[dict]:

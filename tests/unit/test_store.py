@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from ryu_ctfw import store
-from ryu_ctfw.policy import Policy, Vm
+from ryu_ctfw.policy import PairRequest, Policy, Vm
 from ryu_ctfw.store import StateFileError
 
 
@@ -21,12 +21,12 @@ def state(tmp_path: Path) -> Path:
 
 def test_save_then_load_round_trips(state: Path, seed_policy: Policy) -> None:
     seed_policy.put_vm(Vm("vm3", "tap5", None, ("fd00::3",)))
-    seed_policy.add_pair("vm3", "vm1")
+    seed_policy.add_pair(PairRequest("vm3", "vm1"))
     seed_policy.delete_pair(1)
     store.save(state, seed_policy)
     loaded = store.load(state)
     assert loaded == seed_policy
-    assert loaded.add_pair("vm1", "vm2").id == 3  # next_pair_id survived too
+    assert loaded.add_pair(PairRequest("vm1", "vm2")).id == 3  # next_pair_id survived too
 
 
 def test_the_file_is_the_policy_as_json(state: Path, seed_policy: Policy) -> None:

@@ -1,0 +1,83 @@
+"""Hand-made frames for tests that must send what a normal stack would not (forged sources)."""
+
+from __future__ import annotations
+
+import ipaddress
+import struct
+
+
+def _mac(text: str) -> bytes:
+    return bytes.fromhex(text.replace(":", ""))
+
+
+def _checksum(data: bytes) -> int:
+    if len(data) % 2:
+        data += b"\0"
+    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+
+
+def ethernet(dst: str, src: str, eth_type: int, payload: bytes) -> bytes:
+    return _mac(dst) + _mac(src) + struct.pack("!H", eth_type) + payload
+
+
+def ipv4(src: str, dst: str, proto: int, payload: bytes) -> bytes:
+    header = struct.pack(
+        "!BBHHHBBH4s4s",
+        0x45,
+        0,
+        20 + len(payload),
+        0x1234,
+        0,
+        64,
+        proto,
+        0,
+        ipaddress.IPv4Address(src).packed,
+        ipaddress.IPv4Address(dst).packed,
+    )
+    header = header[:10] + struct.pack("!H", _checksum(header)) + header[12:]
+    return header + payload
+
+
+def icmp(
+    icmp_type: int, code: int = 0, rest: bytes = b"\0\x01\0\x01", data: bytes = b"x" * 16
+) -> bytes:
+    body = struct.pack("!BBH", icmp_type, code, 0) + rest + data
+    return body[:2] + struct.pack("!H", _checksum(body)) + body[4:]
+
+
+def icmp_echo_frame(
+    src_mac: str, dst_mac: str, src_ip: str, dst_ip: str, icmp_type: int = 8
+) -> bytes:
+    """An IPv4 ICMP echo request (type 8) or reply (type 0)."""
+    return ethernet(dst_mac, src_mac, 0x0800, ipv4(src_ip, dst_ip, 1, icmp(icmp_type)))
+
+
+def arp_reply_frame(src_mac: str, sender_mac: str, sender_ip: str, target_ip: str) -> bytes:
+    """A gratuitous-style ARP reply saying `sender_ip` is at `sender_mac`."""
+    arp = struct.pack(
+        "!HHBBH6s4s6s4s",
+        1,
+        0x0800,
+        6,
+        4,
+        2,
+        _mac(sender_mac),
+        ipaddress.IPv4Address(sender_ip).packed,
+        b"\xff" * 6,
+        ipaddress.IPv4Address(target_ip).packed,
+    )
+    return ethernet("ff:ff:ff:ff:ff:ff", src_mac, 0x0806, arp)
+
+
+def neighbor_advert_frame(src_mac: str, src_ip: str, target: str) -> bytes:
+    """An unsolicited ICMPv6 Neighbor Advertisement claiming `target` is at `src_mac`."""
+    body = struct.pack("!BBHI16s", 136, 0, 0, 0x20000000, ipaddress.IPv6Address(target).packed)
+    body += struct.pack("!BB6s", 2, 1, _mac(src_mac))  # target link-layer address option
+    src, dst = ipaddress.IPv6Address(src_ip).packed, ipaddress.IPv6Address("ff02::1").packed
+    pseudo = src + dst + struct.pack("!IxxxB", len(body), 58)
+    body = body[:2] + struct.pack("!H", _checksum(pseudo + body)) + body[4:]
+    ip6 = struct.pack("!IHBB16s16s", 0x60000000, len(body), 58, 255, src, dst)
+    return ethernet("33:33:00:00:00:01", src_mac, 0x86DD, ip6 + body)
