@@ -226,35 +226,26 @@ class Vm:
         if Path(f"/sys/class/net/{self.port}").exists():
             raise LabError(f"interface {self.port} already exists; not touching it")
         run(["ip", "netns", "add", self.ns])
-        run(
-            [
-                "ip",
-                "link",
-                "add",
-                self.port,
-                "type",
-                "veth",
-                "peer",
-                "name",
-                "eth0",
-                "netns",
-                self.ns,
-            ]
-        )
-        run(["ip", "link", "set", self.port, "up"])
-        self.exec(["ip", "link", "set", "lo", "up"])
-        self.exec(["ip", "link", "set", "eth0", "address", self.mac])
-        for ip in self.ips:
-            family = "-6" if ":" in ip else "-4"
-            self.exec(
-                ["ip", family, "addr", "add", ip, "dev", "eth0", "nodad"]
-                if family == "-6"
-                else ["ip", "addr", "add", ip, "dev", "eth0"]
-            )
-        self.exec(["ip", "link", "set", "eth0", "up"])
-        # The userspace datapath does not finish partial checksums: without this,
-        # conntrack sees TCP/UDP as invalid (NOTES.md).
-        self.exec(["ethtool", "-K", "eth0", "tx", "off"])
+        try:
+            veth = ["ip", "link", "add", self.port, "type", "veth"]
+            run([*veth, "peer", "name", "eth0", "netns", self.ns])
+            run(["ip", "link", "set", self.port, "up"])
+            self.exec(["ip", "link", "set", "lo", "up"])
+            self.exec(["ip", "link", "set", "eth0", "address", self.mac])
+            for ip in self.ips:
+                family = "-6" if ":" in ip else "-4"
+                self.exec(
+                    ["ip", family, "addr", "add", ip, "dev", "eth0", "nodad"]
+                    if family == "-6"
+                    else ["ip", "addr", "add", ip, "dev", "eth0"]
+                )
+            self.exec(["ip", "link", "set", "eth0", "up"])
+            # The userspace datapath does not finish partial checksums: without this,
+            # conntrack sees TCP/UDP as invalid (NOTES.md).
+            self.exec(["ethtool", "-K", "eth0", "tx", "off"])
+        except BaseException:
+            self.destroy()  # leave no half-made namespace or veth behind
+            raise
         return self
 
     def destroy(self) -> None:
