@@ -315,15 +315,19 @@ def vm_port_flows(vm: Vm, at: Attachment, zone: int) -> list[Flow]:
         )
         for ip in v6_sources
     ]
-    flows.append(
+    # A solicitation teaches its receivers "source address is at this MAC", so it too may
+    # only come from the VM's own addresses (or from :: while the VM checks for duplicates).
+    ns_sources = [*v6_sources, "::"] if checked else [None]
+    flows += [
         Flow(
             TABLE_CLASSIFY,
             P_VM_NEIGHBOUR,
-            _icmp6(ND_NS, in_port=port, eth_src=mac),
+            _icmp6(ND_NS, in_port=port, eth_src=mac, ipv6_src=ip),
             (NORMAL,),
             vm_cookie,
         )
-    )
+        for ip in ns_sources
+    ]
     flows += [
         Flow(
             TABLE_CLASSIFY,
@@ -349,7 +353,11 @@ def vm_port_flows(vm: Vm, at: Attachment, zone: int) -> list[Flow]:
 
 
 def port_masks(lo: int, hi: int) -> list[Ports]:
-    """The fewest (value, mask) pairs whose union is exactly the ports lo..hi."""
+    """The fewest prefix (value, mask) pairs whose union is exactly the ports lo..hi.
+
+    Prefix masks (ones then zeros) keep each match a plain aligned block, readable in
+    dump-flows; arbitrary bit masks could occasionally save a line.
+    """
     out: list[Ports] = []
     while lo <= hi:
         size = lo & -lo if lo else 1 << 16  # largest block aligned at lo...
@@ -425,7 +433,7 @@ def _merge(where: Match, what: Match, state: CtState) -> Match:
 def compile_switch(policy: Policy, attached: Mapping[str, Attachment], zone: int) -> list[Flow]:
     """All flows one switch should hold. `attached` maps VM name -> where it is on it."""
     flows = base_flows(zone)
-    for name, at in attached.items():
+    for name, at in sorted(attached.items()):
         flows += vm_port_flows(policy.vms[name], at, zone)
     for pair in policy.pairs.values():
         ini, res = attached.get(pair.initiator), attached.get(pair.responder)

@@ -276,7 +276,10 @@ class Policy:
         """The bridge's conntrack zone, assigning the lowest free one (1-65535) if new."""
         if dpid not in self.zones:
             used = set(self.zones.values())
-            self.zones[dpid] = next(z for z in range(1, 65536) if z not in used)
+            free = next((z for z in range(1, 65536) if z not in used), None)
+            if free is None:
+                raise Conflict("all 65535 conntrack zones are in use")
+            self.zones[dpid] = free
         return self.zones[dpid]
 
     # --- persistence form ------------------------------------------------------------
@@ -309,9 +312,16 @@ class Policy:
             request = pair_request_from_body({k: v for k, v in raw.items() if k != "id"})
             policy.next_pair_id = pair_id
             policy.add_pair(request)
-        for dpid, zone in dict(data.get("zones", {})).items():
-            if not isinstance(zone, int) or not 1 <= zone <= 65535:
+        zones = data.get("zones", {})
+        if not isinstance(zones, dict):
+            raise InvalidInput("zones must be an object of dpid -> zone")
+        for dpid, zone in zones.items():
+            if not isinstance(dpid, str) or not re.fullmatch(r"[0-9a-f]{16}", dpid):
+                raise InvalidInput(f"bad switch id {dpid!r} in zones")
+            if not isinstance(zone, int) or isinstance(zone, bool) or not 1 <= zone <= 65535:
                 raise InvalidInput(f"bad zone {zone!r} for switch {dpid}")
+            if zone in policy.zones.values():
+                raise InvalidInput(f"zone {zone} is given to two switches")
             policy.zones[int(dpid, 16)] = zone
         next_id = data.get("next_pair_id", 1)
         if not isinstance(next_id, int) or isinstance(next_id, bool) or next_id < 1:

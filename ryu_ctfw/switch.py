@@ -35,7 +35,7 @@ from ryu_ctfw.compiler import (
     Output,
     compile_switch,
 )
-from ryu_ctfw.policy import Policy, validate_mac
+from ryu_ctfw.policy import Policy, PolicyError, validate_mac
 
 REPLY_TIMEOUT = 5.0
 ALL_COOKIE_BITS = 0xFFFF_FFFF_FFFF_FFFF
@@ -341,7 +341,7 @@ class SwitchManager:
             return
         try:
             mac = validate_mac(eth.src)
-        except ValueError:
+        except PolicyError:
             return
         sw.learned[vm.name] = mac
         self.log.info("learned mac %s for VM %s on port %s", mac, vm.name, port)

@@ -232,8 +232,8 @@ def test_seed_step4_with_mininet_hosts(mnlab: MnLab) -> None:
     assert mnlab.probe("tcp", "vm1", "vm2", 22, timeout=3), "telnet vm1 -> vm2 22 must work"
     assert mnlab.probe("udp", "vm1", "vm2", 53, timeout=3), "dig @vm2 must work"
     mnlab.counter_reaches("+new+trk,ip,in_port=2", 3)
-    mnlab.counter_reaches("+est+trk,ip,in_port=2", 1)
-    mnlab.counter_reaches("+est+trk,ip,in_port=3", 1)
+    mnlab.counter_reaches("+est-rpl+trk,in_port=2", 1)
+    mnlab.counter_reaches("+est+rpl+trk,in_port=3", 1)
     assert mnlab.settled_counter(DROP) == drops
 
     # Conntrack holds the three connections vm1 opened, as `conntrack -L -s` did in the seed.

@@ -12,10 +12,11 @@ from ryu_ctfw.policy import (
     InvalidInput,
     NotFound,
     Pair,
+    PairRequest,
     Policy,
     PolicyError,
     Vm,
-    pair_names_from_body,
+    pair_request_from_body,
     validate_ips,
     validate_mac,
     validate_port_name,
@@ -34,13 +35,24 @@ def policy() -> Policy:
     p.put_vm(vm_from_body("vm1", {"port": "tap2", "mac": MAC1, "ips": ["192.168.0.1"]}))
     p.put_vm(vm_from_body("vm2", {"port": "tap4", "mac": MAC2, "ips": ["192.168.0.2"]}))
     p.put_vm(vm_from_body("vm3", {"port": "tap5"}))
-    p.add_pair("vm1", "vm2")
+    p.add_pair(PairRequest("vm1", "vm2"))
     return p
 
 
 def put(policy: Policy, name: Any, body: Any) -> bool:
     """What PUT /vms/{name} does to the policy."""
     return policy.put_vm(vm_from_body(name, body))
+
+
+def post(policy: Policy, body: Any) -> Pair:
+    """What POST /pairs does to the policy."""
+    return policy.add_pair(pair_request_from_body(body))
+
+
+def req(
+    initiator: str, responder: str, protocol: str = "any", ports: str | None = None
+) -> PairRequest:
+    return PairRequest(initiator, responder, protocol, ports)
 
 
 # --- status codes --------------------------------------------------------------------------
@@ -217,20 +229,36 @@ def test_a_vm_may_keep_its_own_port_mac_and_ips(policy: Policy) -> None:
     "body",
     [
         {"port": "tap2"},  # vm1's port
-        {"port": "tap9", "mac": MAC1},  # vm1's MAC
-        {"port": "tap9", "mac": MAC1.upper()},  # the same MAC, spelled differently
-        {"port": "tap9", "ips": ["10.9.9.9", "192.168.0.1"]},  # vm1's IP
+        {"port": "tap2", "mac": "52:54:00:00:00:09", "ips": ["10.9.9.9"]},
     ],
 )
-def test_resources_of_another_vm_are_409_and_change_nothing(
+def test_the_port_of_another_vm_is_409_and_changes_nothing(
     policy: Policy, body: dict[str, Any]
 ) -> None:
     before = policy.to_dict()
     with pytest.raises(Conflict) as exc:
         put(policy, "vm9", body)
     assert exc.value.status == 409
-    assert "vm1" in str(exc.value)
+    assert "vm1" in str(exc.value) and "tap2" in str(exc.value)
     assert policy.to_dict() == before
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"port": "tap9", "mac": MAC1},  # vm1's MAC
+        {"port": "tap9", "mac": MAC1.upper()},  # the same MAC, spelled differently
+        {"port": "tap9", "ips": ["10.9.9.9", "192.168.0.1"]},  # vm1's IP
+        {"port": "tap9", "mac": MAC1, "ips": ["192.168.0.1"]},  # both: a twin on another bridge
+    ],
+)
+def test_the_mac_and_ips_of_another_vm_are_allowed(policy: Policy, body: dict[str, Any]) -> None:
+    # VMs on different bridges are different L2 domains and conntrack zones.
+    assert put(policy, "vm9", body) is True
+    vm9 = policy.get_vm("vm9")
+    assert vm9.mac in (None, MAC1)
+    assert policy.get_vm("vm1") == Vm("vm1", "tap2", MAC1, ("192.168.0.1",))
+    assert put(policy, "vm8", body | {"port": "tap8"}) is True  # and a third one
 
 
 def test_updating_a_vm_onto_another_vms_port_is_409(policy: Policy) -> None:
@@ -240,10 +268,10 @@ def test_updating_a_vm_onto_another_vms_port_is_409(policy: Policy) -> None:
     assert policy.to_dict() == before
 
 
-def test_ipv6_conflicts_compare_normalised_addresses(policy: Policy) -> None:
+def test_a_repeated_ipv6_is_allowed_and_stored_normalised(policy: Policy) -> None:
     put(policy, "vm9", {"port": "tap9", "ips": ["fd00::9"]})
-    with pytest.raises(Conflict):
-        put(policy, "vm8", {"port": "tap8", "ips": ["fd00:0:0::09"]})
+    assert put(policy, "vm8", {"port": "tap8", "ips": ["fd00:0:0::09"]}) is True
+    assert policy.get_vm("vm8").ips == policy.get_vm("vm9").ips == ("fd00::9",)
 
 
 def test_vms_without_mac_do_not_conflict_with_each_other(policy: Policy) -> None:
@@ -280,7 +308,7 @@ def test_delete_vm_used_by_a_pair_is_409_and_changes_nothing(policy: Policy, nam
 
 
 def test_add_pair(policy: Policy) -> None:
-    pair = policy.add_pair("vm2", "vm1")  # the reverse direction is another pair
+    pair = policy.add_pair(req("vm2", "vm1"))  # the reverse direction is another pair
     assert pair == Pair(2, "vm2", "vm1")
     assert policy.get_pair(2) == pair
     assert [p.id for p in policy.pairs_of("vm1")] == [1, 2]
@@ -290,7 +318,7 @@ def test_add_pair(policy: Policy) -> None:
 def test_pair_with_itself_is_400(policy: Policy) -> None:
     before = policy.to_dict()
     with pytest.raises(InvalidInput) as exc:
-        policy.add_pair("vm3", "vm3")
+        policy.add_pair(req("vm3", "vm3"))
     assert exc.value.status == 400
     assert policy.to_dict() == before
 
@@ -299,7 +327,7 @@ def test_pair_with_itself_is_400(policy: Policy) -> None:
 def test_pair_with_unknown_vm_is_404(policy: Policy, initiator: str, responder: str) -> None:
     before = policy.to_dict()
     with pytest.raises(NotFound) as exc:
-        policy.add_pair(initiator, responder)
+        policy.add_pair(req(initiator, responder))
     assert exc.value.status == 404
     assert "nope" in str(exc.value)
     assert policy.to_dict() == before
@@ -308,26 +336,26 @@ def test_pair_with_unknown_vm_is_404(policy: Policy, initiator: str, responder: 
 def test_duplicate_pair_is_409(policy: Policy) -> None:
     before = policy.to_dict()
     with pytest.raises(Conflict) as exc:
-        policy.add_pair("vm1", "vm2")
+        policy.add_pair(req("vm1", "vm2"))
     assert exc.value.status == 409
     assert policy.to_dict() == before
 
 
 def test_pair_ids_increase_and_are_never_reused(policy: Policy) -> None:
-    second = policy.add_pair("vm1", "vm3")
+    second = policy.add_pair(req("vm1", "vm3"))
     assert second.id == 2
     policy.delete_pair(2)  # the highest id
     policy.delete_pair(1)
     assert policy.pairs == {}
-    assert policy.add_pair("vm1", "vm3").id == 3
-    assert policy.add_pair("vm1", "vm2").id == 4
+    assert policy.add_pair(req("vm1", "vm3")).id == 3
+    assert policy.add_pair(req("vm1", "vm2")).id == 4
 
 
 def test_pair_ids_are_not_reused_after_a_round_trip(policy: Policy) -> None:
-    policy.add_pair("vm1", "vm3")
+    policy.add_pair(req("vm1", "vm3"))
     policy.delete_pair(2)
     again = Policy.from_dict(json.loads(json.dumps(policy.to_dict())))
-    assert again.add_pair("vm2", "vm3").id == 3
+    assert again.add_pair(req("vm2", "vm3")).id == 3
 
 
 def test_unknown_pair_is_404(policy: Policy) -> None:
@@ -353,11 +381,13 @@ def test_unknown_pair_is_404(policy: Policy) -> None:
 )
 def test_bad_pair_bodies_are_400(body: Any) -> None:
     with pytest.raises(InvalidInput):
-        pair_names_from_body(body)
+        pair_request_from_body(body)
 
 
 def test_pair_body() -> None:
-    assert pair_names_from_body({"initiator": "a", "responder": "b"}) == ("a", "b")
+    assert pair_request_from_body({"initiator": "a", "responder": "b"}) == PairRequest(
+        "a", "b", "any", None
+    )
 
 
 # --- persistence form ----------------------------------------------------------------------
@@ -378,14 +408,17 @@ def test_to_dict(policy: Policy) -> None:
             {"name": "vm2", "port": "tap4", "mac": MAC2, "ips": ["192.168.0.2"]},
             {"name": "vm3", "port": "tap5", "mac": None, "ips": []},
         ],
-        "pairs": [{"id": 1, "initiator": "vm1", "responder": "vm2"}],
+        "pairs": [
+            {"id": 1, "initiator": "vm1", "responder": "vm2", "protocol": "any", "ports": None}
+        ],
         "next_pair_id": 2,
+        "zones": {},
     }
 
 
 def test_round_trip_through_json(policy: Policy) -> None:
-    policy.add_pair("vm2", "vm3")
-    policy.add_pair("vm3", "vm1")
+    policy.add_pair(req("vm2", "vm3"))
+    policy.add_pair(req("vm3", "vm1"))
     policy.delete_pair(2)
     again = Policy.from_dict(json.loads(json.dumps(policy.to_dict())))
     assert again == policy
@@ -405,7 +438,7 @@ def test_from_dict_never_lowers_next_pair_id() -> None:
     }
     policy = Policy.from_dict(data)
     assert policy.get_pair(7) == Pair(7, "a", "b")
-    assert policy.add_pair("b", "a").id == 8
+    assert policy.add_pair(req("b", "a")).id == 8
 
 
 def _state(**changes: Any) -> dict[str, Any]:
@@ -452,6 +485,18 @@ def _state(**changes: Any) -> dict[str, Any]:
             ]
         ),
         _state(pairs=[{"id": 1, "initiator": "a", "responder": "b", "note": "x"}]),
+        _state(pairs=[{"id": 1, "initiator": "a", "responder": "b", "protocol": "sctp"}]),
+        _state(pairs=[{"id": 1, "initiator": "a", "responder": "b", "ports": "22"}]),
+        _state(
+            pairs=[{"id": 1, "initiator": "a", "responder": "b", "protocol": "tcp", "ports": "0"}]
+        ),
+        _state(
+            pairs=[
+                {"id": 1, "initiator": "a", "responder": "b", "protocol": "tcp", "ports": 22},
+                {"id": 2, "initiator": "a", "responder": "b", "protocol": "tcp", "ports": "22"},
+            ]
+        ),
+        _state(zones={"0000000000000001": 0}),
     ],
 )
 def test_from_dict_rejects_garbage(data: Any) -> None:
@@ -463,3 +508,278 @@ def test_from_dict_rejects_garbage(data: Any) -> None:
 def test_from_dict_rejects_a_bad_next_pair_id(next_pair_id: Any) -> None:
     with pytest.raises(InvalidInput):
         Policy.from_dict(_state(pairs=[], next_pair_id=next_pair_id))
+
+
+# --- pair requests: protocol and ports -----------------------------------------------------
+
+AB = {"initiator": "a", "responder": "b"}
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        ({}, PairRequest("a", "b", "any", None)),
+        ({"protocol": "any"}, PairRequest("a", "b", "any", None)),
+        ({"protocol": "icmp"}, PairRequest("a", "b", "icmp", None)),
+        ({"protocol": "tcp"}, PairRequest("a", "b", "tcp", None)),
+        ({"protocol": "udp", "ports": None}, PairRequest("a", "b", "udp", None)),
+        ({"protocol": "tcp", "ports": "22"}, PairRequest("a", "b", "tcp", "22")),
+        ({"protocol": "tcp", "ports": 22}, PairRequest("a", "b", "tcp", "22")),  # an int
+        ({"protocol": "udp", "ports": "8000-8100"}, PairRequest("a", "b", "udp", "8000-8100")),
+        ({"protocol": "udp", "ports": "53-53"}, PairRequest("a", "b", "udp", "53")),
+        ({"protocol": "tcp", "ports": "022"}, PairRequest("a", "b", "tcp", "22")),
+        ({"protocol": "tcp", "ports": "1-65535"}, PairRequest("a", "b", "tcp", "1-65535")),
+        ({"protocol": "tcp", "ports": 65535}, PairRequest("a", "b", "tcp", "65535")),
+        ({"protocol": "tcp", "ports": "1"}, PairRequest("a", "b", "tcp", "1")),
+    ],
+)
+def test_good_pair_requests_are_normalised(extra: dict[str, Any], expected: PairRequest) -> None:
+    assert pair_request_from_body(AB | extra) == expected
+
+
+@pytest.mark.parametrize(
+    ("extra", "field", "detail"),
+    [
+        ({"protocol": "sctp"}, "protocol", "any, tcp, udp, icmp"),
+        ({"protocol": "TCP"}, "protocol", "any, tcp, udp, icmp"),
+        ({"protocol": None}, "protocol", "any, tcp, udp, icmp"),
+        ({"protocol": 6}, "protocol", "any, tcp, udp, icmp"),
+        ({"ports": "22"}, "ports", "'any' has no ports"),  # any is the default
+        ({"protocol": "any", "ports": 22}, "ports", "'any' has no ports"),
+        ({"protocol": "icmp", "ports": "8"}, "ports", "'icmp' has no ports"),
+        ({"protocol": "tcp", "ports": "0"}, "ports", "0 is outside 1-65535"),
+        ({"protocol": "tcp", "ports": 0}, "ports", "0 is outside 1-65535"),
+        ({"protocol": "udp", "ports": "65536"}, "ports", "65536 is outside 1-65535"),
+        ({"protocol": "udp", "ports": 70000}, "ports", "70000 is outside 1-65535"),
+        ({"protocol": "tcp", "ports": "0-10"}, "ports", "0 is outside 1-65535"),
+        ({"protocol": "tcp", "ports": "1-99999"}, "ports", "99999 is outside 1-65535"),
+        ({"protocol": "tcp", "ports": "8100-8000"}, "ports", "reversed"),
+        ({"protocol": "tcp", "ports": "ssh"}, "ports", 'like "22"'),
+        ({"protocol": "tcp", "ports": "22,80"}, "ports", 'like "22"'),
+        ({"protocol": "tcp", "ports": "22-"}, "ports", 'like "22"'),
+        ({"protocol": "tcp", "ports": "-22"}, "ports", 'like "22"'),
+        ({"protocol": "tcp", "ports": " 22"}, "ports", 'like "22"'),
+        ({"protocol": "tcp", "ports": "22\n"}, "ports", 'like "22"'),
+        ({"protocol": "tcp", "ports": "123456"}, "ports", 'like "22"'),
+        ({"protocol": "tcp", "ports": "\u0662\u0662"}, "ports", 'like "22"'),  # Arabic 22
+        ({"protocol": "tcp", "ports": ""}, "ports", 'like "22"'),
+        ({"protocol": "tcp", "ports": -1}, "ports", 'like "22"'),
+        ({"protocol": "tcp", "ports": True}, "ports", 'like "22"'),
+        ({"protocol": "tcp", "ports": 22.0}, "ports", 'like "22"'),
+        ({"protocol": "tcp", "ports": [22]}, "ports", 'like "22"'),
+        ({"protocol": "tcp", "ports": {"from": 1}}, "ports", 'like "22"'),
+        ({"port": "22"}, "port", "unknown field"),
+        ({"initiator": 5}, "initiator", "expected a VM name"),
+        ({"responder": None}, "responder", "expected a VM name"),
+    ],
+)
+def test_bad_pair_requests_are_400_naming_the_field(
+    policy: Policy, extra: dict[str, Any], field: str, detail: str
+) -> None:
+    body = {"initiator": "vm1", "responder": "vm3"} | extra
+    before = policy.to_dict()
+    with pytest.raises(InvalidInput) as exc:
+        post(policy, body)
+    assert exc.value.status == 400
+    message = str(exc.value)
+    assert field in message and detail in message, message
+    assert policy.to_dict() == before
+
+
+@pytest.mark.parametrize("missing", ["initiator", "responder"])
+def test_a_missing_vm_in_a_pair_request_is_named(missing: str) -> None:
+    body = {k: v for k, v in AB.items() if k != missing}
+    with pytest.raises(InvalidInput, match=f"missing field: {missing}"):
+        pair_request_from_body(body)
+
+
+# --- pairs: services -----------------------------------------------------------------------
+
+
+def test_a_pair_has_protocol_ports_and_service(policy: Policy) -> None:
+    pair = post(policy, {"initiator": "vm1", "responder": "vm3", "protocol": "tcp", "ports": 22})
+    assert pair == Pair(2, "vm1", "vm3", "tcp", "22")
+    assert pair.service == ("vm1", "vm3", "tcp", "22")
+    assert pair.port_range() == (22, 22)
+    assert pair.to_dict() == {
+        "id": 2,
+        "initiator": "vm1",
+        "responder": "vm3",
+        "protocol": "tcp",
+        "ports": "22",
+    }
+    assert policy.get_pair(1).to_dict()["protocol"] == "any"
+    assert policy.get_pair(1).to_dict()["ports"] is None
+
+
+def test_the_same_vms_may_have_several_services(policy: Policy) -> None:
+    services = [
+        ("tcp", "22"),
+        ("tcp", "80"),
+        ("tcp", "8000-8100"),
+        ("tcp", "8000-8063"),  # overlaps the range above: still another service
+        ("tcp", None),
+        ("udp", "22"),
+        ("udp", None),
+        ("icmp", None),
+    ]
+    ids = [policy.add_pair(req("vm1", "vm2", p, ports)).id for p, ports in services]
+    assert ids == list(range(2, 2 + len(services)))
+    assert [(p.protocol, p.ports) for p in policy.pairs_of("vm2")] == [("any", None), *services]
+
+
+@pytest.mark.parametrize(
+    ("first", "again"),
+    [
+        ({}, {}),
+        ({}, {"protocol": "any"}),
+        ({"protocol": "tcp", "ports": "22"}, {"protocol": "tcp", "ports": 22}),
+        ({"protocol": "tcp", "ports": "22"}, {"protocol": "tcp", "ports": "22-22"}),
+        ({"protocol": "udp", "ports": "8000-8100"}, {"protocol": "udp", "ports": "08000-8100"}),
+        ({"protocol": "icmp"}, {"protocol": "icmp"}),
+        ({"protocol": "tcp"}, {"protocol": "tcp", "ports": None}),
+    ],
+)
+def test_a_duplicate_service_is_409_and_changes_nothing(
+    first: dict[str, Any], again: dict[str, Any]
+) -> None:
+    policy = Policy()
+    policy.put_vm(Vm("a", "p1"))
+    policy.put_vm(Vm("b", "p2"))
+    existing = post(policy, AB | first)
+    before = policy.to_dict()
+    with pytest.raises(Conflict) as exc:
+        post(policy, AB | again)
+    assert exc.value.status == 409
+    assert f"(id {existing.id})" in str(exc.value)
+    assert "a -> b" in str(exc.value)
+    assert policy.to_dict() == before
+
+
+def test_the_reverse_of_a_service_is_another_pair(policy: Policy) -> None:
+    post(policy, {"initiator": "vm1", "responder": "vm2", "protocol": "tcp", "ports": "22"})
+    reverse = post(
+        policy, {"initiator": "vm2", "responder": "vm1", "protocol": "tcp", "ports": "22"}
+    )
+    assert reverse.id == 3
+
+
+def test_a_refused_pair_does_not_use_up_an_id(policy: Policy) -> None:
+    with pytest.raises(Conflict):
+        policy.add_pair(req("vm1", "vm2"))
+    with pytest.raises(NotFound):
+        policy.add_pair(req("vm1", "nope", "tcp", "22"))
+    assert policy.add_pair(req("vm1", "vm2", "udp")).id == 2
+
+
+# --- zones ---------------------------------------------------------------------------------
+
+DPID1 = 0x0000_0000_0000_0001
+DPID2 = 0x0000_5254_0060_84FF
+DPID3 = 0xFFFF_FFFF_FFFF_FFFF
+
+
+def test_zone_for_assigns_the_lowest_free_zone_once() -> None:
+    policy = Policy()
+    assert policy.zone_for(DPID2) == 1
+    assert policy.zone_for(DPID1) == 2
+    assert policy.zone_for(DPID2) == 1  # kept
+    assert policy.zone_for(DPID3) == 3
+    assert policy.zones == {DPID2: 1, DPID1: 2, DPID3: 3}
+
+
+def test_zone_for_fills_gaps() -> None:
+    policy = Policy(zones={DPID1: 1, DPID2: 3})
+    assert policy.zone_for(DPID3) == 2
+    assert policy.zone_for(0x42) == 4
+
+
+def test_zones_are_persisted_by_dpid() -> None:
+    policy = Policy()
+    policy.zone_for(DPID3)
+    policy.zone_for(DPID1)
+    data = policy.to_dict()
+    assert data["zones"] == {"0000000000000001": 2, "ffffffffffffffff": 1}
+    assert list(data["zones"]) == sorted(data["zones"])  # by dpid
+    again = Policy.from_dict(json.loads(json.dumps(data)))
+    assert again.zones == {DPID3: 1, DPID1: 2}
+    assert again.zone_for(DPID1) == 2
+    assert again.zone_for(DPID2) == 3  # not a zone another bridge already has
+
+
+def test_copy_keeps_zones_apart() -> None:
+    policy = Policy()
+    policy.zone_for(DPID1)
+    clone = policy.copy()
+    clone.zone_for(DPID2)
+    assert policy.zones == {DPID1: 1}
+
+
+def test_a_state_without_zones_or_services_still_loads() -> None:
+    """A state file written before protocols, ports and zones existed."""
+    old = {
+        "version": 1,
+        "vms": [{"name": "a", "port": "p1", "mac": None, "ips": []}, {"name": "b", "port": "p2"}],
+        "pairs": [{"id": 3, "initiator": "a", "responder": "b"}],
+        "next_pair_id": 4,
+    }
+    policy = Policy.from_dict(old)
+    assert policy.get_pair(3) == Pair(3, "a", "b", "any", None)
+    assert policy.zones == {}
+    assert policy.next_pair_id == 4
+
+
+def test_pairs_with_services_round_trip(policy: Policy) -> None:
+    policy.add_pair(req("vm1", "vm2", "tcp", "8000-8100"))
+    policy.add_pair(req("vm2", "vm1", "icmp"))
+    policy.add_pair(req("vm1", "vm3", "udp", "53"))
+    policy.zone_for(DPID2)
+    again = Policy.from_dict(json.loads(json.dumps(policy.to_dict())))
+    assert again == policy
+    assert again.to_dict() == policy.to_dict()
+
+
+@pytest.mark.parametrize(
+    "zones",
+    [
+        {"0000000000000001": 0},
+        {"0000000000000001": 65536},
+        {"0000000000000001": -1},
+        {"0000000000000001": "1"},
+        {"0000000000000001": None},
+        {"0000000000000001": 1.0},
+    ],
+)
+def test_from_dict_rejects_bad_zones(zones: dict[str, Any]) -> None:
+    with pytest.raises(InvalidInput, match="bad zone"):
+        Policy.from_dict(_state(zones=zones))
+
+
+@pytest.mark.parametrize(
+    "zones",
+    [
+        pytest.param(
+            {"0000000000000001": 1, "0000000000000002": 1},
+            id="one zone for two bridges",
+        ),
+        pytest.param(
+            {"0000000000000001": True},
+            id="bool zone",
+        ),
+        pytest.param(
+            {"switch-1": 1},
+            id="dpid not hex",
+        ),
+        pytest.param(
+            {"-1": 1},
+            id="negative dpid",
+        ),
+        pytest.param(
+            {"10000000000000000": 1},
+            id="dpid over 64 bits",
+        ),
+    ],
+)
+def test_from_dict_rejects_bad_zone_keys_and_shared_zones(zones: dict[str, Any]) -> None:
+    with pytest.raises(InvalidInput):
+        Policy.from_dict(_state(zones=zones))

@@ -24,7 +24,7 @@ from webob import Request, Response
 
 from ryu_ctfw import rest, store
 from ryu_ctfw.firewall import Firewall
-from ryu_ctfw.switch import SyncResult
+from ryu_ctfw.switch import Switch, SyncResult
 
 API = "/ctfw/v1"
 MAC1 = "52:54:00:60:84:ff"
@@ -194,15 +194,21 @@ def test_delete_vm_in_a_pair_is_409_until_the_pair_is_gone(populated: Api, name:
 def test_post_pair(populated: Api) -> None:
     resp = populated.call("POST", "/pairs", {"initiator": "vm2", "responder": "vm3"})
     assert resp.status_int == 201
-    assert resp.json == {"id": 2, "initiator": "vm2", "responder": "vm3"}
+    assert resp.json == {
+        "id": 2,
+        "initiator": "vm2",
+        "responder": "vm3",
+        "protocol": "any",
+        "ports": None,
+    }
     # webob makes Location absolute; the path is what the API defines.
     assert resp.location.endswith(f"{API}/pairs/2")
     location = resp.location[resp.location.index("/ctfw") :]
     assert populated.get_json(location) == resp.json
     assert populated.get_json("/pairs") == {
         "pairs": [
-            {"id": 1, "initiator": "vm1", "responder": "vm2"},
-            {"id": 2, "initiator": "vm2", "responder": "vm3"},
+            {"id": 1, "initiator": "vm1", "responder": "vm2", "protocol": "any", "ports": None},
+            {"id": 2, "initiator": "vm2", "responder": "vm3", "protocol": "any", "ports": None},
         ]
     }
 
@@ -221,6 +227,8 @@ def test_delete_pair_and_ids_are_not_reused(populated: Api) -> None:
 # --- errors change nothing -----------------------------------------------------------------
 
 BIG = b'{"port": "tap9", "pad": "' + b"x" * (64 * 1024) + b'"}'
+
+VM1_VM3 = {"initiator": "vm1", "responder": "vm3"}
 
 BAD_REQUESTS = [
     # (method, path, body, status)
@@ -247,8 +255,7 @@ BAD_REQUESTS = [
     ("PUT", "/vms/vm9", {"port": "tap9", "ips": "10.0.0.9"}, 400),
     ("PUT", "/vms/-vm9", {"port": "tap9"}, 400),
     ("PUT", "/vms/vm9", {"port": "tap2"}, 409),
-    ("PUT", "/vms/vm9", {"port": "tap9", "mac": MAC1}, 409),
-    ("PUT", "/vms/vm9", {"port": "tap9", "ips": ["192.168.0.1"]}, 409),
+    ("PUT", "/vms/vm9", {"port": "tap2", "mac": "52:54:00:00:00:09"}, 409),
     ("PUT", "/vms/vm1", {"port": "tap4"}, 409),
     ("PUT", "/vms/vm1", {"port": "tap2", "mac": "nope"}, 400),
     ("DELETE", "/vms/vm1", None, 409),
@@ -259,6 +266,20 @@ BAD_REQUESTS = [
     ("POST", "/pairs", {"initiator": "vm1", "responder": "nope"}, 404),
     ("POST", "/pairs", {"initiator": "nope", "responder": "vm1"}, 404),
     ("POST", "/pairs", {"initiator": "vm1", "responder": "vm2"}, 409),
+    ("POST", "/pairs", {"initiator": "vm1", "responder": "vm2", "protocol": "any"}, 409),
+    ("POST", "/pairs", VM1_VM3 | {"protocol": "sctp"}, 400),
+    ("POST", "/pairs", VM1_VM3 | {"protocol": "TCP"}, 400),
+    ("POST", "/pairs", VM1_VM3 | {"protocol": None}, 400),
+    ("POST", "/pairs", VM1_VM3 | {"ports": "22"}, 400),
+    ("POST", "/pairs", VM1_VM3 | {"protocol": "any", "ports": 22}, 400),
+    ("POST", "/pairs", VM1_VM3 | {"protocol": "icmp", "ports": "8"}, 400),
+    ("POST", "/pairs", VM1_VM3 | {"protocol": "tcp", "ports": 0}, 400),
+    ("POST", "/pairs", VM1_VM3 | {"protocol": "tcp", "ports": "65536"}, 400),
+    ("POST", "/pairs", VM1_VM3 | {"protocol": "udp", "ports": "90-80"}, 400),
+    ("POST", "/pairs", VM1_VM3 | {"protocol": "udp", "ports": "dns"}, 400),
+    ("POST", "/pairs", VM1_VM3 | {"protocol": "tcp", "ports": True}, 400),
+    ("POST", "/pairs", VM1_VM3 | {"protocol": "tcp", "ports": [22]}, 400),
+    ("POST", "/pairs", {"initiator": "vm1", "responder": "nope", "protocol": "udp"}, 404),
     ("POST", "/pairs", {"initiator": "vm1"}, 400),
     ("POST", "/pairs", {"initiator": "vm1", "responder": "vm3", "id": 7}, 400),
     ("POST", "/pairs", {"initiator": ["vm1"], "responder": "vm3"}, 400),
@@ -430,3 +451,177 @@ def test_no_temp_files_are_left_behind(populated: Api) -> None:
     populated.call("DELETE", "/pairs/1")
     populated.call("PUT", "/vms/vm9", {"port": "tap2"})  # 409
     assert os.listdir(populated.state_file.parent) == ["state.json"]
+
+
+# --- pairs with protocol and ports ---------------------------------------------------------
+
+
+def pair_body(initiator: str, responder: str, **extra: Any) -> dict[str, Any]:
+    return {"initiator": initiator, "responder": responder, **extra}
+
+
+@pytest.mark.parametrize(
+    ("extra", "protocol", "ports"),
+    [
+        ({"protocol": "tcp", "ports": "22"}, "tcp", "22"),
+        ({"protocol": "tcp", "ports": 22}, "tcp", "22"),  # an int is normalised to a string
+        ({"protocol": "udp", "ports": "8000-8100"}, "udp", "8000-8100"),
+        ({"protocol": "udp", "ports": "53-53"}, "udp", "53"),
+        ({"protocol": "tcp"}, "tcp", None),
+        ({"protocol": "icmp"}, "icmp", None),
+        ({"protocol": "any"}, "any", None),
+    ],
+)
+def test_post_pair_with_protocol_and_ports(
+    populated: Api, extra: dict[str, Any], protocol: str, ports: str | None
+) -> None:
+    resp = populated.call("POST", "/pairs", pair_body("vm2", "vm3", **extra))
+    assert resp.status_int == 201, resp.text
+    expected = {
+        "id": 2,
+        "initiator": "vm2",
+        "responder": "vm3",
+        "protocol": protocol,
+        "ports": ports,
+    }
+    assert resp.json == expected
+    assert populated.get_json("/pairs/2") == expected
+    assert populated.get_json("/pairs")["pairs"][-1] == expected
+    stored = json.loads(populated.state_file.read_text())
+    assert stored["pairs"][-1] == expected
+
+
+def test_the_same_vms_with_two_services_are_two_pairs(populated: Api) -> None:
+    ssh = populated.call("POST", "/pairs", pair_body("vm1", "vm3", protocol="tcp", ports=22))
+    dns = populated.call("POST", "/pairs", pair_body("vm1", "vm3", protocol="udp", ports="53"))
+    assert (ssh.status_int, dns.status_int) == (201, 201)
+    assert (ssh.json["id"], dns.json["id"]) == (2, 3)
+    pairs = populated.get_json("/pairs")["pairs"]
+    assert [(p["initiator"], p["responder"], p["protocol"], p["ports"]) for p in pairs] == [
+        ("vm1", "vm2", "any", None),
+        ("vm1", "vm3", "tcp", "22"),
+        ("vm1", "vm3", "udp", "53"),
+    ]
+
+
+def test_a_duplicate_service_is_409_and_changes_nothing(populated: Api) -> None:
+    resp = populated.call("POST", "/pairs", pair_body("vm1", "vm3", protocol="tcp", ports="22"))
+    assert resp.status_int == 201
+    before = populated.snapshot()
+    for again in ("22", 22, "22-22"):
+        body = pair_body("vm1", "vm3", protocol="tcp", ports=again)
+        message = assert_error(populated.call("POST", "/pairs", body), 409)
+        assert "id 2" in message
+    assert populated.snapshot() == before
+    # Another port of the same VMs is fine, and ids carry on.
+    resp = populated.call("POST", "/pairs", pair_body("vm1", "vm3", protocol="tcp", ports="23"))
+    assert resp.json["id"] == 3
+
+
+@pytest.mark.parametrize(
+    ("extra", "field"),
+    [
+        ({"protocol": "sctp"}, "protocol"),
+        ({"ports": "22"}, "ports"),
+        ({"protocol": "icmp", "ports": 8}, "ports"),
+        ({"protocol": "tcp", "ports": "0"}, "ports"),
+        ({"protocol": "tcp", "ports": 65536}, "ports"),
+        ({"protocol": "tcp", "ports": "100-10"}, "ports"),
+        ({"protocol": "tcp", "ports": "http"}, "ports"),
+    ],
+)
+def test_a_bad_service_is_a_400_naming_the_field(
+    populated: Api, extra: dict[str, Any], field: str
+) -> None:
+    before = populated.snapshot()
+    message = assert_error(populated.call("POST", "/pairs", pair_body("vm1", "vm3", **extra)), 400)
+    assert f"invalid {field}" in message
+    assert populated.snapshot() == before
+
+
+# --- MACs and IPs may repeat ---------------------------------------------------------------
+
+
+def test_the_mac_and_ip_of_another_vm_are_allowed(populated: Api) -> None:
+    twin = {"port": "tap9", "mac": MAC1.upper(), "ips": ["192.168.0.1"]}
+    resp = populated.call("PUT", "/vms/vm9", twin)
+    assert resp.status_int == 201, resp.text
+    assert (resp.json["mac"], resp.json["ips"]) == (MAC1, ["192.168.0.1"])
+    assert populated.get_json("/vms/vm1")["mac"] == MAC1
+    # And an existing VM may take a MAC that another VM has.
+    resp = populated.call("PUT", "/vms/vm3", {"port": "tap5", "mac": MAC1})
+    assert resp.status_int == 200
+
+
+# --- switches and zones --------------------------------------------------------------------
+
+
+def test_get_switches_shows_each_bridge_and_its_vms(populated: Api) -> None:
+    switches = populated.fw.switches.switches
+    switches[0x5254006084FF] = Switch(
+        0x5254006084FF, dp=object(), name="br0", ports={"tap4": 3, "tap2": 2, "eth1": 1}
+    )
+    switches[0x2] = Switch(0x2, name="br1", ports={"tap5": 7})  # disconnected
+    assert populated.get_json("/switches") == {
+        "switches": [
+            {
+                "dpid": "0000000000000002",
+                "name": "br1",
+                "connected": False,
+                "ports": [{"name": "tap5", "ofport": 7, "vm": "vm3"}],
+            },
+            {
+                "dpid": "00005254006084ff",
+                "name": "br0",
+                "connected": True,
+                "ports": [
+                    {"name": "eth1", "ofport": 1, "vm": None},
+                    {"name": "tap2", "ofport": 2, "vm": "vm1"},
+                    {"name": "tap4", "ofport": 3, "vm": "vm2"},
+                ],
+            },
+        ]
+    }
+    # The VM views say where each VM is, for connected switches only.
+    vm1 = populated.get_json("/vms/vm1")
+    assert (vm1["dpid"], vm1["ofport"]) == ("00005254006084ff", 2)
+    vm3 = populated.get_json("/vms/vm3")
+    assert (vm3["dpid"], vm3["ofport"]) == (None, None)
+
+
+def test_a_bridge_gets_a_zone_that_is_stored_at_once(populated: Api) -> None:
+    fw = populated.fw
+    assert fw.zone_for(0xAB) == 1
+    assert fw.zone_for(0xCD) == 2
+    assert fw.zone_for(0xAB) == 1
+    stored = json.loads(populated.state_file.read_text())
+    assert stored["zones"] == {"00000000000000ab": 1, "00000000000000cd": 2}
+    again = make_api(populated.state_file)
+    assert again.fw.policy.zones == {0xAB: 1, 0xCD: 2}
+    assert again.fw.zone_for(0xEF) == 3
+
+
+def test_changes_and_rollbacks_keep_the_zones(
+    populated: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    populated.fw.zone_for(0xAB)
+    assert populated.call("POST", "/pairs", pair_body("vm2", "vm3")).status_int == 201
+    assert json.loads(populated.state_file.read_text())["zones"] == {"00000000000000ab": 1}
+
+    calls: list[int] = []
+
+    def refusing_sync_all() -> list[SyncResult]:
+        calls.append(len(calls))
+        if len(calls) == 1:
+            # A bridge connects while the change waits for its switches.
+            populated.fw.zone_for(0xCD)
+            return [SyncResult(1, ["OFPET_BAD_MATCH OFPBMC_BAD_FIELD"])]
+        return []
+
+    monkeypatch.setattr(populated.fw.switches, "sync_all", refusing_sync_all)
+    assert_error(populated.call("DELETE", "/pairs/2"), 502)
+    assert calls == [0, 1]
+    assert populated.fw.policy.zones == {0xAB: 1, 0xCD: 2}
+    stored = json.loads(populated.state_file.read_text())
+    assert stored["zones"] == {"00000000000000ab": 1, "00000000000000cd": 2}
+    assert [p["id"] for p in stored["pairs"]] == [1, 2]  # the change itself was undone

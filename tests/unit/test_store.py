@@ -29,6 +29,26 @@ def test_save_then_load_round_trips(state: Path, seed_policy: Policy) -> None:
     assert loaded.add_pair(PairRequest("vm1", "vm2")).id == 3  # next_pair_id survived too
 
 
+def test_services_and_zones_round_trip(state: Path, seed_policy: Policy) -> None:
+    seed_policy.add_pair(PairRequest("vm1", "vm2", "tcp", "8000-8100"))
+    seed_policy.add_pair(PairRequest("vm2", "vm1", "icmp"))
+    seed_policy.zone_for(0x5254006084FF)
+    seed_policy.zone_for(0x1)
+    store.save(state, seed_policy)
+    loaded = store.load(state)
+    assert loaded == seed_policy
+    assert loaded.zones == {0x5254006084FF: 1, 0x1: 2}
+    assert json.loads(state.read_text())["zones"] == {
+        "0000000000000001": 2,
+        "00005254006084ff": 1,
+    }
+    assert [(p.protocol, p.ports) for p in loaded.pairs.values()] == [
+        ("any", None),
+        ("tcp", "8000-8100"),
+        ("icmp", None),
+    ]
+
+
 def test_the_file_is_the_policy_as_json(state: Path, seed_policy: Policy) -> None:
     store.save(state, seed_policy)
     assert json.loads(state.read_text()) == seed_policy.to_dict()
@@ -71,6 +91,15 @@ def test_load_of_a_missing_file_is_an_empty_policy(state: Path) -> None:
         '{"version": 1, "vms": [{"name": "a b", "port": "tap1"}]}',
         '{"version": 1, "pairs": [5]}',
         '{"version": 1, "pairs": [{"id": 1, "initiator": "a", "responder": "b"}]}',
+        '{"version": 1, "zones": {"0000000000000001": 0}}',
+        '{"version": 1, "zones": {"0000000000000001": "1"}}',
+        '{"version": 1, "zones": {"switch-1": 1}}',
+        '{"version": 1, "zones": 5}',
+        '{"version": 1, "vms": [{"name": "a", "port": "p1"}, {"name": "b", "port": "p2"}],'
+        ' "pairs": [{"id": 1, "initiator": "a", "responder": "b", "protocol": "gre"}]}',
+        '{"version": 1, "vms": [{"name": "a", "port": "p1"}, {"name": "b", "port": "p2"}],'
+        ' "pairs": [{"id": 1, "initiator": "a", "responder": "b", "protocol": "icmp",'
+        ' "ports": "8"}]}',
     ],
 )
 def test_a_corrupt_file_is_an_error_naming_the_file(state: Path, content: str) -> None:

@@ -1,0 +1,233 @@
+"""The switch side without a switch: flows through Ryu's wire format and back, learning.
+
+After a restart the controller reads its flows back from the switch (flow stats, by
+cookie) and compares them with what it compiles; a flow that does not come back equal
+would be deleted and re-added on every start. So every flow the compiler makes must
+survive Match -> OFPMatch -> bytes -> OFPMatch -> Match, and the same for its actions.
+"""
+
+from __future__ import annotations
+
+import logging
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from ryu.lib.packet import arp, ethernet, icmpv6, ipv6, packet
+from ryu.ofproto import ofproto_v1_3 as ofp
+from ryu.ofproto import ofproto_v1_3_parser as parser
+
+from ryu_ctfw.compiler import (
+    KIND_LEARN,
+    Attachment,
+    Flow,
+    Match,
+    compile_switch,
+    cookie_kind,
+)
+from ryu_ctfw.policy import PairRequest, Policy, PolicyError, Vm
+from ryu_ctfw.switch import (
+    Switch,
+    SwitchManager,
+    flow_from_stats,
+    from_ofp_actions,
+    from_ofp_match,
+    to_ofp_action,
+    to_ofp_match,
+)
+
+MAC1 = "52:54:00:60:84:ff"
+MAC2 = "52:54:00:99:90:78"
+MAC3 = "52:54:00:00:00:0c"
+MAC5 = "52:54:00:00:00:0e"
+DP = SimpleNamespace(ofproto=ofp, ofproto_parser=parser)  # what to_ofp_action needs of one
+
+
+def round_trip_policy() -> tuple[Policy, dict[str, Attachment]]:
+    """The seed, plus a tcp range, an icmp and a udp pair, a dual-stack VM, a MAC-only VM
+    and a VM whose MAC is still to be learned."""
+    policy = Policy()
+    policy.put_vm(Vm("vm1", "tap2", MAC1, ("198.18.0.1",)))
+    policy.put_vm(Vm("vm2", "tap4", MAC2, ("198.18.0.2",)))
+    policy.put_vm(Vm("vm3", "tap5", MAC3, ("198.18.0.3", "2001:db8::3", "fd00::3")))
+    policy.put_vm(Vm("vm4", "tap6"))  # MAC to be learned
+    policy.put_vm(Vm("vm5", "tap7", MAC5))  # MAC only, no IPs
+    policy.add_pair(PairRequest("vm1", "vm2"))
+    policy.add_pair(PairRequest("vm1", "vm2", "tcp", "8000-8100"))
+    policy.add_pair(PairRequest("vm3", "vm1", "icmp"))
+    policy.add_pair(PairRequest("vm2", "vm3", "udp", "53"))
+    policy.add_pair(PairRequest("vm5", "vm3", "tcp", "32768-65535"))
+    policy.add_pair(PairRequest("vm5", "vm4"))  # not compiled: vm4's MAC is unknown
+    attached = {
+        "vm1": Attachment(2, MAC1),
+        "vm2": Attachment(3, MAC2),
+        "vm3": Attachment(4, MAC3),
+        "vm4": Attachment(5, None),
+        "vm5": Attachment(65000, MAC5),
+    }
+    return policy, attached
+
+
+ROUND_TRIP_FLOWS = compile_switch(*round_trip_policy(), zone=65535)
+
+
+def flow_id(flow: Flow) -> str:
+    return f"t{flow.table}p{flow.priority}:{flow.match.text() or '(all)'}"
+
+
+def wire(match: Match) -> Any:
+    """The OFPMatch Ryu parses from the bytes of the one we would send."""
+    buf = bytearray()
+    to_ofp_match(parser, match).serialize(buf, 0)
+    return parser.OFPMatch.parser(bytes(buf), 0)
+
+
+def wire_instructions(flow: Flow) -> list[Any]:
+    """The instructions as parsed from the bytes of those flow_mod() would send."""
+    actions = [to_ofp_action(DP, a) for a in flow.actions]
+    if not actions:
+        return []  # flow_mod sends a drop flow with no instruction at all
+    buf = bytearray()
+    parser.OFPInstructionActions(ofp.OFPIT_APPLY_ACTIONS, actions).serialize(buf, 0)
+    return [parser.OFPInstruction.parser(bytes(buf), 0)]
+
+
+def test_the_round_trip_set_covers_every_kind_of_field() -> None:
+    text = "\n".join(f.text() for f in ROUND_TRIP_FLOWS)
+    for part in (
+        "arp_spa=", "arp_sha=", "nd_target=2001:db8::3", "nw_src=", "ipv6_src=fd00::3",
+        "tp_dst=0x1f40/0xffc0", "tp_src=0x8000/0x8000", "tp_dst=53", "tcp6", "udp6",
+        "icmp_type=129", "icmp_type=0", "+est-rpl+trk", "+est+rpl+trk", "+inv+trk",
+        "+rel+trk", "CONTROLLER:128", "in_port=65000", "ct(commit,zone=65535)",
+        "ct(table=1,zone=65535)",
+    ):  # fmt: skip
+        assert part in text, part
+    assert [f for f in ROUND_TRIP_FLOWS if cookie_kind(f.cookie) == KIND_LEARN]
+
+
+@pytest.mark.parametrize("flow", ROUND_TRIP_FLOWS, ids=flow_id)
+def test_a_match_survives_ryus_wire_format(flow: Flow) -> None:
+    assert from_ofp_match(wire(flow.match)) == flow.match
+
+
+@pytest.mark.parametrize("flow", ROUND_TRIP_FLOWS, ids=flow_id)
+def test_actions_survive_ryus_wire_format(flow: Flow) -> None:
+    assert from_ofp_actions(DP, wire_instructions(flow)) == flow.actions
+
+
+def test_a_flow_read_back_from_stats_is_the_flow() -> None:
+    for flow in ROUND_TRIP_FLOWS:
+        stat = SimpleNamespace(
+            table_id=flow.table,
+            priority=flow.priority,
+            cookie=flow.cookie,
+            match=wire(flow.match),
+            instructions=wire_instructions(flow),
+        )
+        assert flow_from_stats(DP, stat) == flow, flow.text()
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"eth_dst": (MAC1, "ff:ff:ff:00:00:00")},  # a mask we never set
+        {"ipv4_src": ("10.0.0.0", "255.0.0.0")},
+        {"ipv4_dst": "10.0.0.1"},  # a field we never set
+        {"vlan_vid": 0x1000 | 5},
+        {"in_port": 2, "eth_type": 0x0800, "ip_dscp": 10},
+    ],
+    ids=["masked eth_dst", "masked ipv4_src", "ipv4_dst", "vlan_vid", "ip_dscp"],
+)
+def test_a_match_that_is_not_ours_reads_back_as_none(fields: dict[str, Any]) -> None:
+    """The sync deletes what it cannot read back: it must never misread it as ours."""
+    buf = bytearray()
+    parser.OFPMatch(**fields).serialize(buf, 0)
+    assert from_ofp_match(parser.OFPMatch.parser(bytes(buf), 0)) is None
+
+
+def test_an_instruction_that_is_not_ours_reads_back_as_none() -> None:
+    goto = parser.OFPInstructionGotoTable(1)
+    assert from_ofp_actions(DP, [goto]) is None
+    other_action = parser.OFPInstructionActions(
+        ofp.OFPIT_APPLY_ACTIONS, [parser.OFPActionSetField(eth_dst=MAC1)]
+    )
+    assert from_ofp_actions(DP, [other_action]) is None
+
+
+# --- learning a MAC ------------------------------------------------------------------------
+
+
+def manager(policy: Policy) -> tuple[SwitchManager, Switch]:
+    mgr = SwitchManager(logging.getLogger("test"), lambda: policy, lambda dpid: 1)
+    sw = Switch(1, dp=object(), name="br0", ports={"tap2": 2, "tap6": 5})
+    mgr.switches[1] = sw
+    return mgr, sw
+
+
+def arp_from(src: str, sender: str | None = None) -> bytes:
+    pkt = packet.Packet()
+    pkt.add_protocol(ethernet.ethernet("ff:ff:ff:ff:ff:ff", src, 0x0806))
+    pkt.add_protocol(arp.arp_ip(1, sender or src, "198.18.0.4", "00:00:00:00:00:00", "198.18.0.1"))
+    pkt.serialize()
+    return bytes(pkt.data)
+
+
+def ns_from(src: str) -> bytes:
+    pkt = packet.Packet()
+    pkt.add_protocol(ethernet.ethernet("33:33:ff:00:00:01", src, 0x86DD))
+    pkt.add_protocol(ipv6.ipv6(src="::", dst="ff02::1:ff00:1", nxt=58))
+    pkt.add_protocol(icmpv6.icmpv6(type_=135, data=icmpv6.nd_neighbor(dst="fe80::1")))
+    pkt.serialize()
+    return bytes(pkt.data)
+
+
+def packet_in(mgr: SwitchManager, in_port: int, data: bytes) -> None:
+    mgr.packet_in(SimpleNamespace(id=1), SimpleNamespace(match={"in_port": in_port}, data=data))
+
+
+def learning_policy() -> Policy:
+    policy = Policy()
+    policy.put_vm(Vm("vm1", "tap2", MAC1))
+    policy.put_vm(Vm("vm4", "tap6"))
+    return policy
+
+
+@pytest.mark.parametrize("data", [arp_from(MAC5), ns_from(MAC5)], ids=["arp", "nd-ns"])
+def test_a_vm_without_mac_is_learned_from_its_arp_or_ns(data: bytes) -> None:
+    policy = learning_policy()
+    mgr, sw = manager(policy)
+    packet_in(mgr, 5, data)
+    assert sw.learned == {"vm4": MAC5}
+    assert sw.requested == 1  # a sync was asked for
+    assert mgr.attachments(sw) == {"vm1": Attachment(2, MAC1), "vm4": Attachment(5, MAC5)}
+    # The learned MAC sticks until the port goes away.
+    packet_in(mgr, 5, arp_from(MAC3))
+    assert sw.learned == {"vm4": MAC5}
+
+
+def test_nothing_is_learned_for_a_vm_with_a_mac_or_from_a_lying_arp() -> None:
+    policy = learning_policy()
+    mgr, sw = manager(policy)
+    packet_in(mgr, 2, arp_from(MAC5))  # vm1 has a configured MAC
+    packet_in(mgr, 5, arp_from(MAC5, sender=MAC3))  # eth src and ARP sender disagree
+    packet_in(mgr, 9, arp_from(MAC5))  # no VM on that port
+    assert sw.learned == {}
+    assert sw.requested == 0
+
+
+def test_a_multicast_source_mac_is_not_learned_and_does_not_raise() -> None:
+    policy = learning_policy()
+    mgr, sw = manager(policy)
+    packet_in(mgr, 5, arp_from("01:00:5e:00:00:01"))
+    assert sw.learned == {}
+
+
+def test_attachments_carry_the_configured_mac_else_the_learned_one() -> None:
+    policy = learning_policy()
+    mgr, sw = manager(policy)
+    sw.learned["vm1"] = MAC3  # never used for a VM with a configured MAC
+    assert mgr.attachments(sw) == {"vm1": Attachment(2, MAC1), "vm4": Attachment(5, None)}
+    sw.learned["vm4"] = MAC5
+    assert mgr.attachments(sw)["vm4"] == Attachment(5, MAC5)
+    del sw.ports["tap6"]
+    assert "vm4" not in mgr.attachments(sw)
