@@ -84,6 +84,7 @@ class Firewall:
                 {
                     "dpid": dpid_str(sw.dpid),
                     "name": sw.name,
+                    "zone": self.policy.zones.get(sw.dpid),
                     "connected": sw.connected,
                     "ports": ports,
                 }

@@ -486,8 +486,9 @@ def cmd_client(proto: str, dst: str, port: int, timeout: float, sport: int | Non
                 s.sendall(PROBE)
                 got = s.recv(1024)
             else:
-                s.sendto(PROBE, (dst, port))
-                got, _ = s.recvfrom(2048)
+                s.connect((dst, port))  # connected, so an ICMP error is reported to us
+                s.send(PROBE)
+                got = s.recv(2048)
         except OSError as e:
             print(f"{proto} {dst}:{port}: {e}", file=sys.stderr)
             return 1

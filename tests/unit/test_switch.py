@@ -25,7 +25,7 @@ from ryu_ctfw.compiler import (
     compile_switch,
     cookie_kind,
 )
-from ryu_ctfw.policy import PairRequest, Policy, PolicyError, Vm
+from ryu_ctfw.policy import PairRequest, Policy, Vm
 from ryu_ctfw.switch import (
     Switch,
     SwitchManager,
