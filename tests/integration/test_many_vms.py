@@ -55,10 +55,13 @@ def test_mac_learned_from_arp_when_not_given(labenv: Lab) -> None:
     """A VM registered without MAC or IPs is bound to the MAC its ARP shows on its port."""
     a = labenv.vm("a", 2, 1)
     b = labenv.vm("b", 3, 2, give_mac=False, register=False)
+    # IPv6 off, so that no Neighbor Solicitation of b's own teaches its MAC before we look.
+    b.exec(["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"])
     labenv.ctl.ok("PUT", "/ctfw/v1/vms/b", {"port": b.port})
     labenv.pair("a", "b")
     texts = [f["text"] for f in labenv.flows()]
-    assert "table=0, priority=11,arp,in_port=3 actions=NORMAL,CONTROLLER:128" in texts
+    assert "table=0, priority=130,arp,in_port=3 actions=NORMAL,CONTROLLER:128" in texts
+    assert "table=0, priority=110,in_port=3 actions=drop" in texts, "the rest waits"
     assert not any("+new" in t for t in texts), "responder's MAC unknown: nothing opens yet"
 
     b.exec(["ping", "-c", "1", "-W", "1", a.ip], check=False)  # its ARP teaches the MAC
@@ -69,6 +72,6 @@ def test_mac_learned_from_arp_when_not_given(labenv: Lab) -> None:
     )
     assert vm["learned_mac"] == b.mac and vm["mac"] is None
     texts = [f["text"] for f in labenv.flows()]
-    assert f"dl_dst={b.mac} actions=ct(commit),NORMAL" in "\n".join(texts)
+    assert f"dl_dst={b.mac} actions=ct(commit,zone=1),NORMAL" in "\n".join(texts)
     assert not any("CONTROLLER" in t for t in texts), "learning flow gone once learned"
     assert a.ping(b.ip)

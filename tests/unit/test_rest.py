@@ -562,17 +562,20 @@ def test_get_switches_shows_each_bridge_and_its_vms(populated: Api) -> None:
         0x5254006084FF, dp=object(), name="br0", ports={"tap4": 3, "tap2": 2, "eth1": 1}
     )
     switches[0x2] = Switch(0x2, name="br1", ports={"tap5": 7})  # disconnected
+    populated.fw.policy.zones.update({0x5254006084FF: 1, 0x2: 2})
     assert populated.get_json("/switches") == {
         "switches": [
             {
                 "dpid": "0000000000000002",
                 "name": "br1",
+                "zone": 2,
                 "connected": False,
                 "ports": [{"name": "tap5", "ofport": 7, "vm": "vm3"}],
             },
             {
                 "dpid": "00005254006084ff",
                 "name": "br0",
+                "zone": 1,
                 "connected": True,
                 "ports": [
                     {"name": "eth1", "ofport": 1, "vm": None},
