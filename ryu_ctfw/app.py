@@ -89,7 +89,14 @@ class CtfwApp(app_manager.RyuApp):
     def _packet_in(self, ev: Any) -> None:
         self.fw.switches.packet_in(ev.msg.datapath, ev.msg)
 
-    @set_ev_cls([ofp_event.EventOFPFlowStatsReply, ofp_event.EventOFPBarrierReply], MAIN_DISPATCHER)
+    @set_ev_cls(
+        [
+            ofp_event.EventOFPFlowStatsReply,
+            ofp_event.EventOFPBarrierReply,
+            ofp_event.EventONFBundleCtrlMsg,
+        ],
+        MAIN_DISPATCHER,
+    )
     def _reply(self, ev: Any) -> None:
         self.fw.switches.reply(ev.msg.datapath, ev.msg)
 

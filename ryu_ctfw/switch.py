@@ -82,6 +82,7 @@ class Switch:
     results: dict[int, SyncResult] = field(default_factory=dict)
     waiters: list[tuple[int, hub.Event]] = field(default_factory=list)
     worker: Any = None
+    bundle_id: int = 0
 
     @property
     def connected(self) -> bool:
@@ -348,14 +349,14 @@ class SwitchManager:
         self.request_sync(sw.dpid)
 
     def reply(self, dp: Any, msg: Any) -> None:
-        """A multipart or barrier reply: hand it to whoever waits for that xid."""
+        """A multipart, barrier or bundle reply: hand it to whoever waits for that xid."""
         sw = self.switches.get(dp.id)
         pending = sw.pending.get(msg.xid) if sw else None
         if pending is None:
             return
         pending.replies.append(msg)
-        more = getattr(msg, "flags", 0) & dp.ofproto.OFPMPF_REPLY_MORE
-        if not more:
+        multipart = isinstance(msg, dp.ofproto_parser.OFPMultipartReply)
+        if not (multipart and msg.flags & dp.ofproto.OFPMPF_REPLY_MORE):
             pending.done.set()
 
     def error(self, dp: Any, msg: Any) -> None:
@@ -452,28 +453,57 @@ class SwitchManager:
         dels = [f for k, f in sw.installed.items() if k not in want]
         if not adds and not dels:
             return result
-        sent: dict[int, Flow] = {}
+        mods = [(f, flow_mod(dp, f)) for f in adds] + [
+            (f, flow_mod(dp, f, delete=True)) for f in dels
+        ]
         sw.errors.clear()
-        for f in adds:
-            sent[self._send(dp, flow_mod(dp, f))] = f
-        for f in dels:
-            sent[self._send(dp, flow_mod(dp, f, delete=True))] = f
-        self._barrier(sw)
-        for xid, text in sw.errors.items():
-            flow = sent.get(xid)
-            msg = f"switch rejected {flow.text() if flow else f'xid {xid}'}: {text}"
-            self.log.error("switch %s: %s", dpid_str(sw.dpid), msg)
-            result.errors.append(msg)
+        try:
+            sent = self._bundle(sw, [m for _, m in mods])
+        except SwitchError as e:
+            # The bundle is atomic: the switch applied none of it. Name what it refused.
+            flows = {xid: f for xid, (f, _) in zip(e.args[1], mods, strict=True)}
+            for xid, text in sw.errors.items():
+                if xid in flows:
+                    result.errors.append(f"switch rejected {flows[xid].text()}: {text}")
+            result.errors = result.errors or [f"switch refused the change: {e.args[0]}"]
+            for text in result.errors:
+                self.log.error("switch %s: %s", dpid_str(sw.dpid), text)
+            return result
         result.added, result.deleted = len(adds), len(dels)
         self.log.info(
-            "switch %s synced: %d flows added or changed, %d deleted",
-            dpid_str(sw.dpid),
-            len(adds),
-            len(dels),
-        )
-        # After a rejection we do not know exactly what stuck: read it back next time.
-        sw.installed = None if result.errors else want
+            "switch %s synced: %d flows added or changed, %d deleted (%d messages)",
+            dpid_str(sw.dpid), len(adds), len(dels), len(sent),
+        )  # fmt: skip
+        sw.installed = want
         return result
+
+    def _bundle(self, sw: Switch, msgs: list[Any]) -> list[int]:
+        """Send `msgs` as one atomic ONF bundle and wait for the commit's answer.
+
+        The switch applies all of them or none; the commit reply is the confirmation (it
+        comes after the bundle took effect, so no barrier is needed). Returns the xids of
+        the messages; raises SwitchError(reason, xids) if the switch refused.
+        """
+        dp = sw.dp
+        ofp, parser = dp.ofproto, dp.ofproto_parser
+        sw.bundle_id = (sw.bundle_id + 1) & 0xFFFFFFFF
+        flags = ofp.ONF_BF_ATOMIC | ofp.ONF_BF_ORDERED
+        self._send(
+            dp, parser.ONFBundleCtrlMsg(dp, sw.bundle_id, ofp.ONF_BCT_OPEN_REQUEST, flags, [])
+        )
+        xids = []
+        for msg in msgs:
+            dp.set_xid(msg)
+            add = parser.ONFBundleAddMsg(dp, sw.bundle_id, flags, msg, [])
+            add.xid = msg.xid  # the bundled message and its wrapper share the xid
+            dp.send_msg(add)
+            xids.append(msg.xid)
+        commit = parser.ONFBundleCtrlMsg(dp, sw.bundle_id, ofp.ONF_BCT_COMMIT_REQUEST, flags, [])
+        try:
+            self._request(sw, commit)
+        except SwitchError as e:
+            raise SwitchError(str(e), xids) from e
+        return xids
 
     def _send(self, dp: Any, msg: Any) -> int:
         dp.set_xid(msg)
@@ -497,9 +527,6 @@ class SwitchManager:
             return pending.replies
         finally:
             sw.pending.pop(msg.xid, None)
-
-    def _barrier(self, sw: Switch) -> None:
-        self._request(sw, sw.dp.ofproto_parser.OFPBarrierRequest(sw.dp))
 
     def flow_stats(self, dpid: int) -> list[Any]:
         """Every flow of ours on the switch, as Ryu OFPFlowStats."""
@@ -585,6 +612,8 @@ def _name(port: Any) -> str:
 
 def _error_text(dp: Any, msg: Any) -> str:
     ofp = dp.ofproto
+    if getattr(msg, "exp_type", None) is not None:  # an extension's error (bundles are ONF's)
+        return f"experimenter 0x{msg.experimenter:x} error {msg.exp_type}"
     types = {v: k for k, v in vars(ofp).items() if k.startswith("OFPET_") and isinstance(v, int)}
     type_name = types.get(msg.type, str(msg.type))
     prefix = {
