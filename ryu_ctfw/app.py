@@ -36,6 +36,12 @@ cfg.CONF.register_opts(
             default=DEFAULT_STATE_FILE,
             help="where VMs and pairs are stored (JSON, replaced atomically)",
         ),
+        cfg.StrOpt(
+            "api_token",
+            default=None,
+            secret=True,
+            help="when set, PUT/POST/DELETE need 'Authorization: Bearer <api_token>'",
+        ),
     ],
     group="ctfw",
 )
@@ -64,7 +70,7 @@ class CtfwApp(app_manager.RyuApp):
             len(self.fw.policy.pairs),
             state_file,
         )
-        rest.register(kwargs["wsgi"], self.fw)
+        rest.register(kwargs["wsgi"], self.fw, cfg.CONF.ctfw.api_token)
 
     @set_ev_cls(ofp_event.EventOFPSwitchFeatures, CONFIG_DISPATCHER)
     def _features(self, ev: Any) -> None:

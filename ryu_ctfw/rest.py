@@ -7,14 +7,15 @@ not, is JSON.
 
 from __future__ import annotations
 
+import hmac
 import json
 import logging
 import re
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from ryu.app.wsgi import ControllerBase, Response, WSGIApplication, route
+from ryu.app.wsgi import ControllerBase, Response, WSGIApplication
 
+from ryu_ctfw import openapi
 from ryu_ctfw.policy import PolicyError, pair_request_from_body, validate_vm_name, vm_from_body
 
 if TYPE_CHECKING:
@@ -22,6 +23,19 @@ if TYPE_CHECKING:
 
 API = "/ctfw/v1"
 APP_KEY = "ctfw_app"
+TOKEN_KEY = "ctfw_api_token"
+MUTATING = ("PUT", "POST", "DELETE")
+# Path (under API) -> method -> handler. The routes, the 405 answers and the OpenAPI
+# description (openapi.py, checked against this table by the tests) all come from here.
+ROUTES: dict[str, dict[str, str]] = {
+    "/vms": {"GET": "list_vms"},
+    "/vms/{name}": {"GET": "get_vm", "PUT": "put_vm", "DELETE": "delete_vm"},
+    "/pairs": {"GET": "list_pairs", "POST": "add_pair"},
+    "/pairs/{pair_id}": {"GET": "get_pair", "DELETE": "delete_pair"},
+    "/switches": {"GET": "list_switches"},
+    "/flows": {"GET": "list_flows"},
+    "/openapi.json": {"GET": "openapi"},
+}
 MAX_BODY = 64 * 1024
 LOG = logging.getLogger("ryu_ctfw.rest")
 
@@ -60,17 +74,18 @@ class CtfwController(ControllerBase):
         super().__init__(req, link, data, **config)
         self.fw: Firewall = data[APP_KEY]
 
-    def _dispatch(
-        self, req: Any, handlers: dict[str, Callable[..., Response]], **kwargs: Any
-    ) -> Response:
+    def dispatch(self, req: Any, template: str, **params: Any) -> Response:
+        """Every route ends here: method check, auth, handler, errors as JSON."""
         try:
-            handler = handlers.get(req.method)
-            if handler is None:
-                allow = ", ".join(sorted(handlers))
+            methods = ROUTES[template]
+            if req.method not in methods:
+                allow = ", ".join(sorted(methods))
                 raise HttpError(
                     405, f"method {req.method} not allowed here; use {allow}", {"Allow": allow}
                 )
-            return handler(req, **kwargs)
+            if req.method in MUTATING:
+                self._authorize(req)
+            return getattr(self, methods[req.method])(req, **params)
         except HttpError as e:
             return json_response(e.status, {"error": str(e)}, e.headers)
         except PolicyError as e:
@@ -79,34 +94,18 @@ class CtfwController(ControllerBase):
             LOG.exception("REST %s %s failed", req.method, _path(req))
             return json_response(500, {"error": "internal error; see the controller log"})
 
-    # --- routes (one per path) -------------------------------------------------------------
-    @route("ctfw", API + "/vms")
-    def vms(self, req: Any, **_: Any) -> Response:
-        return self._dispatch(req, {"GET": self.list_vms})
-
-    @route("ctfw", API + "/vms/{name}")
-    def vm(self, req: Any, name: str, **_: Any) -> Response:
-        return self._dispatch(
-            req, {"GET": self.get_vm, "PUT": self.put_vm, "DELETE": self.delete_vm}, name=name
-        )
-
-    @route("ctfw", API + "/pairs")
-    def pairs(self, req: Any, **_: Any) -> Response:
-        return self._dispatch(req, {"GET": self.list_pairs, "POST": self.add_pair})
-
-    @route("ctfw", API + "/pairs/{pair_id}")
-    def pair(self, req: Any, pair_id: str, **_: Any) -> Response:
-        return self._dispatch(
-            req, {"GET": self.get_pair, "DELETE": self.delete_pair}, pair_id=pair_id
-        )
-
-    @route("ctfw", API + "/switches")
-    def switches(self, req: Any, **_: Any) -> Response:
-        return self._dispatch(req, {"GET": self.list_switches})
-
-    @route("ctfw", API + "/flows")
-    def flows(self, req: Any, **_: Any) -> Response:
-        return self._dispatch(req, {"GET": self.list_flows})
+    def _authorize(self, req: Any) -> None:
+        token = self.data.get(TOKEN_KEY)
+        if not token:
+            return
+        given = req.headers.get("Authorization", "")
+        scheme, _, value = given.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(value.encode(), token.encode()):
+            raise HttpError(
+                401,
+                "this call needs 'Authorization: Bearer <api_token>'",
+                {"WWW-Authenticate": 'Bearer realm="ryu-ctfw"'},
+            )
 
     def unknown_path(self, req: Any, **_: Any) -> Response:
         return json_response(404, {"error": f"no such resource: {_path(req)}"})
@@ -152,6 +151,9 @@ class CtfwController(ControllerBase):
     def list_flows(self, req: Any) -> Response:
         return json_response(200, {"flows": self.fw.flows_view()})
 
+    def openapi(self, req: Any) -> Response:
+        return json_response(200, openapi.SPEC)
+
 
 def _path(req: Any) -> str:
     """The request path for messages; a path that is not UTF-8 must not raise."""
@@ -165,8 +167,13 @@ def _pair_id(text: str) -> int:
     return int(text)
 
 
-def register(wsgi: WSGIApplication, fw: Firewall) -> None:
-    wsgi.register(CtfwController, {APP_KEY: fw})
+def register(wsgi: WSGIApplication, fw: Firewall, api_token: str | None = None) -> None:
+    wsgi.register(CtfwController, {APP_KEY: fw, TOKEN_KEY: api_token})
+    for template in ROUTES:
+        # Any method: dispatch() answers a wrong one with 405 (Ryu's own routing would 404).
+        wsgi.mapper.connect(
+            "ctfw", API + template, controller=CtfwController, action="dispatch", template=template
+        )
     # Registered last so that it only catches what no route above matched.
     wsgi.mapper.connect(
         "ctfw_unknown", "/ctfw/{path:.*}", controller=CtfwController, action="unknown_path"

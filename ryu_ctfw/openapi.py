@@ -1,0 +1,220 @@
+"""The REST API described as OpenAPI 3, served at /ctfw/v1/openapi.json.
+
+tests/unit/test_openapi.py checks it against rest.ROUTES and the policy's own limits, so it
+cannot drift from the code unnoticed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ryu_ctfw.policy import PROTOCOLS
+
+API = "/ctfw/v1"
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _error(description: str) -> dict[str, Any]:
+    return _json(_ref("Error"), description)
+
+
+NULLABLE_STR = {"type": "string", "nullable": True}
+NAME_PARAM = {
+    "name": "name",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"},
+}
+PAIR_ID_PARAM = {"name": "pair_id", "in": "path", "required": True,
+                 "schema": {"type": "integer", "minimum": 1}}  # fmt: skip
+AUTH = [{"bearer": []}]
+COMMON_ERRORS = {
+    "400": _error("the body is not valid JSON or breaks a rule; the message names the field"),
+    "401": _error("api_token is set and the call did not bring it"),
+    "405": _error("method not allowed on this path"),
+    "413": _error("body larger than 64 KiB"),
+    "502": _error("a switch refused the change; nothing of it was applied"),
+}
+
+SCHEMAS: dict[str, Any] = {
+    "Error": {
+        "type": "object",
+        "required": ["error"],
+        "properties": {"error": {"type": "string"}},
+    },
+    "VmBody": {
+        "type": "object",
+        "required": ["port"],
+        "additionalProperties": False,
+        "properties": {
+            "port": {
+                "type": "string",
+                "pattern": "^[A-Za-z0-9_.:@-]{1,15}$",
+                "description": "name of the VM's NIC's port on the bridge",
+            },
+            "mac": {
+                "type": "string",
+                "nullable": True,
+                "pattern": "^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}$",
+            },
+            "ips": {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": "IPv4 and/or IPv6 addresses the VM may send from",
+            },
+        },
+    },
+    "Vm": {
+        "type": "object",
+        "properties": {
+            "name": {"type": "string"},
+            "port": {"type": "string"},
+            "mac": NULLABLE_STR,
+            "ips": {"type": "array", "items": {"type": "string"}},
+            "dpid": NULLABLE_STR,
+            "ofport": {"type": "integer", "nullable": True},
+            "learned_mac": NULLABLE_STR,
+        },
+    },
+    "PairBody": {
+        "type": "object",
+        "required": ["initiator", "responder"],
+        "additionalProperties": False,
+        "properties": {
+            "initiator": {"type": "string"},
+            "responder": {"type": "string"},
+            "protocol": {"type": "string", "enum": list(PROTOCOLS), "default": "any"},
+            "ports": {
+                "oneOf": [
+                    {"type": "string", "pattern": "^[0-9]{1,5}(-[0-9]{1,5})?$"},
+                    {"type": "integer", "minimum": 1, "maximum": 65535},
+                ],
+                "description": 'tcp/udp only: "22" or "8000-8100"',
+            },
+        },
+    },
+    "Pair": {
+        "type": "object",
+        "properties": {
+            "id": {"type": "integer"},
+            "initiator": {"type": "string"},
+            "responder": {"type": "string"},
+            "protocol": {"type": "string", "enum": list(PROTOCOLS)},
+            "ports": NULLABLE_STR,
+        },
+    },
+    "Switch": {
+        "type": "object",
+        "properties": {
+            "dpid": {"type": "string"},
+            "name": NULLABLE_STR,
+            "zone": {"type": "integer", "nullable": True},
+            "connected": {"type": "boolean"},
+            "ports": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "name": {"type": "string"},
+                        "ofport": {"type": "integer"},
+                        "vm": NULLABLE_STR,
+                    },
+                },
+            },
+        },
+    },
+    "Flow": {
+        "type": "object",
+        "properties": {
+            "dpid": {"type": "string"},
+            "table": {"type": "integer"},
+            "priority": {"type": "integer"},
+            "cookie": {"type": "string"},
+            "packets": {"type": "integer"},
+            "bytes": {"type": "integer"},
+            "duration": {"type": "number"},
+            "match": {"type": "object"},
+            "actions": {"type": "array", "items": {"type": "string"}, "nullable": True},
+            "text": {"type": "string", "description": "the flow in ovs-ofctl syntax"},
+        },
+    },
+}
+
+
+def _list(key: str, item: str) -> dict[str, Any]:
+    return {"type": "object", "properties": {key: {"type": "array", "items": _ref(item)}}}
+
+
+PATHS: dict[str, Any] = {
+    f"{API}/vms": {
+        "get": {"operationId": "list_vms",
+                "responses": {"200": _json(_list("vms", "Vm"), "all VMs")}},
+    },
+    f"{API}/vms/{{name}}": {
+        "parameters": [NAME_PARAM],
+        "get": {"operationId": "get_vm", "responses": {
+            "200": _json(_ref("Vm"), "the VM"), "404": _error("no such VM")}},
+        "put": {"operationId": "put_vm", "security": AUTH,
+                "requestBody": {"required": True, "content": {
+                    "application/json": {"schema": _ref("VmBody")}}},
+                "responses": {"201": _json(_ref("Vm"), "created"),
+                              "200": _json(_ref("Vm"), "updated"),
+                              "409": _error("the port belongs to another VM"), **COMMON_ERRORS}},
+        "delete": {"operationId": "delete_vm", "security": AUTH, "responses": {
+            "204": {"description": "deleted"}, "404": _error("no such VM"),
+            "409": _error("a pair uses the VM"), **COMMON_ERRORS}},
+    },
+    f"{API}/pairs": {
+        "get": {"operationId": "list_pairs",
+                "responses": {"200": _json(_list("pairs", "Pair"), "all pairs")}},
+        "post": {"operationId": "add_pair", "security": AUTH,
+                 "requestBody": {"required": True, "content": {
+                     "application/json": {"schema": _ref("PairBody")}}},
+                 "responses": {"201": _json(_ref("Pair"), "created"),
+                               "404": _error("no such VM"),
+                               "409": _error("the same pair and service exists"),
+                               **COMMON_ERRORS}},
+    },
+    f"{API}/pairs/{{pair_id}}": {
+        "parameters": [PAIR_ID_PARAM],
+        "get": {"operationId": "get_pair", "responses": {
+            "200": _json(_ref("Pair"), "the pair"), "404": _error("no such pair")}},
+        "delete": {"operationId": "delete_pair", "security": AUTH, "responses": {
+            "204": {"description": "deleted"}, "404": _error("no such pair"), **COMMON_ERRORS}},
+    },
+    f"{API}/switches": {
+        "get": {"operationId": "list_switches",
+                "responses": {"200": _json(_list("switches", "Switch"), "known switches")}},
+    },
+    f"{API}/flows": {
+        "get": {"operationId": "list_flows", "responses": {
+            "200": _json(_list("flows", "Flow"), "the app's flows, read from the switches"),
+            "502": _error("a switch did not answer")}},
+    },
+    f"{API}/openapi.json": {
+        "get": {"operationId": "openapi",
+                "responses": {"200": {"description": "this description"}}},
+    },
+}  # fmt: skip
+
+SPEC: dict[str, Any] = {
+    "openapi": "3.0.3",
+    "info": {
+        "title": "ryu-ctfw",
+        "version": "1",
+        "description": "Stateful (conntrack) firewall for Open vSwitch: VMs and the pairs "
+        'that may open connections. Every error is JSON {"error": ...}.',
+    },
+    "paths": PATHS,
+    "components": {
+        "schemas": SCHEMAS,
+        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+    },
+}
