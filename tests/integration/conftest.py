@@ -95,7 +95,8 @@ def labenv(tmp_path: Path) -> Iterator[Lab]:
     env = Lab(tmp_path, ovs, ctl, f"ctbr{token}", token)
     try:
         ctl.start()
-        ovs.add_bridge(env.bridge, ctl.ofp_port)
+        # A fixed dpid: a restarted ovs-vswitchd must come back as the same switch.
+        ovs.add_bridge(env.bridge, ctl.ofp_port, dpid=f"00000000{token}0001")
         ctl.wait_connected(env.bridge)
         yield env
     finally:
