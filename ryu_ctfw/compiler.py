@@ -300,56 +300,22 @@ def vm_port_flows(vm: Vm, at: Attachment, zone: int) -> list[Flow]:
     v4_sources = v4 if checked else [None]
     own = Match(in_port=port, eth_src=mac)
     to_ct = (Ct(table=TABLE_POLICY, zone=zone),)
-    flows = [
-        Flow(TABLE_CLASSIFY, P_VM_NEIGHBOUR,
-             replace(own, eth_type=ETH_TYPE_ARP, arp_spa=ip, arp_sha=mac), (NORMAL,), vm_cookie)
-        for ip in v4_sources
-    ]  # fmt: skip
-    flows += [
-        Flow(
-            TABLE_CLASSIFY,
-            P_VM_NEIGHBOUR,
-            _icmp6(ND_NA, in_port=port, eth_src=mac, nd_target=ip),
-            (NORMAL,),
-            vm_cookie,
-        )
-        for ip in v6_sources
-    ]
     # A solicitation teaches its receivers "source address is at this MAC", so it too may
     # only come from the VM's own addresses (or from :: while the VM checks for duplicates).
     ns_sources = [*v6_sources, "::"] if checked else [None]
-    flows += [
-        Flow(
-            TABLE_CLASSIFY,
-            P_VM_NEIGHBOUR,
-            _icmp6(ND_NS, in_port=port, eth_src=mac, ipv6_src=ip),
-            (NORMAL,),
-            vm_cookie,
-        )
-        for ip in ns_sources
-    ]
-    flows += [
-        Flow(
-            TABLE_CLASSIFY,
-            P_VM_IP,
-            replace(own, eth_type=ETH_TYPE_IP, ipv4_src=ip),
-            to_ct,
-            vm_cookie,
-        )
-        for ip in v4_sources
-    ]
-    flows += [
-        Flow(
-            TABLE_CLASSIFY,
-            P_VM_IP,
-            replace(own, eth_type=ETH_TYPE_IPV6, ipv6_src=ip),
-            to_ct,
-            vm_cookie,
-        )
-        for ip in v6_sources
-    ]
-    flows.append(Flow(TABLE_CLASSIFY, P_VM_GUARD, Match(in_port=port), (), vm_cookie))
-    return flows
+    lines: list[tuple[int, Match, tuple[Action, ...]]] = [
+        *((P_VM_NEIGHBOUR, replace(own, eth_type=ETH_TYPE_ARP, arp_spa=ip, arp_sha=mac), (NORMAL,))
+          for ip in v4_sources),
+        *((P_VM_NEIGHBOUR, _icmp6(ND_NA, in_port=port, eth_src=mac, nd_target=ip), (NORMAL,))
+          for ip in v6_sources),
+        *((P_VM_NEIGHBOUR, _icmp6(ND_NS, in_port=port, eth_src=mac, ipv6_src=ip), (NORMAL,))
+          for ip in ns_sources),
+        *((P_VM_IP, replace(own, eth_type=ETH_TYPE_IP, ipv4_src=ip), to_ct) for ip in v4_sources),
+        *((P_VM_IP, replace(own, eth_type=ETH_TYPE_IPV6, ipv6_src=ip), to_ct)
+          for ip in v6_sources),
+        (P_VM_GUARD, Match(in_port=port), ()),
+    ]  # fmt: skip
+    return [Flow(TABLE_CLASSIFY, prio, match, acts, vm_cookie) for prio, match, acts in lines]
 
 
 def port_masks(lo: int, hi: int) -> list[Ports]:
