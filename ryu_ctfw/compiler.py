@@ -17,6 +17,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
+from functools import lru_cache
 
 from ryu_ctfw.policy import Pair, Policy, Vm
 
@@ -100,6 +101,11 @@ INVALID = CtState.of(CT_INV, CT_TRK)
 Ports = tuple[int, int]  # (value, mask) of a transport port; mask 0xffff is exact
 
 
+def astuple_shallow(obj: object) -> tuple:
+    """A dataclass's field values, without the deep copy dataclasses.astuple makes."""
+    return tuple(getattr(obj, f) for f in obj.__dataclass_fields__)  # type: ignore[attr-defined]
+
+
 @dataclass(frozen=True)
 class Match:
     """The fields ryu-ctfw matches on. Names follow OpenFlow's OXM fields."""
@@ -118,6 +124,13 @@ class Match:
     icmp_type: int | None = None
     nd_target: str | None = None
     ct_state: CtState | None = None
+
+    def __post_init__(self) -> None:
+        # Matches are dict keys on the sync path (tens of thousands per switch): hash once.
+        object.__setattr__(self, "_hash", hash(astuple_shallow(self)))
+
+    def __hash__(self) -> int:
+        return self._hash  # type: ignore[attr-defined, no-any-return]
 
     def fields(self) -> dict[str, str | int]:
         """The match as ovs-ofctl field names and values (for the REST view)."""
@@ -276,7 +289,10 @@ def link_local(mac: str) -> str:
     return str(ipaddress.IPv6Address(bytes([0xFE, 0x80] + [0] * 6 + eui)))
 
 
-def vm_port_flows(vm: Vm, at: Attachment, zone: int) -> list[Flow]:
+# Both are pure functions of immutable inputs: remembering their answers makes a recompile
+# after a small change cost little more than walking the policy.
+@lru_cache(maxsize=1 << 16)
+def vm_port_flows(vm: Vm, at: Attachment, zone: int) -> tuple[Flow, ...]:
     """Table 0 for a VM's port: only its own MAC and addresses get through."""
     vm_cookie = cookie(KIND_VM, at.ofport)
     port = at.ofport
@@ -284,13 +300,13 @@ def vm_port_flows(vm: Vm, at: Attachment, zone: int) -> list[Flow]:
         # MAC not given and not seen yet: let ARP and ND through and show them to the
         # controller, which binds the VM to the MAC they carry; drop the rest meanwhile.
         learn = cookie(KIND_LEARN, port)
-        return [
+        return (
             Flow(TABLE_CLASSIFY, P_VM_NEIGHBOUR, Match(in_port=port, eth_type=ETH_TYPE_ARP),
                  (NORMAL, CONTROLLER), learn),
             Flow(TABLE_CLASSIFY, P_VM_NEIGHBOUR, _icmp6(ND_NS, in_port=port),
                  (NORMAL, CONTROLLER), learn),
             Flow(TABLE_CLASSIFY, P_VM_GUARD, Match(in_port=port), (), learn),
-        ]  # fmt: skip
+        )  # fmt: skip
     mac = at.mac
     v4 = [ip for ip in vm.ips if ipaddress.ip_address(ip).version == 4]
     v6 = [ip for ip in vm.ips if ipaddress.ip_address(ip).version == 6]
@@ -315,7 +331,7 @@ def vm_port_flows(vm: Vm, at: Attachment, zone: int) -> list[Flow]:
           for ip in v6_sources),
         (P_VM_GUARD, Match(in_port=port), ()),
     ]  # fmt: skip
-    return [Flow(TABLE_CLASSIFY, prio, match, acts, vm_cookie) for prio, match, acts in lines]
+    return tuple(Flow(TABLE_CLASSIFY, prio, match, acts, vm_cookie) for prio, match, acts in lines)
 
 
 def port_masks(lo: int, hi: int) -> list[Ports]:
@@ -371,7 +387,10 @@ def services(pair: Pair) -> list[Service]:
     return [Service(fam, IP_PROTO[pair.protocol], m) for fam in FAMILIES for m in masks]
 
 
-def pair_flows(pair: Pair, initiator: Attachment, responder: Attachment, zone: int) -> list[Flow]:
+@lru_cache(maxsize=1 << 16)
+def pair_flows(
+    pair: Pair, initiator: Attachment, responder: Attachment, zone: int
+) -> tuple[Flow, ...]:
     """Table 1 for one pair: commit new, pass established both ways, while it exists."""
     pc = cookie(KIND_PAIR, pair.id)
     there = Match(in_port=initiator.ofport, eth_dst=responder.mac)
@@ -387,7 +406,7 @@ def pair_flows(pair: Pair, initiator: Attachment, responder: Attachment, zone: i
             orig = rep = Match()
         flows.append(Flow(TABLE_POLICY, P_PAIR, _merge(there, orig, EST_ORIGINAL), (NORMAL,), pc))
         flows.append(Flow(TABLE_POLICY, P_PAIR, _merge(back, rep, EST_REPLY), (NORMAL,), pc))
-    return flows
+    return tuple(flows)
 
 
 def _merge(where: Match, what: Match, state: CtState) -> Match:

@@ -7,7 +7,6 @@ connections to responder"; replies come back, nothing else.
 
 from __future__ import annotations
 
-import copy
 import ipaddress
 import re
 from dataclasses import dataclass, field
@@ -284,7 +283,8 @@ class Policy:
 
     # --- persistence form ------------------------------------------------------------
     def copy(self) -> Policy:
-        return copy.deepcopy(self)
+        # VMs and pairs are immutable: copying the dicts is enough, and cheap at scale.
+        return Policy(dict(self.vms), dict(self.pairs), self.next_pair_id, dict(self.zones))
 
     def to_dict(self) -> dict[str, Any]:
         return {
