@@ -76,6 +76,9 @@ class CtfwController(ControllerBase):
 
     def dispatch(self, req: Any, template: str, **params: Any) -> Response:
         """Every route ends here: method check, auth, handler, errors as JSON."""
+        if req.environ.get("PATH_INFO", "").endswith("\n"):
+            # Routes' `$` also matches before a final newline: "vm3\n" is not "vm3".
+            return self.unknown_path(req)
         try:
             methods = ROUTES[template]
             if req.method not in methods:
@@ -176,5 +179,5 @@ def register(wsgi: WSGIApplication, fw: Firewall, api_token: str | None = None) 
         )
     # Registered last so that it only catches what no route above matched.
     wsgi.mapper.connect(
-        "ctfw_unknown", "/ctfw/{path:.*}", controller=CtfwController, action="unknown_path"
+        "ctfw_unknown", "/ctfw{path:[\\s\\S]*}", controller=CtfwController, action="unknown_path"
     )
