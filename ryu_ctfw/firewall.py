@@ -86,6 +86,7 @@ class Firewall:
                     "name": sw.name,
                     "zone": self.policy.zones.get(sw.dpid),
                     "connected": sw.connected,
+                    "packet_ins": sw.packet_ins,
                     "ports": ports,
                 }
             )

@@ -117,6 +117,7 @@ SCHEMAS: dict[str, Any] = {
             "name": NULLABLE_STR,
             "zone": {"type": "integer", "nullable": True},
             "connected": {"type": "boolean"},
+            "packet_ins": {"type": "integer", "description": "packets sent to the controller"},
             "ports": {
                 "type": "array",
                 "items": {

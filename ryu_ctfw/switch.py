@@ -83,6 +83,7 @@ class Switch:
     waiters: list[tuple[int, hub.Event]] = field(default_factory=list)
     worker: Any = None
     bundle_id: int = 0
+    packet_ins: int = 0  # only MAC learning sends packets here; the API shows the count
 
     @property
     def connected(self) -> bool:
@@ -326,6 +327,7 @@ class SwitchManager:
         sw = self.switches.get(dp.id)
         if sw is None:
             return
+        sw.packet_ins += 1
         port = sw.port_name(msg.match.get("in_port", -1))
         vm = next((v for v in self.policy().vms.values() if v.port == port), None)
         if vm is None or vm.mac or vm.name in sw.learned:
@@ -446,11 +448,18 @@ class SwitchManager:
     def _sync(self, sw: Switch) -> SyncResult:
         dp = sw.dp
         result = SyncResult(sw.dpid)
-        if sw.installed is None:
+        reconciling = sw.installed is None
+        if reconciling:
             sw.installed = self._read_installed(sw)
+        found = len(sw.installed)
         want = {f.key: f for f in self.desired(sw)}
         adds = [f for k, f in want.items() if sw.installed.get(k) != f]
         dels = [f for k, f in sw.installed.items() if k not in want]
+        if reconciling:
+            self.log.info(
+                "switch %s in sync after connect: %d flows of ours found, %d to add or"
+                " change, %d to delete", dpid_str(sw.dpid), found, len(adds), len(dels),
+            )  # fmt: skip
         if not adds and not dels:
             return result
         mods = [(f, flow_mod(dp, f)) for f in adds] + [

@@ -570,6 +570,7 @@ def test_get_switches_shows_each_bridge_and_its_vms(populated: Api) -> None:
                 "name": "br1",
                 "zone": 2,
                 "connected": False,
+                "packet_ins": 0,
                 "ports": [{"name": "tap5", "ofport": 7, "vm": "vm3"}],
             },
             {
@@ -577,6 +578,7 @@ def test_get_switches_shows_each_bridge_and_its_vms(populated: Api) -> None:
                 "name": "br0",
                 "zone": 1,
                 "connected": True,
+                "packet_ins": 0,
                 "ports": [
                     {"name": "eth1", "ofport": 1, "vm": None},
                     {"name": "tap2", "ofport": 2, "vm": "vm1"},
