@@ -32,6 +32,8 @@ class Firewall:
         self.log = logger or logging.getLogger("ryu_ctfw")
         self.state_file = state_file
         self.policy = store.load(state_file)
+        for tmp in store.remove_stale_temps(state_file):
+            self.log.warning("removed %s, left by a crash in the middle of a save", tmp)
         self.switches = SwitchManager(self.log, lambda: self.policy, self.zone_for)
         # One change at a time: a change waits for its switches, and a rollback must not
         # undo somebody else's change made meanwhile.

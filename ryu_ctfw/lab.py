@@ -303,10 +303,13 @@ class Vm:
             raise LabError(f"{what} in {self.ns} did not start: {proc.stderr.read()}")
         return proc
 
-    def serve(self, proto: str, port: int, push: bool = False) -> subprocess.Popen[str]:
+    def serve(
+        self, proto: str, port: int, push: bool = False, sink: bool = False
+    ) -> subprocess.Popen[str]:
         """A server for `proto` ("tcp" or "udp") on `port` that echoes (or, with `push`,
-        sends a byte every 0.1 s unasked); the caller stops it."""
-        argv = lab_cmd(f"{proto}-server", str(port), *(["--push"] if push else []))
+        sends a byte every 0.1 s unasked; with `sink`, swallows); the caller stops it."""
+        flags = (["--push"] if push else []) + (["--sink"] if sink else [])
+        argv = lab_cmd(f"{proto}-server", str(port), *flags)
         return self._started(argv, f"{proto} server")
 
     def stream(
@@ -436,10 +439,14 @@ def _any_addr(family: int) -> str:
     return "::" if family == socket.AF_INET6 else "0.0.0.0"
 
 
-def _serve_tcp_conn(conn: socket.socket, push: bool) -> None:
+def _serve_tcp_conn(conn: socket.socket, push: bool, sink: bool = False) -> None:
     with conn:
         try:
             while True:
+                if sink:  # swallow everything (bulk throughput)
+                    if not conn.recv(1 << 20):
+                        return
+                    continue
                 if push:  # talk without being asked: only replies flow back
                     conn.sendall(b"x")
                     time.sleep(0.1)
@@ -452,7 +459,7 @@ def _serve_tcp_conn(conn: socket.socket, push: bool) -> None:
             return
 
 
-def cmd_server(proto: str, port: int, push: bool) -> int:
+def cmd_server(proto: str, port: int, push: bool, sink: bool = False) -> int:
     import threading
 
     kind = socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM
@@ -461,12 +468,13 @@ def cmd_server(proto: str, port: int, push: bool) -> int:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         s.bind(("::", port))
         if proto == "tcp":
-            s.listen(16)
+            s.listen(128)
         print("listening", flush=True)
         while True:
             if proto == "tcp":
                 conn, _ = s.accept()
-                threading.Thread(target=_serve_tcp_conn, args=(conn, push), daemon=True).start()
+                args = (conn, push, sink)
+                threading.Thread(target=_serve_tcp_conn, args=args, daemon=True).start()
             else:
                 data, peer = s.recvfrom(2048)
                 s.sendto(data, peer)
@@ -529,6 +537,38 @@ def cmd_send_frame(frame_hex: str, count: int) -> int:
     return 0
 
 
+def cmd_tcp_rate(dst: str, port: int, duration: float) -> int:
+    """New TCP connections per second: connect, one byte each way, close; print the rate."""
+    family = socket.AF_INET6 if ":" in dst else socket.AF_INET
+    done, start = 0, time.time()
+    while time.time() - start < duration:
+        with socket.socket(family, socket.SOCK_STREAM) as s:
+            s.settimeout(2)
+            s.connect((dst, port))
+            s.sendall(b"x")
+            if s.recv(1) != b"x":
+                return 1
+        done += 1
+    print(f"{done / (time.time() - start):.1f}", flush=True)
+    return 0
+
+
+def cmd_tcp_bulk(dst: str, port: int, duration: float) -> int:
+    """Bulk TCP throughput to a sink server: print bytes per second sent."""
+    family = socket.AF_INET6 if ":" in dst else socket.AF_INET
+    chunk, sent = b"\0" * 65536, 0
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.settimeout(5)
+        s.connect((dst, port))
+        start = time.time()
+        while time.time() - start < duration:
+            s.sendall(chunk)
+            sent += len(chunk)
+        elapsed = time.time() - start
+    print(f"{sent / elapsed:.0f}", flush=True)
+    return 0
+
+
 def cmd_udp_listen(port: int, timeout: float) -> int:
     with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
         s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
@@ -552,11 +592,17 @@ def main(argv: list[str]) -> int:
         srv = sub.add_parser(f"{proto}-server")
         srv.add_argument("port", type=int)
         srv.add_argument("--push", action="store_true")
+        srv.add_argument("--sink", action="store_true")
         cli = sub.add_parser(f"{proto}-client")
         cli.add_argument("dst")
         cli.add_argument("port", type=int)
         cli.add_argument("timeout", type=float)
         cli.add_argument("--sport", type=int)
+    for name in ("tcp-rate", "tcp-bulk"):
+        p = sub.add_parser(name)
+        p.add_argument("dst")
+        p.add_argument("port", type=int)
+        p.add_argument("duration", type=float)
     st = sub.add_parser("tcp-stream")
     st.add_argument("dst")
     st.add_argument("port", type=int)
@@ -571,9 +617,13 @@ def main(argv: list[str]) -> int:
     a = ap.parse_args(argv)
     proto, _, kind = a.cmd.partition("-")
     if kind == "server":
-        return cmd_server(proto, a.port, a.push)
+        return cmd_server(proto, a.port, a.push, a.sink)
     if kind == "client":
         return cmd_client(proto, a.dst, a.port, a.timeout, a.sport)
+    if a.cmd == "tcp-rate":
+        return cmd_tcp_rate(a.dst, a.port, a.duration)
+    if a.cmd == "tcp-bulk":
+        return cmd_tcp_bulk(a.dst, a.port, a.duration)
     if a.cmd == "tcp-stream":
         return cmd_stream(a.dst, a.port, a.duration, a.push)
     if a.cmd == "send-frame":

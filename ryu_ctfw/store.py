@@ -33,6 +33,15 @@ def load(path: Path) -> Policy:
         raise StateFileError(f"state file {path} is corrupt: {e}") from e
 
 
+def remove_stale_temps(path: Path) -> list[Path]:
+    """Delete temporary files a crash mid-save left next to the state file (at start only:
+    while we run, a temporary file there is a save in progress)."""
+    stale = list(path.parent.glob(f".{path.name}.*"))
+    for tmp in stale:
+        tmp.unlink(missing_ok=True)
+    return stale
+
+
 def save(path: Path, policy: Policy) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     data = json.dumps(policy.to_dict(), indent=2, sort_keys=True) + "\n"

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -83,6 +84,7 @@ class Switch:
     waiters: list[tuple[int, hub.Event]] = field(default_factory=list)
     worker: Any = None
     bundle_id: int = 0
+    connected_at: float = 0.0
     packet_ins: int = 0  # only MAC learning sends packets here; the API shows the count
 
     @property
@@ -276,6 +278,7 @@ class SwitchManager:
         if sw.worker is not None:
             hub.kill(sw.worker)
         sw.dp = dp
+        sw.connected_at = time.monotonic()
         sw.installed = None  # read it back before changing anything
         sw.pending.clear()
         sw.learned.clear()
@@ -455,12 +458,9 @@ class SwitchManager:
         want = {f.key: f for f in self.desired(sw)}
         adds = [f for k, f in want.items() if sw.installed.get(k) != f]
         dels = [f for k, f in sw.installed.items() if k not in want]
-        if reconciling:
-            self.log.info(
-                "switch %s in sync after connect: %d flows of ours found, %d to add or"
-                " change, %d to delete", dpid_str(sw.dpid), found, len(adds), len(dels),
-            )  # fmt: skip
         if not adds and not dels:
+            if reconciling:
+                self._log_in_sync(sw, found, 0, 0)
             return result
         mods = [(f, flow_mod(dp, f)) for f in adds] + [
             (f, flow_mod(dp, f, delete=True)) for f in dels
@@ -479,12 +479,21 @@ class SwitchManager:
                 self.log.error("switch %s: %s", dpid_str(sw.dpid), text)
             return result
         result.added, result.deleted = len(adds), len(dels)
+        if reconciling:
+            self._log_in_sync(sw, found, len(adds), len(dels))
         self.log.info(
             "switch %s synced: %d flows added or changed, %d deleted (%d messages)",
             dpid_str(sw.dpid), len(adds), len(dels), len(sent),
         )  # fmt: skip
         sw.installed = want
         return result
+
+    def _log_in_sync(self, sw: Switch, found: int, added: int, deleted: int) -> None:
+        self.log.info(
+            "switch %s in sync %.3f s after connect: %d flows of ours found, %d added or"
+            " changed, %d deleted",
+            dpid_str(sw.dpid), time.monotonic() - sw.connected_at, found, added, deleted,
+        )  # fmt: skip
 
     def _bundle(self, sw: Switch, msgs: list[Any]) -> list[int]:
         """Send `msgs` as one atomic ONF bundle and wait for the commit's answer.

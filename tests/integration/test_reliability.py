@@ -188,7 +188,7 @@ def test_state_file_survives_sigkill_mid_write(labenv: Lab) -> None:
     thread.join()
     state = json.loads(labenv.ctl.state_file.read_text())  # whole, never torn
     assert {"version", "vms", "pairs"} <= set(state)
-    assert not list(labenv.ctl.state_file.parent.glob(".state.json.*")), "no temp left behind"
     labenv.ctl.start()
+    assert not list(labenv.ctl.state_file.parent.glob(".state.json.*")), "temp files cleaned"
     names = {v["name"] for v in labenv.ctl.ok("GET", "/ctfw/v1/vms")["vms"]}
     assert names == {v["name"] for v in state["vms"]}

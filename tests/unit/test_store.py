@@ -179,3 +179,16 @@ def test_a_failed_first_save_leaves_no_file(
     with pytest.raises(OSError):
         store.save(state, seed_policy)
     assert os.listdir(state.parent) == []
+
+
+def test_stale_temp_files_from_a_crash_are_removed(tmp_path: Path) -> None:
+    path = tmp_path / "state.json"
+    store.save(path, Policy())
+    leftovers = [tmp_path / ".state.json.abc123", tmp_path / ".state.json.zz"]
+    for p in leftovers:
+        p.write_text('{"half": ')
+    other = tmp_path / ".other.json.abc"
+    other.write_text("not ours")
+    assert sorted(store.remove_stale_temps(path)) == sorted(leftovers)
+    assert not any(p.exists() for p in leftovers)
+    assert other.exists() and path.exists()
