@@ -8,7 +8,7 @@ SYSPY   := /usr/bin/python3
 DEBS    := openvswitch-switch mininet iputils-ping ethtool iproute2 python3-venv
 STAMP   := $(VENV)/.installed
 
-.PHONY: all deps venv test unit integration demo lint clean
+.PHONY: all deps venv test unit integration demo bench bench-smoke lint clean
 
 all: test
 
@@ -50,9 +50,17 @@ integration: venv
 demo: venv
 	$(PY) -m ryu_ctfw.demo
 
+# 500 VMs, 5,000 pairs, each figure against its baseline in the same run (several minutes).
+bench: venv
+	$(PY) bench/run.py --out bench/results.md
+
+# A small run (under a minute) that checks the suite still works; asserts no times.
+bench-smoke: venv
+	$(PY) bench/run.py --smoke
+
 lint: venv
-	$(VENV)/bin/ruff check ryu_ctfw tests mininet
-	$(VENV)/bin/ruff format --check ryu_ctfw tests mininet
+	$(VENV)/bin/ruff check ryu_ctfw tests mininet bench
+	$(VENV)/bin/ruff format --check ryu_ctfw tests mininet bench
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

@@ -406,7 +406,7 @@ def pair_flows(
             orig = rep = Match()
         flows.append(Flow(TABLE_POLICY, P_PAIR, _merge(there, orig, EST_ORIGINAL), (NORMAL,), pc))
         flows.append(Flow(TABLE_POLICY, P_PAIR, _merge(back, rep, EST_REPLY), (NORMAL,), pc))
-    return tuple(flows)
+    return tuple(dedupe(flows))  # `any`: both families share the established lines
 
 
 def _merge(where: Match, what: Match, state: CtState) -> Match:

@@ -1,0 +1,480 @@
+"""ryu-ctfw benchmarks against a real Open vSwitch, each against a baseline in the same run.
+
+    make bench          # 500 VMs, 5,000 pairs, 3 repeats; writes bench/results.md
+    make bench-smoke    # a small run that checks the suite works (no times asserted)
+
+Every figure is reported as a ratio to its baseline (the switch's own practical limit,
+measured here, now) with the absolute numbers beside it; each is repeated and reported as
+median and spread (min-max). Needs root, like the tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import platform
+import random
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import ryu
+
+from ryu_ctfw import lab, store
+from ryu_ctfw.compiler import (
+    KIND_VM,
+    Attachment,
+    compile_switch,
+    cookie_kind,
+    pair_flows,
+)
+from ryu_ctfw.policy import PairRequest, Policy, PolicyError, Vm
+
+SERVICES = [("any", None), ("tcp", "22"), ("udp", "53"), ("icmp", None), ("tcp", "8000-8100")]
+BRIDGE = "ctbench0"
+FIRST_OFPORT = 10
+
+
+@dataclass
+class Row:
+    what: str
+    ours: list[float]
+    base: list[float]
+    unit: str
+    target: str
+    lower_is_better: bool = True
+    note: str = ""
+
+    @property
+    def ratio(self) -> float:
+        return statistics.median(self.ours) / statistics.median(self.base)
+
+    def met(self) -> bool:
+        limit = float(re.search(r"[\d.]+", self.target)[0])  # type: ignore[index]
+        return self.ratio <= limit if self.lower_is_better else self.ratio >= limit
+
+
+@dataclass
+class Bench:
+    root: Path
+    vms: int
+    pairs: int
+    repeat: int
+    changes: int
+    seconds: float
+    rows: list[Row] = field(default_factory=list)
+    facts: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.ovs = lab.Ovs(self.root / "ovs")
+        self.ctl = lab.Controller(self.root / "ctl")
+        self.policy = make_policy(self.vms, self.pairs)
+        self.attached = {
+            name: Attachment(FIRST_OFPORT + i, vm.mac)
+            for i, (name, vm) in enumerate(self.policy.vms.items())
+        }
+
+    # --- set-up ----------------------------------------------------------------------------
+    def expected_flows(self) -> int:
+        return len(compile_switch(self.policy, self.attached, 1))
+
+    def add_ports(self) -> None:
+        cmd: list[str] = [
+            "add-br",
+            BRIDGE,
+            "--",
+            "set",
+            "bridge",
+            BRIDGE,
+            "datapath_type=netdev",
+            "protocols=OpenFlow13,OpenFlow14",
+            "fail_mode=secure",
+            "other-config:datapath-id=00000000000000b1",
+        ]
+        for i, vm in enumerate(self.policy.vms.values()):
+            cmd += [
+                "--",
+                "add-port",
+                BRIDGE,
+                vm.port,
+                "--",
+                "set",
+                "interface",
+                vm.port,
+                "type=internal",
+                f"ofport_request={FIRST_OFPORT + i}",
+            ]
+        self.ovs.vsctl(*cmd)
+
+    def flow_count(self) -> int:
+        out = self.ovs.ofctl("dump-aggregate", BRIDGE)
+        return int(re.search(r"flow_count=(\d+)", out)[1])  # type: ignore[index]
+
+    def wait_flows(self, count: int, timeout: float = 600) -> None:
+        lab.wait_for(lambda: self.flow_count() == count, timeout, f"{count} flows", 0.02)
+
+    def detach(self) -> None:
+        """No controller (which flushes the bridge) and no flows."""
+        self.ovs.vsctl("del-controller", BRIDGE)
+        self.ovs.ofctl("del-flows", BRIDGE)
+
+    # --- the measurements -------------------------------------------------------------------
+    def bring_up(self) -> None:
+        store.save(self.ctl.state_file, self.policy)
+        want = self.expected_flows()
+        ours, base = [], []
+        for _ in range(self.repeat):
+            self.detach()
+            self.ctl.start(timeout=60)
+            t0 = time.perf_counter()
+            self.ovs.set_controller(BRIDGE, self.ctl.ofp_port)
+            self.wait_flows(want)
+            ours.append(time.perf_counter() - t0)
+            dump = self.ovs.dump_flows(BRIDGE, "--no-stats")
+            self.ctl.stop()
+            self.detach()
+            flows_file = self.root / "flows.txt"
+            flows_file.write_text(dump)
+            t0 = time.perf_counter()
+            lab.run(
+                ["ovs-ofctl", "-O", "OpenFlow14", "--bundle", "add-flows", BRIDGE, str(flows_file)],
+                self.ovs.env,
+                timeout=600,
+            )
+            base.append(time.perf_counter() - t0)
+            assert self.flow_count() == want
+        self.facts["flows at scale"] = str(want)
+        self.rows.append(
+            Row(
+                f"bring-up of {want} flows",
+                ours,
+                base,
+                "s",
+                "<= 1.5x",
+                note="baseline: ovs-ofctl --bundle add-flows of the same flows",
+            )
+        )
+
+    def start_attached(self, flows: int | None = None) -> None:
+        self.detach()
+        self.ctl.start(timeout=60)
+        self.ovs.set_controller(BRIDGE, self.ctl.ofp_port)
+        self.wait_flows(flows or self.expected_flows())
+
+    def change_latency(self) -> None:
+        self.start_attached()
+        names = list(self.policy.vms)
+        rng = random.Random(7)
+        ours = []
+        while len(ours) < self.changes:
+            a, b = rng.sample(names, 2)
+            body = {
+                "initiator": a,
+                "responder": b,
+                "protocol": "tcp",
+                "ports": str(rng.randrange(20000, 30000)),
+            }
+            t0 = time.perf_counter()
+            status, answer = self.ctl.api("POST", "/ctfw/v1/pairs", body)
+            if status == 409:
+                continue
+            assert status == 201, answer
+            ours.append(time.perf_counter() - t0)
+        # Baseline: one ovs-ofctl process adding the flows of one such pair.
+        a, b = names[0], names[1]
+        pair = self.policy.add_pair(PairRequest(a, b, "tcp", "65000"))
+        flows = pair_flows(pair, self.attached[a], self.attached[b], 1)
+        flows_file = self.root / "pair.txt"
+        flows_file.write_text("".join(f"cookie=0x1,{f.text()}\n" for f in flows))
+        base = []
+        for _ in range(max(20, self.repeat)):
+            t0 = time.perf_counter()
+            lab.run(
+                ["ovs-ofctl", "-O", "OpenFlow13", "add-flows", BRIDGE, str(flows_file)],
+                self.ovs.env,
+            )
+            base.append(time.perf_counter() - t0)
+            self.ovs.ofctl("del-flows", BRIDGE, "cookie=0x1/-1")
+        self.ctl.stop()
+        self.policy = store.load(self.ctl.state_file)  # now with the pairs just added
+        ours_ms, base_ms = [t * 1000 for t in ours], [t * 1000 for t in base]
+        q = statistics.quantiles(ours_ms, n=100, method="inclusive")
+        self.facts["change latency p50 / p99 / max"] = (
+            f"{statistics.median(ours_ms):.1f} / {q[98]:.1f} / {max(ours_ms):.1f} ms"
+        )
+        self.rows.append(
+            Row(
+                f"policy change, {len(ours)} POST /pairs",
+                ours_ms,
+                base_ms,
+                "ms",
+                "<= 1.0x",
+                note="baseline: one ovs-ofctl add-flows process, same flows",
+            )
+        )
+
+    def resync(self) -> None:
+        self.start_attached()
+        ours, base, mods = [], [], []
+        for _ in range(self.repeat):
+            self.ctl.stop()
+            before = self.ctl.log_file.read_text().count("in sync")
+            self.ctl.start(timeout=60)
+            lab.wait_for(
+                lambda b=before: self.ctl.log_file.read_text().count("in sync") > b,
+                120,
+                "the controller to report the switch in sync",
+            )
+            line = self.ctl.log_file.read_text().split("in sync")[-1]
+            m = re.search(
+                r"([\d.]+) s after connect: \d+ flows of ours found, (\d+) added"
+                r" or changed, (\d+) deleted",
+                line,
+            )
+            assert m, line
+            ours.append(float(m[1]))
+            mods.append(int(m[2]) + int(m[3]))
+            t0 = time.perf_counter()
+            self.ovs.dump_flows(BRIDGE)
+            base.append(time.perf_counter() - t0)
+        self.facts["flow-mods on resync (target 0)"] = ", ".join(map(str, mods))
+        self.rows.append(
+            Row(
+                "resync after a controller restart",
+                ours,
+                base,
+                "s",
+                "<= 2x",
+                note="baseline: one ovs-ofctl dump-flows of the table",
+            )
+        )
+        self.ctl.stop()
+
+    def footprint(self) -> None:
+        flows = compile_switch(self.policy, self.attached, 1)
+        kinds = Counter(cookie_kind(f.cookie) for f in flows)
+        per_service: dict[str, list[int]] = {}
+        for pair in self.policy.pairs.values():
+            n = len(
+                pair_flows(pair, self.attached[pair.initiator], self.attached[pair.responder], 1)
+            )
+            kind = pair.protocol
+            if pair.ports:
+                kind += " range" if "-" in pair.ports else " one port"
+            per_service.setdefault(kind, []).append(n)
+        self.facts["flows per VM (target <= 8)"] = f"{kinds[KIND_VM] / len(self.policy.vms):.1f}"
+        self.facts["flows per pair-service (target <= 6)"] = ", ".join(
+            f"{svc}: {max(ns)}" for svc, ns in sorted(per_service.items())
+        )
+
+    def datapath(self) -> None:
+        """TCP connection rate and throughput between two namespace VMs, three pipelines."""
+        vm1 = lab.Vm("ctbench-vm1", "ctbenchp1", "52:54:00:bb:00:01", ["198.19.0.1/24"]).create()
+        vm2 = lab.Vm("ctbench-vm2", "ctbenchp2", "52:54:00:bb:00:02", ["198.19.0.2/24"]).create()
+        servers: list[subprocess.Popen[str]] = []
+        try:
+            p1, p2 = vm1.plug(self.ovs, BRIDGE, 2), vm2.plug(self.ovs, BRIDGE, 3)
+            servers = [vm2.serve("tcp", 5001), vm2.serve("tcp", 5002, sink=True)]
+            self.start_attached()
+            for vm in (vm1, vm2):
+                self.ctl.ok(
+                    "PUT", f"/ctfw/v1/vms/{vm.ns}", {"port": vm.port, "mac": vm.mac, "ips": [vm.ip]}
+                )
+            self.ctl.ok("POST", "/ctfw/v1/pairs", {"initiator": vm1.ns, "responder": vm2.ns})
+            ctfw_count = self.flow_count()
+            seed = [
+                "priority=100,ip,actions=ct(table=1)",
+                "priority=10,arp,actions=normal",
+                "priority=1,actions=drop",
+                f"table=1,in_port={p1},ip,ct_state=+new,actions=ct(commit),normal",
+                f"table=1,in_port={p1},ip,ct_state=+est,actions=normal",
+                f"table=1,in_port={p2},ip,ct_state=+new,actions=drop",
+                f"table=1,in_port={p2},ip,ct_state=+est,actions=normal",
+            ]
+            results: dict[str, dict[str, list[float]]] = {}
+            packet_ins = 0
+            for _ in range(self.repeat):
+                for name in ("ctfw", "seed", "normal"):
+                    if name == "ctfw":  # the controller attached, as in production
+                        if self.ctl.proc is None:
+                            self.start_attached(ctfw_count)
+                        before = self.packet_ins()
+                    else:
+                        self.ctl.stop()
+                        self.detach()
+                        flows = seed if name == "seed" else ["actions=NORMAL"]
+                        self.ovs.ofctl("add-flows", BRIDGE, self.flows_file(flows))
+                    r = results.setdefault(name, {"rate": [], "bulk": []})
+                    r["rate"].append(self.client(vm1, "tcp-rate", vm2.ip, 5001))
+                    r["bulk"].append(self.client(vm1, "tcp-bulk", vm2.ip, 5002) * 8 / 1e6)
+                    if name == "ctfw":
+                        packet_ins += self.packet_ins() - before
+            for metric, unit, label in (
+                ("rate", "conn/s", "new TCP connections per second"),
+                ("bulk", "Mbit/s", "bulk TCP throughput"),
+            ):
+                for base in ("seed", "normal"):
+                    self.rows.append(
+                        Row(
+                            f"{label} vs {base}",
+                            results["ctfw"][metric],
+                            results[base][metric],
+                            unit,
+                            ">= 0.9x" if base == "seed" else ">= 0x (report)",
+                            lower_is_better=False,
+                            note=f"ctfw with the {len(self.policy.pairs)}-pair policy loaded",
+                        )
+                    )
+            self.facts["packet-ins during data traffic (target 0)"] = str(packet_ins)
+        finally:
+            for s in servers:
+                s.kill()
+            vm1.destroy()
+            vm2.destroy()
+
+    # --- helpers ----------------------------------------------------------------------------
+    def packet_ins(self) -> int:
+        sw = self.ctl.ok("GET", "/ctfw/v1/switches")["switches"]
+        return sum(s["packet_ins"] for s in sw)
+
+    def flows_file(self, flows: list[str]) -> str:
+        path = self.root / "dp-flows.txt"
+        path.write_text("\n".join(flows) + "\n")
+        return str(path)
+
+    def client(self, vm: lab.Vm, cmd: str, dst: str, port: int) -> float:
+        out = vm.exec(
+            lab.lab_cmd(cmd, dst, str(port), str(self.seconds)), timeout=self.seconds + 30
+        )
+        return float(out.stdout.strip())
+
+    def rss(self) -> None:
+        self.start_attached()
+        pid = self.ctl.proc.pid  # type: ignore[union-attr]
+        status = Path(f"/proc/{pid}/status").read_text()
+        self.facts["ryu-manager resident memory at scale"] = re.search(r"VmRSS:\s+(.*)", status)[
+            1
+        ].strip()  # type: ignore[index]
+        self.ctl.stop()
+
+
+def make_policy(vms: int, pairs: int) -> Policy:
+    policy = Policy()
+    for i in range(vms):
+        policy.put_vm(
+            Vm(
+                f"b{i}",
+                f"ctbq{i}",
+                f"52:54:00:b0:{i >> 8:02x}:{i & 255:02x}",
+                (f"198.18.{i >> 8}.{i & 255 or 254}",),
+            )
+        )
+    rng = random.Random(1)
+    names = list(policy.vms)
+    while len(policy.pairs) < pairs:
+        a, b = rng.sample(names, 2)
+        protocol, ports = rng.choice(SERVICES)
+        with contextlib.suppress(PolicyError):
+            policy.add_pair(PairRequest(a, b, protocol, ports))
+    return policy
+
+
+def stats(values: list[float]) -> str:
+    med = statistics.median(values)
+    return f"{med:.3g} ({min(values):.3g}-{max(values):.3g})"
+
+
+def machine() -> str:
+    ovs = lab.run(["ovs-vswitchd", "--version"]).stdout.splitlines()[0]
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        "?",
+    )
+    cores = len(
+        [
+            line
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("processor")
+        ]
+    )
+    return (
+        f"{cores} cores ({cpu}), {ovs}, userspace datapath; Python "
+        f"{platform.python_version()}, Ryu {getattr(ryu, '__version__', '4.34')}"
+    )
+
+
+def report(bench: Bench, args: argparse.Namespace) -> str:
+    services = ", ".join(f"{s} {p or ''}".strip() for s, p in SERVICES)
+    lines = [
+        "# ryu-ctfw benchmark results",
+        "",
+        f"Run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} with `{' '.join(args.argv)}`:"
+        f" {bench.vms} VMs, {bench.pairs} pairs (services {services}),"
+        f" {bench.repeat} repeats.",
+        "",
+        f"Machine: {machine()}.",
+        "",
+        "| measure | ryu-ctfw | baseline | ratio | target | met |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in bench.rows:
+        lines.append(
+            f"| {r.what} | {stats(r.ours)} {r.unit} | {stats(r.base)} {r.unit} | "
+            f"{r.ratio:.2f}x | {r.target} | {'yes' if r.met() else 'NO'} |"
+        )
+    lines += ["", "Medians, with (min-max) over the repeats. Baselines:", ""]
+    lines += [f"- {r.what}: {r.note}" for r in bench.rows if r.note]
+    lines += ["", "| fact | value |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in bench.facts.items()]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--smoke", action="store_true", help="small and quick: checks the suite runs")
+    ap.add_argument("--out", type=Path, help="write the report here (default: print only)")
+    args = ap.parse_args(argv)
+    args.argv = ["python", "-m", "bench.run", *argv]
+    lab.require_root_and_tools()
+    size = (
+        dict(vms=20, pairs=100, repeat=1, changes=20, seconds=1.0)
+        if args.smoke
+        else dict(vms=500, pairs=5000, repeat=3, changes=1000, seconds=3.0)
+    )
+    with tempfile.TemporaryDirectory(prefix="ctfw-bench-") as tmp:
+        bench = Bench(Path(tmp), **size)  # type: ignore[arg-type]
+        bench.ovs.start()
+        try:
+            bench.add_ports()
+            for step in (
+                bench.bring_up,
+                bench.change_latency,
+                bench.resync,
+                bench.footprint,
+                bench.rss,
+                bench.datapath,
+            ):
+                print(f"== {step.__name__}", flush=True)
+                step()
+        finally:
+            bench.ctl.stop()
+            bench.ovs.stop()
+    text = report(bench, args)
+    print(text)
+    if args.out:
+        args.out.write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
