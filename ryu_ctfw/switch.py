@@ -518,7 +518,8 @@ class SwitchManager:
             xids.append(msg.xid)
         commit = parser.ONFBundleCtrlMsg(dp, sw.bundle_id, ofp.ONF_BCT_COMMIT_REQUEST, flags, [])
         try:
-            self._request(sw, commit)
+            # Committing tens of thousands of flows takes the switch a while.
+            self._request(sw, commit, timeout=REPLY_TIMEOUT + len(msgs) / 2000)
         except SwitchError as e:
             raise SwitchError(str(e), xids) from e
         return xids
@@ -528,7 +529,9 @@ class SwitchManager:
         dp.send_msg(msg)
         return msg.xid
 
-    def _request(self, sw: Switch, msg: Any) -> list[Any]:
+    def _request(self, sw: Switch, msg: Any, timeout: float = REPLY_TIMEOUT) -> list[Any]:
+        """Send `msg`, wait for its whole answer; `timeout` is the longest silence allowed
+        (a long multipart answer may take longer as a whole, as long as parts keep coming)."""
         dp = sw.dp
         if dp is None:
             raise SwitchError("switch disconnected")
@@ -536,8 +539,11 @@ class SwitchManager:
         pending = sw.pending[msg.xid] = _Pending()
         try:
             dp.send_msg(msg)
-            if not pending.done.wait(timeout=REPLY_TIMEOUT):
-                raise SwitchError("switch did not answer in time")
+            seen = -1
+            while not pending.done.wait(timeout=timeout):
+                if len(pending.replies) == seen:
+                    raise SwitchError("switch did not answer in time")
+                seen = len(pending.replies)
             if pending.error:
                 raise SwitchError(pending.error)
             if sw.dp is not dp:
