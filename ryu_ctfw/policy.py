@@ -235,7 +235,7 @@ class Policy:
 
     def delete_vm(self, name: str) -> None:
         self.get_vm(name)
-        users = [p.id for p in self.pairs.values() if name in (p.initiator, p.responder)]
+        users = [p.id for p in self.pairs_of(name)]
         if users:
             ids = ", ".join(str(i) for i in users)
             raise Conflict(f"VM {name!r} is used by pair(s) {ids}; delete them first")

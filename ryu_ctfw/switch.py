@@ -54,8 +54,6 @@ class SwitchError(Exception):
 class SyncResult:
     dpid: int
     errors: list[str] = field(default_factory=list)
-    added: int = 0
-    deleted: int = 0
 
 
 @dataclass
@@ -478,7 +476,6 @@ class SwitchManager:
             for text in result.errors:
                 self.log.error("switch %s: %s", dpid_str(sw.dpid), text)
             return result
-        result.added, result.deleted = len(adds), len(dels)
         if reconciling:
             self._log_in_sync(sw, found, len(adds), len(dels))
         self.log.info(
