@@ -417,6 +417,13 @@ def _merge(where: Match, what: Match, state: CtState) -> Match:
 
 def compile_switch(policy: Policy, attached: Mapping[str, Attachment], zone: int) -> list[Flow]:
     """All flows one switch should hold. `attached` maps VM name -> where it is on it."""
+    return list(compile_keyed(policy, attached, zone).values())
+
+
+def compile_keyed(
+    policy: Policy, attached: Mapping[str, Attachment], zone: int
+) -> dict[tuple, Flow]:
+    """compile_switch as OpenFlow identity -> flow, the form a sync compares."""
     flows = base_flows(zone)
     for name, at in sorted(attached.items()):
         flows += vm_port_flows(policy.vms[name], at, zone)
@@ -425,15 +432,19 @@ def compile_switch(policy: Policy, attached: Mapping[str, Attachment], zone: int
         if ini is None or res is None or ini.mac is None or res.mac is None:
             continue  # not both on this switch with known MACs: nothing to allow here
         flows += pair_flows(pair, ini, res, zone)
-    return dedupe(flows)
+    return dedupe_keyed(flows)
 
 
 def dedupe(flows: Iterable[Flow]) -> list[Flow]:
     """Keep the first flow for each OpenFlow identity, in order."""
+    return list(dedupe_keyed(flows).values())
+
+
+def dedupe_keyed(flows: Iterable[Flow]) -> dict[tuple, Flow]:
     seen: dict[tuple, Flow] = {}
     for f in flows:
         seen.setdefault(f.key, f)
-    return list(seen.values())
+    return seen
 
 
 def render(flows: Iterable[Flow]) -> str:

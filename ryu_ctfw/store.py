@@ -44,7 +44,8 @@ def remove_stale_temps(path: Path) -> list[Path]:
 
 def save(path: Path, policy: Policy) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    data = json.dumps(policy.to_dict(), indent=2, sort_keys=True) + "\n"
+    # One line, no indentation: at thousands of pairs this is written on every change.
+    data = json.dumps(policy.to_dict(), sort_keys=True, separators=(",", ":")) + "\n"
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "w") as f:

@@ -34,7 +34,7 @@ from ryu_ctfw.compiler import (
     Flow,
     Match,
     Output,
-    compile_switch,
+    compile_keyed,
 )
 from ryu_ctfw.policy import Policy, PolicyError, validate_mac
 
@@ -443,8 +443,8 @@ class SwitchManager:
                 out[vm.name] = Attachment(ofport, vm.mac or sw.learned.get(vm.name))
         return out
 
-    def desired(self, sw: Switch) -> list[Flow]:
-        return compile_switch(self.policy(), self.attachments(sw), self.zone_of(sw.dpid))
+    def desired(self, sw: Switch) -> dict[tuple, Flow]:
+        return compile_keyed(self.policy(), self.attachments(sw), self.zone_of(sw.dpid))
 
     def _sync(self, sw: Switch) -> SyncResult:
         dp = sw.dp
@@ -453,9 +453,11 @@ class SwitchManager:
         if reconciling:
             sw.installed = self._read_installed(sw)
         found = len(sw.installed)
-        want = {f.key: f for f in self.desired(sw)}
-        adds = [f for k, f in want.items() if sw.installed.get(k) != f]
-        dels = [f for k, f in sw.installed.items() if k not in want]
+        want = self.desired(sw)
+        have = sw.installed
+        # Memoized compiles hand back the very same Flow objects: `is` settles most.
+        adds = [f for k, f in want.items() if (old := have.get(k)) is not f and old != f]
+        dels = [f for k, f in have.items() if k not in want]
         if not adds and not dels:
             if reconciling:
                 self._log_in_sync(sw, found, 0, 0)
