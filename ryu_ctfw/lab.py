@@ -200,6 +200,15 @@ class Ovs:
     def conntrack(self) -> str:
         return self.appctl("dpctl/dump-conntrack")
 
+    def conntrack_entries(self, proto: str, src: str, dst: str, extra: str = "") -> list[str]:
+        """Conntrack entries of `proto` from src to dst whose text also holds `extra`."""
+        orig = f"src={src},dst={dst}"
+        return [
+            line
+            for line in self.conntrack().splitlines()
+            if line.startswith(proto) and orig in line and extra in line
+        ]
+
     def ofport(self, port: str) -> int:
         return int(self.vsctl("get", "interface", port, "ofport"))
 

@@ -237,12 +237,6 @@ def test_seed_step4_with_mininet_hosts(mnlab: MnLab) -> None:
     assert mnlab.settled_counter(DROP) == drops
 
     # Conntrack holds the three connections vm1 opened, as `conntrack -L -s` did in the seed.
-    conntrack = mnlab.ovs.conntrack()
-    src = f"src={mnlab.ip('vm1')},dst={mnlab.ip('vm2')}"
     for proto, extra in (("icmp", "type=8"), ("tcp", "dport=22"), ("udp", "dport=53")):
-        entries = [
-            line
-            for line in conntrack.splitlines()
-            if line.startswith(proto) and src in line and extra in line
-        ]
-        assert entries, f"no {proto} conntrack entry from vm1:\n{conntrack}"
+        entries = mnlab.ovs.conntrack_entries(proto, mnlab.ip("vm1"), mnlab.ip("vm2"), extra)
+        assert entries, f"no {proto} conntrack entry from vm1:\n{mnlab.ovs.conntrack()}"

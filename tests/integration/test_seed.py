@@ -91,12 +91,6 @@ def test_step4_vm1_reaches_vm2(seed: Lab) -> None:
     finally:
         tcp_srv.kill()
         udp_srv.kill()
-    conntrack = seed.ovs.conntrack()
-    src = f"src={vm1.ip},dst={vm2.ip}"
     for proto, extra in (("icmp", "type=8"), ("tcp", "dport=22"), ("udp", "dport=53")):
-        entries = [
-            line
-            for line in conntrack.splitlines()
-            if line.startswith(proto) and src in line and extra in line
-        ]
-        assert entries, f"no {proto} conntrack entry from vm1:\n{conntrack}"
+        entries = seed.ovs.conntrack_entries(proto, vm1.ip, vm2.ip, extra)
+        assert entries, f"no {proto} conntrack entry from vm1:\n{seed.ovs.conntrack()}"
