@@ -13,10 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import wsgi_client
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from ryu.app.wsgi import WSGIApplication
-from webob import Request, Response
+from webob import Response
 
 from ryu_ctfw import rest
 from ryu_ctfw.firewall import Firewall
@@ -39,12 +40,8 @@ class Api:
         body: Any = None,
         authorization: str | None = None,
     ) -> Response:
-        kwargs: dict[str, Any] = {"method": method}
-        if body is not None:
-            kwargs["body"] = body if isinstance(body, bytes) else json.dumps(body).encode()
-        if authorization is not None:
-            kwargs["headers"] = {"Authorization": authorization}
-        return Request.blank(API + path, **kwargs).get_response(self.wsgi)
+        headers = {"Authorization": authorization} if authorization is not None else None
+        return wsgi_client.call(self.wsgi, method, path, body, headers)
 
     def state(self) -> tuple[dict[str, Any], bytes | None, list[str]]:
         """The policy, the state file's bytes and the folder's files (no temp files left)."""

@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import wsgi_client
 from ryu.app.wsgi import WSGIApplication
-from webob import Request, Response
+from webob import Response
 
 from ryu_ctfw import rest, store
 from ryu_ctfw.firewall import Firewall
@@ -44,15 +45,7 @@ class Api:
         body: Any = None,
         environ: dict[str, Any] | None = None,
     ) -> Response:
-        """One request; `path` is under /ctfw/v1 unless it starts with /ctfw."""
-        url = path if path.startswith("/ctfw") else API + path
-        kwargs: dict[str, Any] = {"method": method}
-        if body is not None:
-            kwargs["body"] = body if isinstance(body, bytes) else json.dumps(body).encode()
-        req = Request.blank(url, **kwargs)
-        if environ:
-            req.environ.update(environ)
-        return req.get_response(self.wsgi)
+        return wsgi_client.call(self.wsgi, method, path, body, environ=environ)
 
     def get_json(self, path: str) -> Any:
         resp = self.call("GET", path)
