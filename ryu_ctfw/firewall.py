@@ -71,7 +71,9 @@ class Firewall:
         view = vm.to_dict()
         view["dpid"] = dpid_str(where[0]) if where else None
         view["ofport"] = where[1] if where else None
-        view["learned_mac"] = self.switches.learned_mac(vm.name, vm.port)
+        view["learned_mac"] = (
+            self.switches.switches[where[0]].learned.get(vm.name) if where else None
+        )
         return view
 
     def switches_view(self) -> list[dict[str, Any]]:

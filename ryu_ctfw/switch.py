@@ -604,10 +604,6 @@ class SwitchManager:
                 return sw.dpid, sw.ports[port]
         return None
 
-    def learned_mac(self, vm_name: str, port: str) -> str | None:
-        where = self.locate(port)
-        return self.switches[where[0]].learned.get(vm_name) if where else None
-
     # --- helpers ---------------------------------------------------------------------------
     def _port_added(self, sw: Switch, port: Any) -> None:
         ofp = sw.dp.ofproto
