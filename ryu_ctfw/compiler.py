@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import lru_cache
+from typing import NamedTuple
 
 from ryu_ctfw.policy import Pair, Policy, Vm
 
@@ -70,8 +71,7 @@ def cookie_kind(value: int) -> int:
     return (value >> 40) & 0xFF
 
 
-@dataclass(frozen=True)
-class CtState:
+class CtState(NamedTuple):
     """ct_state flags: `value` among the bits of `mask` (+flag set, -flag clear)."""
 
     value: int
@@ -101,13 +101,7 @@ INVALID = CtState.of(CT_INV, CT_TRK)
 Ports = tuple[int, int]  # (value, mask) of a transport port; mask 0xffff is exact
 
 
-def astuple_shallow(obj: object) -> tuple:
-    """A dataclass's field values, without the deep copy dataclasses.astuple makes."""
-    return tuple(getattr(obj, f) for f in obj.__dataclass_fields__)  # type: ignore[attr-defined]
-
-
-@dataclass(frozen=True)
-class Match:
+class Match(NamedTuple):
     """The fields ryu-ctfw matches on. Names follow OpenFlow's OXM fields."""
 
     in_port: int | None = None
@@ -124,13 +118,6 @@ class Match:
     icmp_type: int | None = None
     nd_target: str | None = None
     ct_state: CtState | None = None
-
-    def __post_init__(self) -> None:
-        # Matches are dict keys on the sync path (tens of thousands per switch): hash once.
-        object.__setattr__(self, "_hash", hash(astuple_shallow(self)))
-
-    def __hash__(self) -> int:
-        return self._hash  # type: ignore[attr-defined, no-any-return]
 
     def fields(self) -> dict[str, str | int]:
         """The match as ovs-ofctl field names and values (for the REST view)."""
@@ -174,8 +161,7 @@ def _ports_text(ports: Ports | None) -> str | None:
     return str(value) if mask == 0xFFFF else f"0x{value:x}/0x{mask:x}"
 
 
-@dataclass(frozen=True)
-class Output:
+class Output(NamedTuple):
     """Output to a port number or to one of "NORMAL" / "CONTROLLER"."""
 
     port: int | str
@@ -187,8 +173,7 @@ class Output:
         return str(self.port) if isinstance(self.port, str) else f"output:{self.port}"
 
 
-@dataclass(frozen=True)
-class Ct:
+class Ct(NamedTuple):
     """The conntrack action: track in `zone`, optionally commit and recirculate."""
 
     commit: bool = False
@@ -209,8 +194,7 @@ class Ct:
 Action = Output | Ct
 
 
-@dataclass(frozen=True)
-class Flow:
+class Flow(NamedTuple):
     table: int
     priority: int
     match: Match
@@ -232,8 +216,7 @@ class Flow:
         return f"{head} actions={self.actions_text()}"
 
 
-@dataclass(frozen=True)
-class Attachment:
+class Attachment(NamedTuple):
     """Where a VM is on one switch right now, and the MAC it is known by."""
 
     ofport: int
@@ -258,7 +241,8 @@ P_RELATED = 50
 P_DENY = 0
 
 
-def base_flows(zone: int) -> list[Flow]:
+@lru_cache(maxsize=64)
+def base_flows(zone: int) -> tuple[Flow, ...]:
     """Lines every switch has, whatever the policy."""
     base = cookie(KIND_BASE)
     to_ct = (Ct(table=TABLE_POLICY, zone=zone),)
@@ -274,7 +258,7 @@ def base_flows(zone: int) -> list[Flow]:
         Flow(TABLE_POLICY, P_RELATED, Match(ct_state=RELATED), (NORMAL,), base),
         Flow(TABLE_POLICY, P_DENY, Match(), (), base),
     ]
-    return flows
+    return tuple(flows)
 
 
 def _icmp6(icmp_type: int, **fields: object) -> Match:
@@ -320,14 +304,14 @@ def vm_port_flows(vm: Vm, at: Attachment, zone: int) -> tuple[Flow, ...]:
     # only come from the VM's own addresses (or from :: while the VM checks for duplicates).
     ns_sources = [*v6_sources, "::"] if checked else [None]
     lines: list[tuple[int, Match, tuple[Action, ...]]] = [
-        *((P_VM_NEIGHBOUR, replace(own, eth_type=ETH_TYPE_ARP, arp_spa=ip, arp_sha=mac), (NORMAL,))
+        *((P_VM_NEIGHBOUR, own._replace(eth_type=ETH_TYPE_ARP, arp_spa=ip, arp_sha=mac), (NORMAL,))
           for ip in v4_sources),
         *((P_VM_NEIGHBOUR, _icmp6(ND_NA, in_port=port, eth_src=mac, nd_target=ip), (NORMAL,))
           for ip in v6_sources),
         *((P_VM_NEIGHBOUR, _icmp6(ND_NS, in_port=port, eth_src=mac, ipv6_src=ip), (NORMAL,))
           for ip in ns_sources),
-        *((P_VM_IP, replace(own, eth_type=ETH_TYPE_IP, ipv4_src=ip), to_ct) for ip in v4_sources),
-        *((P_VM_IP, replace(own, eth_type=ETH_TYPE_IPV6, ipv6_src=ip), to_ct)
+        *((P_VM_IP, own._replace(eth_type=ETH_TYPE_IP, ipv4_src=ip), to_ct) for ip in v4_sources),
+        *((P_VM_IP, own._replace(eth_type=ETH_TYPE_IPV6, ipv6_src=ip), to_ct)
           for ip in v6_sources),
         (P_VM_GUARD, Match(in_port=port), ()),
     ]  # fmt: skip
@@ -410,8 +394,11 @@ def pair_flows(
 
 
 def _merge(where: Match, what: Match, state: CtState) -> Match:
-    return replace(
-        what, in_port=where.in_port, eth_dst=where.eth_dst, ct_state=state,
+    # Spelled out rather than dataclasses.replace: this runs for every pair line.
+    return Match(
+        in_port=where.in_port, eth_dst=where.eth_dst, ct_state=state, eth_type=what.eth_type,
+        ip_proto=what.ip_proto, tp_src=what.tp_src, tp_dst=what.tp_dst,
+        icmp_type=what.icmp_type,
     )  # fmt: skip
 
 
@@ -424,10 +411,10 @@ def compile_keyed(
     policy: Policy, attached: Mapping[str, Attachment], zone: int
 ) -> dict[tuple, Flow]:
     """compile_switch as OpenFlow identity -> flow, the form a sync compares."""
-    flows = base_flows(zone)
+    flows = list(base_flows(zone))
     for name, at in sorted(attached.items()):
         flows += vm_port_flows(policy.vms[name], at, zone)
-    for pair in policy.pairs.values():
+    for _, pair in sorted(policy.pairs.items()):
         ini, res = attached.get(pair.initiator), attached.get(pair.responder)
         if ini is None or res is None or ini.mac is None or res.mac is None:
             continue  # not both on this switch with known MACs: nothing to allow here

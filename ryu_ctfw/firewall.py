@@ -34,6 +34,9 @@ class Firewall:
         self.policy = store.load(state_file)
         for tmp in store.remove_stale_temps(state_file):
             self.log.warning("removed %s, left by a crash in the middle of a save", tmp)
+        if store.has_journal(state_file):
+            # Start from a clean snapshot: the journal of the last run is folded into it.
+            store.compact(state_file, self.policy)
         self.switches = SwitchManager(self.log, lambda: self.policy, self.zone_for)
         # One change at a time: a change waits for its switches, and a rollback must not
         # undo somebody else's change made meanwhile.
@@ -47,12 +50,12 @@ class Firewall:
             # that connects while this change waits must keep the zone it was given.
             candidate.zones = before.zones
             result = mutate(candidate)  # raises PolicyError before anything changed
-            store.save(self.state_file, candidate)
+            store.record(self.state_file, before, candidate)
             self.policy = candidate
             errors = [e for r in self.switches.sync_all() for e in r.errors]
             if errors:
                 self.log.error("change refused by a switch, rolling back: %s", errors)
-                store.save(self.state_file, before)
+                store.record(self.state_file, candidate, before)
                 self.policy = before
                 self.switches.sync_all()
                 raise SwitchRejected("; ".join(errors))
@@ -60,8 +63,14 @@ class Firewall:
 
     def zone_for(self, dpid: int) -> int:
         if dpid not in self.policy.zones:
+            before = self.policy.copy()  # zone_for changes the policy in place
             zone = self.policy.zone_for(dpid)
-            store.save(self.state_file, self.policy)
+            try:
+                store.record(self.state_file, before, self.policy)
+            except BaseException:
+                # Not stored, so not given: the next connection asks again.
+                del self.policy.zones[dpid]
+                raise
             self.log.info("switch %s gets conntrack zone %d", dpid_str(dpid), zone)
         return self.policy.zones[dpid]
 

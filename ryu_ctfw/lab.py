@@ -360,6 +360,19 @@ class Controller:
     def log_file(self) -> Path:
         return self.root / "ryu-manager.log"
 
+    def stored(self) -> dict[str, Any]:
+        """The policy the state file (snapshot plus journal) holds, as JSON."""
+        from ryu_ctfw import store  # not at import: lab.py also runs inside namespaces
+
+        return store.load(self.state_file).to_dict()
+
+    def stored_bytes(self) -> bytes:
+        """Every byte of the stored state, to check that something wrote nothing."""
+        from ryu_ctfw import store
+
+        journal = store.journal_path(self.state_file)
+        return self.state_file.read_bytes() + (journal.read_bytes() if journal.exists() else b"")
+
     def start(self, timeout: float = 20) -> Controller:
         self.root.mkdir(parents=True, exist_ok=True)
         conf = self.root / "ctfw.conf"

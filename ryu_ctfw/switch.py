@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,14 +20,12 @@ from typing import Any
 
 from ryu.lib import hub
 from ryu.lib.packet import arp, ethernet, icmpv6, packet
-from ryu.ofproto import nicira_ext
+from ryu.ofproto import nicira_ext, ofproto_v1_3, ofproto_v1_3_parser
 
+from ryu_ctfw import wire
 from ryu_ctfw.compiler import (
     COOKIE_MASK,
     COOKIE_TAG,
-    ETH_TYPE_IPV6,
-    PROTO_TCP,
-    PROTO_UDP,
     Action,
     Attachment,
     Ct,
@@ -34,12 +33,12 @@ from ryu_ctfw.compiler import (
     Flow,
     Match,
     Output,
-    compile_keyed,
 )
+from ryu_ctfw.flowset import Diff, FlowSet
 from ryu_ctfw.policy import Policy, PolicyError, validate_mac
 
 REPLY_TIMEOUT = 5.0
-ALL_COOKIE_BITS = 0xFFFF_FFFF_FFFF_FFFF
+SEND_CHUNK = 1 << 16  # bytes of bundled flow-mods handed to Ryu's send queue at once
 
 
 def dpid_str(dpid: int) -> str:
@@ -72,7 +71,7 @@ class Switch:
     name: str | None = None  # bridge name (its LOCAL port)
     ports: dict[str, int] = field(default_factory=dict)  # port name -> ofport
     learned: dict[str, str] = field(default_factory=dict)  # VM name -> MAC seen in its ARP
-    installed: dict[tuple, Flow] | None = None  # None: not read from the switch yet
+    flows: FlowSet | None = None  # what the switch holds; None: not read back yet
     pending: dict[int, _Pending] = field(default_factory=dict)
     errors: dict[int, Any] = field(default_factory=dict)  # xid -> error msg, during a sync
     wake: hub.Event = field(default_factory=hub.Event)
@@ -96,89 +95,9 @@ class Switch:
         return None
 
 
-# --- Flow <-> OpenFlow messages ------------------------------------------------------------
-
-
-def _ofp_fields(m: Match) -> dict[str, Any]:
-    """Our Match as Ryu OFPMatch keyword arguments (OXM names)."""
-    fields: dict[str, Any] = {}
-    for name in (
-        "in_port",
-        "eth_type",
-        "eth_src",
-        "eth_dst",
-        "ip_proto",
-        "ipv4_src",
-        "ipv6_src",
-        "arp_spa",
-        "arp_sha",
-    ):
-        value = getattr(m, name)
-        if value is not None:
-            fields[name] = value
-    l4 = {PROTO_TCP: "tcp", PROTO_UDP: "udp"}.get(m.ip_proto or 0)
-    for side, ports in (("src", m.tp_src), ("dst", m.tp_dst)):
-        if ports is not None:
-            fields[f"{l4}_{side}"] = ports[0] if ports[1] == 0xFFFF else ports
-    if m.icmp_type is not None:
-        kind = "icmpv6_type" if m.eth_type == ETH_TYPE_IPV6 else "icmpv4_type"
-        fields[kind] = m.icmp_type
-    if m.nd_target is not None:
-        fields["ipv6_nd_target"] = m.nd_target
-    if m.ct_state is not None:
-        fields["ct_state"] = (m.ct_state.value, m.ct_state.mask)
-    return fields
-
-
-def to_ofp_match(parser: Any, m: Match) -> Any:
-    return parser.OFPMatch(**_ofp_fields(m))
-
-
-def to_ofp_action(dp: Any, a: Action) -> Any:
-    ofp, parser = dp.ofproto, dp.ofproto_parser
-    if isinstance(a, Ct):
-        return parser.NXActionCT(
-            flags=nicira_ext.NX_CT_F_COMMIT if a.commit else 0,
-            zone_src="",
-            zone_ofs_nbits=a.zone or 0,
-            recirc_table=nicira_ext.NX_CT_RECIRC_NONE if a.table is None else a.table,
-            alg=0,
-            actions=[],
-        )
-    if a.port == "NORMAL":
-        return parser.OFPActionOutput(ofp.OFPP_NORMAL)
-    if a.port == "CONTROLLER":
-        return parser.OFPActionOutput(ofp.OFPP_CONTROLLER, a.max_len)
-    return parser.OFPActionOutput(int(a.port))
-
-
-def flow_mod(dp: Any, flow: Flow, delete: bool = False) -> Any:
-    ofp, parser = dp.ofproto, dp.ofproto_parser
-    match = to_ofp_match(parser, flow.match)
-    if delete:
-        # Strict and by full cookie: never touches a flow someone else owns.
-        return parser.OFPFlowMod(
-            dp,
-            cookie=flow.cookie,
-            cookie_mask=ALL_COOKIE_BITS,
-            table_id=flow.table,
-            command=ofp.OFPFC_DELETE_STRICT,
-            priority=flow.priority,
-            out_port=ofp.OFPP_ANY,
-            out_group=ofp.OFPG_ANY,
-            match=match,
-        )
-    actions = [to_ofp_action(dp, a) for a in flow.actions]
-    inst = [parser.OFPInstructionActions(ofp.OFPIT_APPLY_ACTIONS, actions)] if actions else []
-    return parser.OFPFlowMod(
-        dp,
-        cookie=flow.cookie,
-        table_id=flow.table,
-        command=ofp.OFPFC_ADD,
-        priority=flow.priority,
-        match=match,
-        instructions=inst,
-    )
+# --- reading flows back -------------------------------------------------------------------
+# Sending goes through wire.py. Reading has two paths: the sync reads the whole table raw
+# (below), the REST flow view through Ryu's parser and these functions.
 
 
 _PLAIN = ("in_port", "eth_type", "ip_proto", "eth_src", "eth_dst", "arp_sha")
@@ -268,6 +187,7 @@ class SwitchManager:
         self.policy = policy
         self.zone_of = zone_of  # dpid -> the bridge's conntrack zone
         self.switches: dict[int, Switch] = {}
+        install_raw_flow_stats_parser()
 
     # --- events from Ryu (never block) -----------------------------------------------------
     def connected(self, dp: Any) -> None:
@@ -277,7 +197,7 @@ class SwitchManager:
             hub.kill(sw.worker)
         sw.dp = dp
         sw.connected_at = time.monotonic()
-        sw.installed = None  # read it back before changing anything
+        sw.flows = None  # read it back before changing anything
         sw.pending.clear()
         sw.learned.clear()
         sw.ports = {}
@@ -298,7 +218,7 @@ class SwitchManager:
             return
         self.log.info("switch %s disconnected", dpid_str(dpid))
         sw.dp = None
-        sw.installed = None
+        sw.flows = None
         sw.learned.clear()
         for pending in sw.pending.values():
             pending.done.set()
@@ -409,11 +329,11 @@ class SwitchManager:
             try:
                 result = self._sync(sw)
             except SwitchError as e:
-                sw.installed = None
+                sw.flows = None
                 result = SyncResult(sw.dpid, [str(e)])
             except Exception as e:  # a bug must not kill the worker for good
                 self.log.exception("sync of switch %s failed", dpid_str(sw.dpid))
-                sw.installed = None
+                sw.flows = None
                 result = SyncResult(sw.dpid, [f"internal error: {e}"])
             self._finish(sw, target, result)
 
@@ -443,59 +363,82 @@ class SwitchManager:
                 out[vm.name] = Attachment(ofport, vm.mac or sw.learned.get(vm.name))
         return out
 
-    def desired(self, sw: Switch) -> dict[tuple, Flow]:
-        return compile_keyed(self.policy(), self.attachments(sw), self.zone_of(sw.dpid))
-
     def _sync(self, sw: Switch) -> SyncResult:
-        dp = sw.dp
+        policy, attached, zone = self.policy(), self.attachments(sw), self.zone_of(sw.dpid)
+        if sw.flows is None:
+            return self._reconcile(sw, policy, attached, zone)
+        diff = sw.flows.update(policy, attached, zone)
         result = SyncResult(sw.dpid)
-        reconciling = sw.installed is None
-        if reconciling:
-            sw.installed = self._read_installed(sw)
-        found = len(sw.installed)
-        want = self.desired(sw)
-        have = sw.installed
-        # Memoized compiles hand back the very same Flow objects: `is` settles most.
-        adds = [f for k, f in want.items() if (old := have.get(k)) is not f and old != f]
-        dels = [f for k, f in have.items() if k not in want]
-        if not adds and not dels:
-            if reconciling:
-                self._log_in_sync(sw, found, 0, 0)
+        if not diff:
             return result
-        mods = [(f, flow_mod(dp, f)) for f in adds] + [
-            (f, flow_mod(dp, f, delete=True)) for f in dels
-        ]
-        sw.errors.clear()
-        try:
-            sent = self._bundle(sw, [m for _, m in mods])
-        except SwitchError as e:
-            # The bundle is atomic: the switch applied none of it. Name what it refused.
-            flows = {xid: f for xid, (f, _) in zip(e.args[1], mods, strict=True)}
-            for xid, text in sw.errors.items():
-                if xid in flows:
-                    result.errors.append(f"switch rejected {flows[xid].text()}: {text}")
-            result.errors = result.errors or [f"switch refused the change: {e.args[0]}"]
-            for text in result.errors:
-                self.log.error("switch %s: %s", dpid_str(sw.dpid), text)
-            return result
-        if reconciling:
-            self._log_in_sync(sw, found, len(adds), len(dels))
-        self.log.info(
-            "switch %s synced: %d flows added or changed, %d deleted (%d messages)",
-            dpid_str(sw.dpid), len(adds), len(dels), len(sent),
-        )  # fmt: skip
-        sw.installed = want
+        if self._send_diff(sw, diff, [], result):
+            self.log.info(
+                "switch %s synced: %d flows added or changed, %d deleted",
+                dpid_str(sw.dpid), len(diff.add), len(diff.delete),
+            )  # fmt: skip
+        else:
+            sw.flows = None  # the switch kept its old flows: read them back next time
         return result
 
-    def _log_in_sync(self, sw: Switch, found: int, added: int, deleted: int) -> None:
+    def _reconcile(
+        self, sw: Switch, policy: Policy, attached: dict[str, Attachment], zone: int
+    ) -> SyncResult:
+        """First sync after connecting: compare the whole policy with what the switch holds
+        (flows carrying our cookie tag) and send only the difference."""
+        result = SyncResult(sw.dpid)
+        held = self._read_raw(sw)
+        found = len(held)
+        flows = FlowSet.build(policy, attached, zone)
+        diff = Diff()
+        for flow in flows.flows().values():
+            have = held.pop(wire.wire_key(flow), None)
+            if (
+                have is None
+                or have.cookie != flow.cookie
+                or have.instructions != wire.instructions_bytes(flow.actions)
+            ):
+                diff.add.append(flow)
+        stale = list(held.values())  # ours by cookie, but not (or no longer) wanted
+        if (diff or stale) and not self._send_diff(sw, diff, stale, result):
+            return result
+        sw.flows = flows
         self.log.info(
             "switch %s in sync %.3f s after connect: %d flows of ours found, %d added or"
             " changed, %d deleted",
-            dpid_str(sw.dpid), time.monotonic() - sw.connected_at, found, added, deleted,
+            dpid_str(sw.dpid), time.monotonic() - sw.connected_at, found, len(diff.add),
+            len(diff.delete) + len(stale),
         )  # fmt: skip
+        return result
 
-    def _bundle(self, sw: Switch, msgs: list[Any]) -> list[int]:
-        """Send `msgs` as one atomic ONF bundle and wait for the commit's answer.
+    def _send_diff(
+        self, sw: Switch, diff: Diff, stale: list[wire.RawFlow], result: SyncResult
+    ) -> bool:
+        """Send a diff as one bundle; on refusal, name the flows refused in `result`."""
+        msgs = [wire.flow_add(f) for f in diff.add]
+        msgs += [
+            wire.flow_delete(f.table, f.priority, f.cookie, wire.match_bytes(f.match))
+            for f in diff.delete
+        ]
+        msgs += [wire.flow_delete(*r.key, r.cookie) for r in stale]
+        sw.errors.clear()
+        try:
+            self._bundle(sw, msgs)
+            return True
+        except SwitchError as e:
+            # The bundle is atomic: the switch applied none of it. Name what it refused.
+            what = [*(f.text() for f in diff.add), *(f"deleting {f.text()}" for f in diff.delete)]
+            what += [f"deleting table={r.key.table}, priority={r.key.priority}" for r in stale]
+            by_xid = dict(zip(e.args[1], what, strict=True))
+            for xid, text in sw.errors.items():
+                if xid in by_xid:
+                    result.errors.append(f"switch rejected {by_xid[xid]}: {text}")
+            result.errors = result.errors or [f"switch refused the change: {e.args[0]}"]
+            for text in result.errors:
+                self.log.error("switch %s: %s", dpid_str(sw.dpid), text)
+            return False
+
+    def _bundle(self, sw: Switch, msgs: list[bytes]) -> list[int]:
+        """Send flow-mods (wire.py bytes) as one atomic ONF bundle; wait for the commit.
 
         The switch applies all of them or none; the commit reply is the confirmation (it
         comes after the bundle took effect, so no barrier is needed). Returns the xids of
@@ -508,13 +451,19 @@ class SwitchManager:
         self._send(
             dp, parser.ONFBundleCtrlMsg(dp, sw.bundle_id, ofp.ONF_BCT_OPEN_REQUEST, flags, [])
         )
-        xids = []
-        for msg in msgs:
-            dp.set_xid(msg)
-            add = parser.ONFBundleAddMsg(dp, sw.bundle_id, flags, msg, [])
-            add.xid = msg.xid  # the bundled message and its wrapper share the xid
-            dp.send_msg(add)
-            xids.append(msg.xid)
+        xids = _take_xids(dp, len(msgs))
+        chunk: list[bytes] = []
+        size = 0
+        for xid, msg in zip(xids, msgs, strict=True):
+            add = wire.bundle_add(sw.bundle_id, flags, msg, xid)
+            chunk.append(add)
+            size += len(add)
+            if size >= SEND_CHUNK:
+                dp.send(b"".join(chunk))
+                chunk, size = [], 0
+                hub.sleep(0)  # Ryu's send loop writes this chunk while we pack the next
+        if chunk:
+            dp.send(b"".join(chunk))
         commit = parser.ONFBundleCtrlMsg(dp, sw.bundle_id, ofp.ONF_BCT_COMMIT_REQUEST, flags, [])
         try:
             # Committing tens of thousands of flows takes the switch a while.
@@ -528,14 +477,20 @@ class SwitchManager:
         dp.send_msg(msg)
         return msg.xid
 
-    def _request(self, sw: Switch, msg: Any, timeout: float = REPLY_TIMEOUT) -> list[Any]:
+    def _request(
+        self, sw: Switch, msg: Any, timeout: float = REPLY_TIMEOUT, raw: bool = False
+    ) -> list[Any]:
         """Send `msg`, wait for its whole answer; `timeout` is the longest silence allowed
-        (a long multipart answer may take longer as a whole, as long as parts keep coming)."""
+        (a long multipart answer may take longer as a whole, as long as parts keep coming).
+        `raw`: a flow-stats request whose entries come back as wire.RawFlow."""
         dp = sw.dp
         if dp is None:
             raise SwitchError("switch disconnected")
         dp.set_xid(msg)
         pending = sw.pending[msg.xid] = _Pending()
+        raw_xids: set[int] = dp.__dict__.setdefault(RAW_XIDS, set())
+        if raw:
+            raw_xids.add(msg.xid)
         try:
             dp.send_msg(msg)
             seen = -1
@@ -550,51 +505,19 @@ class SwitchManager:
             return pending.replies
         finally:
             sw.pending.pop(msg.xid, None)
+            raw_xids.discard(msg.xid)
 
     def flow_stats(self, dpid: int) -> list[Any]:
-        """Every flow of ours on the switch, as Ryu OFPFlowStats."""
+        """Every flow of ours on the switch, as Ryu OFPFlowStats (for the REST view)."""
         sw = self.switches.get(dpid)
         if sw is None or sw.dp is None:
             raise SwitchError(f"switch {dpid_str(dpid)} is not connected")
-        dp = sw.dp
-        ofp, parser = dp.ofproto, dp.ofproto_parser
-        req = parser.OFPFlowStatsRequest(
-            dp,
-            0,
-            ofp.OFPTT_ALL,
-            ofp.OFPP_ANY,
-            ofp.OFPG_ANY,
-            COOKIE_TAG,
-            COOKIE_MASK,
-            parser.OFPMatch(),
-        )
-        return [stat for reply in self._request(sw, req) for stat in reply.body]
+        return [stat for reply in self._request(sw, _our_flows(sw.dp)) for stat in reply.body]
 
-    def _read_installed(self, sw: Switch) -> dict[tuple, Flow]:
-        """What the switch holds of ours; flows we cannot read back are deleted."""
-        dp = sw.dp
-        installed: dict[tuple, Flow] = {}
-        for stat in self.flow_stats(sw.dpid):
-            flow = flow_from_stats(dp, stat)
-            if flow is None:
-                ofp, parser = dp.ofproto, dp.ofproto_parser
-                self._send(
-                    dp,
-                    parser.OFPFlowMod(
-                        dp,
-                        cookie=stat.cookie,
-                        cookie_mask=ALL_COOKIE_BITS,
-                        table_id=stat.table_id,
-                        command=ofp.OFPFC_DELETE_STRICT,
-                        priority=stat.priority,
-                        out_port=ofp.OFPP_ANY,
-                        out_group=ofp.OFPG_ANY,
-                        match=stat.match,
-                    ),
-                )
-            else:
-                installed[flow.key] = flow
-        return installed
+    def _read_raw(self, sw: Switch) -> dict[wire.WireKey, wire.RawFlow]:
+        """Every flow of ours on the switch, as bytes, by OpenFlow identity."""
+        replies = self._request(sw, _our_flows(sw.dp), raw=True)
+        return {entry.key: entry for reply in replies for entry in reply.body}
 
     # --- views -----------------------------------------------------------------------------
     def locate(self, port: str) -> tuple[int, int] | None:
@@ -622,6 +545,55 @@ class SwitchManager:
         for vm in self.policy().vms.values():
             if vm.port == port_name:
                 sw.learned.pop(vm.name, None)
+
+
+def _our_flows(dp: Any) -> Any:
+    """A flow-stats request for every flow carrying our cookie tag, in all tables."""
+    ofp, parser = dp.ofproto, dp.ofproto_parser
+    return parser.OFPFlowStatsRequest(
+        dp, 0, ofp.OFPTT_ALL, ofp.OFPP_ANY, ofp.OFPG_ANY, COOKIE_TAG, COOKIE_MASK,
+        parser.OFPMatch(),
+    )  # fmt: skip
+
+
+def _take_xids(dp: Any, count: int) -> list[int]:
+    """`count` consecutive xids from the datapath's counter (what set_xid does one by one)."""
+    first = dp.xid + 1
+    dp.xid = (dp.xid + count) & dp.ofproto.MAX_XID
+    return [(first + i) & dp.ofproto.MAX_XID for i in range(count)]
+
+
+# --- raw flow stats --------------------------------------------------------------------------
+RAW_XIDS = "ctfw_raw_flow_stats_xids"  # Datapath attribute: xids whose replies stay raw
+
+
+def install_raw_flow_stats_parser() -> None:
+    """Let the sync read flow stats without Ryu decoding every entry.
+
+    Ryu parses each flow-stats entry into an object tree (tens of microseconds apiece, most
+    of a resync at scale), while the sync only compares bytes (wire.py). Ryu looks its
+    parser up per message type in a table at every message, so this wraps the one for
+    multipart replies: a flow-stats reply to an xid its datapath lists under RAW_XIDS gets
+    wire.RawFlow entries as its body; every other message, of this app or any other, is
+    parsed by Ryu as before.
+    """
+    parsers = ofproto_v1_3_parser._MSG_PARSERS
+    ryu_parser = parsers[ofproto_v1_3.OFPT_MULTIPART_REPLY]
+    if getattr(ryu_parser, "ctfw_raw", False):
+        return
+
+    def parse(datapath: Any, version: int, msg_type: int, msg_len: int, xid: int, buf: Any) -> Any:
+        if xid not in getattr(datapath, RAW_XIDS, ()) or not wire.is_flow_stats_reply(buf):
+            return ryu_parser(datapath, version, msg_type, msg_len, xid, buf)
+        msg = ofproto_v1_3_parser.OFPFlowStatsReply(datapath)
+        msg.set_headers(version, msg_type, msg_len, xid)
+        msg.set_buf(buf)
+        msg.type, msg.flags = struct.unpack_from("!HH", buf, 8)
+        msg.body = list(wire.flow_stats_entries(bytes(buf)))
+        return msg
+
+    parse.ctfw_raw = True  # type: ignore[attr-defined]
+    parsers[ofproto_v1_3.OFPT_MULTIPART_REPLY] = parse
 
 
 def _name(port: Any) -> str:

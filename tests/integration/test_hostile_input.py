@@ -28,7 +28,7 @@ METHODS = st.sampled_from(["GET", "PUT", "POST", "DELETE", "PATCH"])
 
 def snapshot(env: Lab) -> tuple:
     dump = env.ovs.dump_flows(env.bridge, "--no-stats")
-    return (sorted(dump.splitlines()), env.ctl.state_file.read_bytes())
+    return (sorted(dump.splitlines()), env.ctl.stored_bytes())
 
 
 def test_hostile_requests_never_break_or_half_apply(seed: Lab) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import signal
 
 from conftest import Lab
@@ -66,7 +65,7 @@ def test_controller_restart_restores_policy_without_touching_flows(seed: Lab) ->
     before_vms = seed.ctl.ok("GET", "/ctfw/v1/vms")
     before_pairs = seed.ctl.ok("GET", "/ctfw/v1/pairs")
     before_flows = sorted(f["text"] for f in seed.flows())
-    stored = json.loads(seed.ctl.state_file.read_text())
+    stored = seed.ctl.stored()
     assert {v["name"] for v in stored["vms"]} == {"vm1", "vm2"}
 
     syncs_before = seed.ctl.log_file.read_text().count("synced:")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import itertools
-import json
 import re
 import signal
 import subprocess
@@ -38,7 +37,7 @@ def test_a_change_the_switch_refuses_leaves_nothing_behind(seed: Lab) -> None:
         "flow_tables:1=@ft",
     )
     flows, pairs = flow_texts(seed), seed.ctl.ok("GET", "/ctfw/v1/pairs")
-    state = seed.ctl.state_file.read_text()
+    state = seed.ctl.stored()
 
     status, body = seed.ctl.api("POST", "/ctfw/v1/pairs", {"initiator": "vm2", "responder": "vm1"})
     assert status == 502, body
@@ -46,7 +45,7 @@ def test_a_change_the_switch_refuses_leaves_nothing_behind(seed: Lab) -> None:
     assert "table=1, priority=100,ct_state=+new+trk" in body["error"], "names the flow"
     assert flow_texts(seed) == flows, "nothing of the change stays on the switch"
     assert seed.ctl.ok("GET", "/ctfw/v1/pairs") == pairs
-    assert seed.ctl.state_file.read_text() == state
+    assert seed.ctl.stored() == state
     log = seed.ctl.log_file.read_text()
     assert "switch rejected table=1" in log and "OFPFMFC_TABLE_FULL" in log
 
@@ -154,7 +153,7 @@ def test_fifty_concurrent_changes_end_consistent(labenv: Lab) -> None:
         "vms": labenv.ctl.ok("GET", "/ctfw/v1/vms")["vms"],
         "pairs": labenv.ctl.ok("GET", "/ctfw/v1/pairs")["pairs"],
     }
-    stored = json.loads(labenv.ctl.state_file.read_text())
+    stored = labenv.ctl.stored()
     assert [p for p in api["pairs"]] == stored["pairs"]
     assert {v["name"] for v in api["vms"]} == {v["name"] for v in stored["vms"]}
     # The switch holds exactly what the stored policy compiles to: a controller that
@@ -186,7 +185,7 @@ def test_state_file_survives_sigkill_mid_write(labenv: Lab) -> None:
     labenv.ctl.stop(signal.SIGKILL)
     stop.set()
     thread.join()
-    state = json.loads(labenv.ctl.state_file.read_text())  # whole, never torn
+    state = labenv.ctl.stored()  # loads: whole, never torn
     assert {"version", "vms", "pairs"} <= set(state)
     labenv.ctl.start()
     assert not list(labenv.ctl.state_file.parent.glob(".state.json.*")), "temp files cleaned"

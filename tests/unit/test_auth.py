@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from ryu.app.wsgi import WSGIApplication
 from webob import Response
 
-from ryu_ctfw import rest
+from ryu_ctfw import rest, store
 from ryu_ctfw.firewall import Firewall
 
 API = rest.API
@@ -132,7 +132,7 @@ def test_a_mutating_call_with_the_token_succeeds(
 ) -> None:
     resp = guarded.call(method, path, body, authorization)
     assert resp.status_int == status, resp.text
-    stored = json.loads(guarded.state_file.read_text())
+    stored = store.load(guarded.state_file).to_dict()
     assert stored == guarded.fw.policy.to_dict()
 
 
@@ -195,7 +195,7 @@ def test_without_a_token_configured_no_header_is_needed(
         resp = api.call(method, path, body, authorization)
         assert resp.status_int == status, f"{method} {path}: {resp.text}"
         assert "WWW-Authenticate" not in resp.headers
-        stored = json.loads(api.state_file.read_text())
+        stored = store.load(api.state_file).to_dict()
         assert stored == api.fw.policy.to_dict()
 
 

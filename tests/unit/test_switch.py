@@ -1,9 +1,9 @@
-"""The switch side without a switch: flows through Ryu's wire format and back, learning.
+"""The switch side without a switch: flows through the wire format and back, learning.
 
-After a restart the controller reads its flows back from the switch (flow stats, by
-cookie) and compares them with what it compiles; a flow that does not come back equal
-would be deleted and re-added on every start. So every flow the compiler makes must
-survive Match -> OFPMatch -> bytes -> OFPMatch -> Match, and the same for its actions.
+The controller packs its flow-mods itself (wire.py) and the REST flow view reads flows
+back through Ryu's parser. Ryu is an independent decoder, so every flow the compiler makes
+must survive Flow -> wire.py bytes -> Ryu's parser -> Flow: that checks the packing
+against OpenFlow as Ryu reads it, and the view's decoding against the packing.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from ryu.lib.packet import arp, ethernet, icmpv6, ipv6, packet
 from ryu.ofproto import ofproto_v1_3 as ofp
 from ryu.ofproto import ofproto_v1_3_parser as parser
 
+from ryu_ctfw import wire
 from ryu_ctfw.compiler import (
     KIND_LEARN,
     Attachment,
@@ -32,8 +33,6 @@ from ryu_ctfw.switch import (
     flow_from_stats,
     from_ofp_actions,
     from_ofp_match,
-    to_ofp_action,
-    to_ofp_match,
 )
 
 MAC1 = "52:54:00:60:84:ff"
@@ -75,21 +74,20 @@ def flow_id(flow: Flow) -> str:
     return f"t{flow.table}p{flow.priority}:{flow.match.text() or '(all)'}"
 
 
-def wire(match: Match) -> Any:
-    """The OFPMatch Ryu parses from the bytes of the one we would send."""
-    buf = bytearray()
-    to_ofp_match(parser, match).serialize(buf, 0)
-    return parser.OFPMatch.parser(bytes(buf), 0)
+def ryu_match(match: Match) -> Any:
+    """The OFPMatch Ryu parses from the bytes wire.py packs."""
+    return parser.OFPMatch.parser(wire.match_bytes(match), 0)
 
 
-def wire_instructions(flow: Flow) -> list[Any]:
-    """The instructions as parsed from the bytes of those flow_mod() would send."""
-    actions = [to_ofp_action(DP, a) for a in flow.actions]
-    if not actions:
-        return []  # flow_mod sends a drop flow with no instruction at all
-    buf = bytearray()
-    parser.OFPInstructionActions(ofp.OFPIT_APPLY_ACTIONS, actions).serialize(buf, 0)
-    return [parser.OFPInstruction.parser(bytes(buf), 0)]
+def ryu_instructions(flow: Flow) -> list[Any]:
+    """The instructions Ryu parses from the bytes wire.py packs."""
+    buf = wire.instructions_bytes(flow.actions)
+    out, offset = [], 0
+    while offset < len(buf):
+        inst = parser.OFPInstruction.parser(buf, offset)
+        out.append(inst)
+        offset += inst.len
+    return out
 
 
 def test_the_round_trip_set_covers_every_kind_of_field() -> None:
@@ -107,12 +105,12 @@ def test_the_round_trip_set_covers_every_kind_of_field() -> None:
 
 @pytest.mark.parametrize("flow", ROUND_TRIP_FLOWS, ids=flow_id)
 def test_a_match_survives_ryus_wire_format(flow: Flow) -> None:
-    assert from_ofp_match(wire(flow.match)) == flow.match
+    assert from_ofp_match(ryu_match(flow.match)) == flow.match
 
 
 @pytest.mark.parametrize("flow", ROUND_TRIP_FLOWS, ids=flow_id)
 def test_actions_survive_ryus_wire_format(flow: Flow) -> None:
-    assert from_ofp_actions(DP, wire_instructions(flow)) == flow.actions
+    assert from_ofp_actions(DP, ryu_instructions(flow)) == flow.actions
 
 
 def test_a_flow_read_back_from_stats_is_the_flow() -> None:
@@ -121,8 +119,8 @@ def test_a_flow_read_back_from_stats_is_the_flow() -> None:
             table_id=flow.table,
             priority=flow.priority,
             cookie=flow.cookie,
-            match=wire(flow.match),
-            instructions=wire_instructions(flow),
+            match=ryu_match(flow.match),
+            instructions=ryu_instructions(flow),
         )
         assert flow_from_stats(DP, stat) == flow, flow.text()
 
