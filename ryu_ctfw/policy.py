@@ -212,6 +212,9 @@ class Policy:
     # Each bridge's connections live in their own conntrack zone; kept with the policy so
     # a restart finds its connections where it left them.
     zones: dict[int, int] = field(default_factory=dict)
+    # Pair.service -> pair id: finds a duplicate without scanning every pair (a restart
+    # loads thousands of pairs through add_pair).
+    _services: dict[tuple, int] = field(default_factory=dict, repr=False, compare=False)
 
     # --- VMs -------------------------------------------------------------------------
     def get_vm(self, name: str) -> Vm:
@@ -254,19 +257,22 @@ class Policy:
         self.get_vm(req.initiator)
         self.get_vm(req.responder)
         pair = Pair(self.next_pair_id, req.initiator, req.responder, req.protocol, req.ports)
-        for p in self.pairs.values():
-            if p.service == pair.service:
-                what = f"{p.initiator} -> {p.responder} {p.protocol}" + (
-                    f"/{p.ports}" if p.ports else ""
-                )
-                raise Conflict(f"pair {what} already exists (id {p.id})")
+        same = self._services.get(pair.service)
+        if same is not None:
+            p = self.pairs[same]
+            what = f"{p.initiator} -> {p.responder} {p.protocol}" + (
+                f"/{p.ports}" if p.ports else ""
+            )
+            raise Conflict(f"pair {what} already exists (id {p.id})")
         self.pairs[pair.id] = pair
+        self._services[pair.service] = pair.id
         self.next_pair_id += 1
         return pair
 
     def delete_pair(self, pair_id: int) -> None:
-        self.get_pair(pair_id)
+        pair = self.get_pair(pair_id)
         del self.pairs[pair_id]
+        self._services.pop(pair.service, None)
 
     def pairs_of(self, vm_name: str) -> list[Pair]:
         return [p for p in self.pairs.values() if vm_name in (p.initiator, p.responder)]
@@ -284,7 +290,10 @@ class Policy:
     # --- persistence form ------------------------------------------------------------
     def copy(self) -> Policy:
         # VMs and pairs are immutable: copying the dicts is enough, and cheap at scale.
-        return Policy(dict(self.vms), dict(self.pairs), self.next_pair_id, dict(self.zones))
+        return Policy(
+            dict(self.vms), dict(self.pairs), self.next_pair_id, dict(self.zones),
+            dict(self._services),
+        )  # fmt: skip
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -126,39 +126,68 @@ _L4_FIELDS = {PROTO_TCP: (TCP_SRC, TCP_DST), PROTO_UDP: (UDP_SRC, UDP_DST)}
 @lru_cache(maxsize=1 << 17)
 def match_bytes(m: Match) -> bytes:
     """ofp_match (OXM), padded to 8 bytes, fields in the order OVS writes them."""
-    parts: list[bytes] = []
-    if m.in_port is not None:
-        parts.append(_u32(IN_PORT, m.in_port))
-    if m.eth_src is not None:
-        parts.append(_mac(ETH_SRC, m.eth_src))
-    if m.eth_dst is not None:
-        parts.append(_mac(ETH_DST, m.eth_dst))
-    if m.eth_type is not None:
-        parts.append(_u16(ETH_TYPE, m.eth_type))
-    if m.ipv4_src is not None:
-        parts.append(_ip(IPV4_SRC, m.ipv4_src))
-    if m.ipv6_src is not None:
-        parts.append(_ip(IPV6_SRC, m.ipv6_src))
-    if m.ip_proto is not None:
-        parts.append(_u8(IP_PROTO, m.ip_proto))
-    if m.tp_src is not None or m.tp_dst is not None:
-        src, dst = _L4_FIELDS[m.ip_proto]  # type: ignore[index]
-        if m.tp_src is not None:
-            parts.append(_port(src, m.tp_src))
-        if m.tp_dst is not None:
-            parts.append(_port(dst, m.tp_dst))
-    if m.icmp_type is not None:
-        field = ICMPV6_TYPE if m.eth_type == ETH_TYPE_IPV6 else ICMPV4_TYPE
-        parts.append(_u8(field, m.icmp_type))
-    if m.nd_target is not None:
-        parts.append(_ip(IPV6_ND_TARGET, m.nd_target))
-    if m.arp_spa is not None:
-        parts.append(_ip(ARP_SPA, m.arp_spa))
-    if m.arp_sha is not None:
-        parts.append(_mac(ARP_SHA, m.arp_sha))
-    if m.ct_state is not None:
-        parts.append(_ct_state(m.ct_state))
-    return _pad(_MATCH_HEADER.pack(1, 4 + sum(map(len, parts))) + b"".join(parts))
+    # Packed in three parts, each remembered on its own: a pair's lines share where they
+    # go (in_port, MACs) and the services of all pairs are few, so most parts are hits.
+    oxms = (
+        _where(m.in_port, m.eth_src, m.eth_dst)
+        + _what(
+            m.eth_type, m.ipv4_src, m.ipv6_src, m.ip_proto, m.tp_src, m.tp_dst, m.icmp_type,
+            m.nd_target, m.arp_spa, m.arp_sha,
+        )
+        + (b"" if m.ct_state is None else _ct_state(m.ct_state))
+    )  # fmt: skip
+    return _pad(_MATCH_HEADER.pack(1, 4 + len(oxms)) + oxms)
+
+
+@lru_cache(maxsize=1 << 15)
+def _where(in_port: int | None, eth_src: str | None, eth_dst: str | None) -> bytes:
+    parts = []
+    if in_port is not None:
+        parts.append(_u32(IN_PORT, in_port))
+    if eth_src is not None:
+        parts.append(_mac(ETH_SRC, eth_src))
+    if eth_dst is not None:
+        parts.append(_mac(ETH_DST, eth_dst))
+    return b"".join(parts)
+
+
+@lru_cache(maxsize=1 << 15)
+def _what(
+    eth_type: int | None,
+    ipv4_src: str | None,
+    ipv6_src: str | None,
+    ip_proto: int | None,
+    tp_src: tuple[int, int] | None,
+    tp_dst: tuple[int, int] | None,
+    icmp_type: int | None,
+    nd_target: str | None,
+    arp_spa: str | None,
+    arp_sha: str | None,
+) -> bytes:
+    parts = []
+    if eth_type is not None:
+        parts.append(_u16(ETH_TYPE, eth_type))
+    if ipv4_src is not None:
+        parts.append(_ip(IPV4_SRC, ipv4_src))
+    if ipv6_src is not None:
+        parts.append(_ip(IPV6_SRC, ipv6_src))
+    if ip_proto is not None:
+        parts.append(_u8(IP_PROTO, ip_proto))
+    if tp_src is not None or tp_dst is not None:
+        src, dst = _L4_FIELDS[ip_proto]  # type: ignore[index]
+        if tp_src is not None:
+            parts.append(_port(src, tp_src))
+        if tp_dst is not None:
+            parts.append(_port(dst, tp_dst))
+    if icmp_type is not None:
+        parts.append(_u8(ICMPV6_TYPE if eth_type == ETH_TYPE_IPV6 else ICMPV4_TYPE, icmp_type))
+    if nd_target is not None:
+        parts.append(_ip(IPV6_ND_TARGET, nd_target))
+    if arp_spa is not None:
+        parts.append(_ip(ARP_SPA, arp_spa))
+    if arp_sha is not None:
+        parts.append(_mac(ARP_SHA, arp_sha))
+    return b"".join(parts)
 
 
 def _pad(data: bytes) -> bytes:
@@ -193,16 +222,13 @@ def instructions_bytes(actions: tuple[Action, ...]) -> bytes:
     )
 
 
-class WireKey(NamedTuple):
-    """A flow's OpenFlow identity as bytes: what a flow-stats entry is looked up by."""
-
-    table: int
-    priority: int
-    match: bytes
+# A flow's OpenFlow identity as bytes, what a flow-stats entry is looked up by:
+# (table, priority, packed match). A plain tuple: tens of thousands are made per resync.
+WireKey = tuple[int, int, bytes]
 
 
 def wire_key(flow: Flow) -> WireKey:
-    return WireKey(flow.table, flow.priority, match_bytes(flow.match))
+    return (flow.table, flow.priority, match_bytes(flow.match))
 
 
 @lru_cache(maxsize=1 << 17)
@@ -212,9 +238,9 @@ def flow_add(flow: Flow) -> bytes:
     return _flow_mod(OFPFC_ADD, flow.cookie, 0, flow.table, flow.priority, body)
 
 
-def flow_delete(table: int, priority: int, cookie: int, match: bytes) -> bytes:
+def flow_delete(table: int, priority: int, match: bytes, cookie: int) -> bytes:
     """OFPT_FLOW_MOD deleting exactly one flow, and only if it carries `cookie`: never
-    touches a flow someone else owns. `match` is packed ofp_match bytes."""
+    touches a flow someone else owns. (table, priority, match) is a WireKey."""
     return _flow_mod(OFPFC_DELETE_STRICT, cookie, ALL_COOKIE_BITS, table, priority, match)
 
 
@@ -262,7 +288,7 @@ def flow_stats_entries(buf: bytes, offset: int = 16) -> Iterator[RawFlow]:
         match_len = _MATCH_HEADER.unpack_from(buf, match_at)[1]
         instr_at = match_at + match_len + (-match_len % 8)
         yield RawFlow(
-            WireKey(table, prio, bytes(buf[match_at:instr_at])),
+            (table, prio, bytes(buf[match_at:instr_at])),
             cookie,
             bytes(buf[instr_at : offset + length]),
             packets,
