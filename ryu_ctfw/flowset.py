@@ -19,7 +19,7 @@ with exactly `compile_keyed` of the final inputs.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from ryu_ctfw.compiler import (
@@ -72,12 +72,21 @@ class FlowSet:
         return len(self.owners)
 
     @classmethod
-    def build(cls, policy: Policy, attached: Mapping[str, Attachment], zone: int) -> FlowSet:
+    def build(
+        cls,
+        policy: Policy,
+        attached: Mapping[str, Attachment],
+        zone: int,
+        pause: Callable[[], object] = lambda: None,
+    ) -> FlowSet:
         """The whole set at once (a switch connecting): `update` from nothing, minus the
-        bookkeeping of what changed, which is everything."""
+        bookkeeping of what changed, which is everything. `pause` is called every few
+        hundred units (the switch side lets its network I/O run there)."""
         fs = cls(policy=policy, attached=dict(attached), zone=zone)
         owners = fs.owners
-        for unit in (BASE, *_all_units(policy)):  # in compile order: appending keeps it
+        for n, unit in enumerate((BASE, *_all_units(policy))):  # compile order: append keeps it
+            if n % 256 == 255:
+                pause()
             flows = _unit_flows(unit, policy, attached, zone)
             if not flows:
                 continue

@@ -401,10 +401,16 @@ class SwitchManager:
         (flows carrying our cookie tag) and send only the difference."""
         result = SyncResult(sw.dpid)
         t0 = time.monotonic()
-        # Ask for our flows first and compile while the switch dumps its table.
+        # Ask for our flows first and compile while the switch dumps its table. Pausing now
+        # and then lets Ryu read the dump as it comes: unread, it would stall in the
+        # socket and the switch would send the rest only after the compile.
         asked = self._ask(sw, _our_flows(sw.dp), raw=True)
-        flows = FlowSet.build(policy, attached, zone)
-        want = {wire.wire_key(f): f for f in flows.flows().values()}
+        flows = FlowSet.build(policy, attached, zone, pause=lambda: hub.sleep(0))
+        want = {}
+        for n, f in enumerate(flows.flows().values()):
+            want[wire.wire_key(f)] = f
+            if n % 4096 == 4095:
+                hub.sleep(0)
         t_compile = time.monotonic() - t0
         held = {entry.key: entry for reply in self._answer(sw, asked) for entry in reply.body}
         t_read = time.monotonic() - t0
