@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -359,6 +360,22 @@ class Controller:
     @property
     def log_file(self) -> Path:
         return self.root / "ryu-manager.log"
+
+    def sync_reports(self) -> list[tuple[int, int, int]]:
+        """(flows of ours found, added or changed, deleted) for every time a switch
+        connected and was brought in sync, from the log, oldest first."""
+        log = self.log_file.read_text() if self.log_file.exists() else ""
+        found = re.findall(
+            r"in sync [\d.]+ s after connect: (\d+) flows of ours found, (\d+) added or"
+            r" changed, (\d+) deleted",
+            log,
+        )
+        return [(int(a), int(b), int(c)) for a, b, c in found]
+
+    def wait_in_sync(self, reports_before: int, timeout: float = 20) -> tuple[int, int, int]:
+        """The report of the next connect after `reports_before` reports."""
+        wait_for(lambda: len(self.sync_reports()) > reports_before, timeout, "a switch in sync")
+        return self.sync_reports()[-1]
 
     def stored(self) -> dict[str, Any]:
         """The policy the state file (snapshot plus journal) holds, as JSON."""

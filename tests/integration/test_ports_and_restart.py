@@ -69,6 +69,7 @@ def test_controller_restart_restores_policy_without_touching_flows(seed: Lab) ->
     assert {v["name"] for v in stored["vms"]} == {"vm1", "vm2"}
 
     syncs_before = seed.ctl.log_file.read_text().count("synced:")
+    reports = len(seed.ctl.sync_reports())
     seed.ctl.stop(signal.SIGKILL)
     # fail_mode=secure: the switch keeps its flows while the controller is away.
     assert vm1.ping(vm2.ip), "forwarding goes on without the controller"
@@ -76,7 +77,8 @@ def test_controller_restart_restores_policy_without_touching_flows(seed: Lab) ->
     assert "ct(commit,zone=1)" in dump
 
     seed.ctl.start()
-    seed.ctl.wait_connected(seed.bridge)
+    found, added, deleted = seed.ctl.wait_in_sync(reports)
+    assert found == len(before_flows) and (added, deleted) == (0, 0), "no flow-mod at connect"
     assert seed.ctl.ok("GET", "/ctfw/v1/vms") == before_vms
     assert seed.ctl.ok("GET", "/ctfw/v1/pairs") == before_pairs
     lab.wait_for(
@@ -93,11 +95,12 @@ def test_controller_restart_restores_policy_without_touching_flows(seed: Lab) ->
 def test_controller_restores_flows_the_switch_lost(seed: Lab) -> None:
     vm1, vm2 = seed.vms["vm1"], seed.vms["vm2"]
     before = sorted(f["text"] for f in seed.flows())
+    reports = len(seed.ctl.sync_reports())
     seed.ctl.stop()
     seed.ovs.ofctl("del-flows", seed.bridge)
     assert not vm1.ping(vm2.ip, count=1), "no flows: fail_mode=secure drops everything"
     seed.ctl.start()
-    seed.ctl.wait_connected(seed.bridge)
+    assert seed.ctl.wait_in_sync(reports) == (0, len(before), 0)
     lab.wait_for(lambda: sorted(f["text"] for f in seed.flows()) == before, 5, "all flows again")
     assert vm1.ping(vm2.ip)
 
@@ -116,3 +119,29 @@ def test_policy_made_while_switch_away_is_applied_on_connect(labenv: Lab) -> Non
     labenv.ctl.wait_connected(labenv.bridge)
     lab.wait_for(lambda: any("+new" in f["text"] for f in labenv.flows()), 5, "pair flows")
     assert a.ping(b.ip)
+
+
+def test_connect_mends_flows_of_ours_that_were_changed_or_left_behind(seed: Lab) -> None:
+    """Flows with our cookie tag that the policy does not make are deleted at connect,
+    and a flow of ours whose actions were changed is put back; nothing else is sent."""
+    reports = len(seed.ctl.sync_reports())
+    before = sorted(f["text"] for f in seed.flows())
+    seed.ctl.stop()
+    tagged = "0xc7f0020000000063"  # a pair id the policy never had
+    seed.ovs.ofctl(
+        "add-flow", seed.bridge, f"cookie={tagged},table=1,priority=100,in_port=9 actions=NORMAL"
+    )
+    seed.ovs.ofctl(  # a shape the compiler never makes
+        "add-flow", seed.bridge, f"cookie={tagged},table=0,priority=7,dl_vlan=5 actions=drop"
+    )
+    # The seed's reply line now drops instead of passing.
+    seed.ovs.ofctl(
+        "mod-flows", seed.bridge, "--strict",
+        "table=1,priority=100,ct_state=+est+rpl+trk,in_port=3,dl_dst=52:54:00:60:84:ff actions=drop",
+    )  # fmt: skip
+    seed.ctl.start()
+    found, added, deleted = seed.ctl.wait_in_sync(reports)
+    assert (found, added, deleted) == (len(before) + 2, 1, 2)
+    assert sorted(f["text"] for f in seed.flows()) == before
+    assert tagged[2:] not in seed.ovs.dump_flows(seed.bridge)
+    assert seed.vms["vm1"].ping(seed.vms["vm2"].ip)

@@ -83,6 +83,7 @@ def test_controller_sigkill_and_restart_lose_nothing(seed: Lab) -> None:
         ping = vm1.popen(["ping", "-n", "-i", "0.05", "-c", "140", vm2.ip])
         time.sleep(1.5)
         syncs = seed.ctl.log_file.read_text().count("synced:")
+        reports = len(seed.ctl.sync_reports())
         seed.ctl.stop(signal.SIGKILL)
         time.sleep(1)
         seed.ctl.start()
@@ -93,8 +94,9 @@ def test_controller_sigkill_and_restart_lose_nothing(seed: Lab) -> None:
         srv.kill()
     assert sent == 140 and received == sent, f"lost {sent - received} of {sent} pings"
     assert echoes > 40 and gap < 0.6, f"TCP stream stalled for {gap:.2f}s"
-    time.sleep(0.5)  # reconcile runs right after connect
-    assert seed.ctl.log_file.read_text().count("synced:") == syncs, "no flow-mod was needed"
+    found, added, deleted = seed.ctl.wait_in_sync(reports)
+    assert found > 0 and (added, deleted) == (0, 0), "no flow-mod was needed at connect"
+    assert seed.ctl.log_file.read_text().count("synced:") == syncs, "nor after it"
     assert "priority=1000,udp,tp_dst=9 actions=drop" in seed.ovs.dump_flows(seed.bridge)
     # A policy change after the restart still leaves the foreign flow in place.
     seed.pair("vm2", "vm1", "icmp")
@@ -159,10 +161,12 @@ def test_fifty_concurrent_changes_end_consistent(labenv: Lab) -> None:
     # The switch holds exactly what the stored policy compiles to: a controller that
     # starts from the state file finds nothing to change.
     syncs = labenv.ctl.log_file.read_text().count("synced:")
+    reports = len(labenv.ctl.sync_reports())
     labenv.ctl.stop()
     labenv.ctl.start()
-    labenv.ctl.wait_connected(labenv.bridge)
-    time.sleep(1)
+    found, added, deleted = labenv.ctl.wait_in_sync(reports)
+    assert found > 0 and (added, deleted) == (0, 0)
+    time.sleep(0.5)
     assert labenv.ctl.log_file.read_text().count("synced:") == syncs
 
 
