@@ -262,6 +262,7 @@ class Bench:
         from ryu.ofproto import ofproto_protocol, ofproto_v1_3
 
         from ryu_ctfw import wire
+        from ryu_ctfw.app import tune_gc
         from ryu_ctfw.compiler import base_flows, vm_port_flows
         from ryu_ctfw.compiler import pair_flows as pf
         from ryu_ctfw.flowset import FlowSet
@@ -277,6 +278,7 @@ class Bench:
                 cache.cache_clear()
             FlowSet.build(self.policy, self.attached, 1)
 
+        tune_gc()  # as ryu-manager runs with ryu_ctfw.app
         flows = list(FlowSet.build(self.policy, self.attached, 1).flows().values())
 
         def pack() -> None:

@@ -72,7 +72,7 @@ class CtfwApp(app_manager.RyuApp):
             state_file,
         )
         rest.register(kwargs["wsgi"], self.fw, cfg.CONF.ctfw.api_token)
-        _tune_gc()
+        tune_gc()
 
     @set_ev_cls(ofp_event.EventOFPSwitchFeatures, CONFIG_DISPATCHER)
     def _features(self, ev: Any) -> None:
@@ -113,7 +113,7 @@ class CtfwApp(app_manager.RyuApp):
         self.fw.switches.error(ev.msg.datapath, ev.msg)
 
 
-def _tune_gc() -> None:
+def tune_gc() -> None:
     """Fewer, cheaper garbage collections for a process holding a big policy.
 
     A switch's flows are tens of thousands of small immutable objects without cycles, and

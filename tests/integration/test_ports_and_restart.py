@@ -135,10 +135,8 @@ def test_connect_mends_flows_of_ours_that_were_changed_or_left_behind(seed: Lab)
         "add-flow", seed.bridge, f"cookie={tagged},table=0,priority=7,dl_vlan=5 actions=drop"
     )
     # The seed's reply line now drops instead of passing.
-    seed.ovs.ofctl(
-        "mod-flows", seed.bridge, "--strict",
-        "table=1,priority=100,ct_state=+est+rpl+trk,in_port=3,dl_dst=52:54:00:60:84:ff actions=drop",
-    )  # fmt: skip
+    reply_line = "table=1,priority=100,ct_state=+est+rpl+trk,in_port=3,dl_dst=52:54:00:60:84:ff"
+    seed.ovs.ofctl("mod-flows", seed.bridge, "--strict", f"{reply_line} actions=drop")
     seed.ctl.start()
     found, added, deleted = seed.ctl.wait_in_sync(reports)
     assert (found, added, deleted) == (len(before) + 2, 1, 2)
