@@ -25,7 +25,12 @@ from shapes import ROUND_TRIP_FLOWS
 
 from ryu_ctfw import wire
 from ryu_ctfw.compiler import Flow, Match
-from ryu_ctfw.switch import from_ofp_actions, from_ofp_match
+from ryu_ctfw.switch import (
+    RAW_XIDS,
+    from_ofp_actions,
+    from_ofp_match,
+    install_raw_flow_stats_parser,
+)
 
 # The OpenFlow 1.3 layouts, spelled out from the spec rather than taken from wire.py.
 OFP_HEADER = struct.Struct("!BBHI")  # version, type, length, xid
@@ -231,6 +236,30 @@ def test_flow_stats_entries_cut_a_reply_into_its_flows() -> None:
         assert got.instructions == wire.instructions_bytes(flow.actions), flow.text()
         assert (got.packets, got.bytes) == (packets, nbytes)
         assert got.duration == pytest.approx(sec + nsec / 1e9)
+
+
+def test_ryu_hands_back_raw_entries_only_for_the_xids_asked_raw() -> None:
+    """The sync reads flow stats raw through a hook in Ryu's parser table; every other
+    reply, and a flow-stats reply to any other request, must still be parsed by Ryu."""
+    install_raw_flow_stats_parser()
+    install_raw_flow_stats_parser()  # installing twice wraps once
+    flows = stats_sample()
+    body = b"".join(stats_entry(f, 1, 2, 3, 4) for f in flows)
+    dp = SimpleNamespace(ofproto=ofp, ofproto_parser=parser, **{RAW_XIDS: {77}})
+
+    def parse(msg: bytes) -> Any:
+        version, msg_type, length, xid = OFP_HEADER.unpack_from(msg)
+        return ofproto_parser.msg(dp, version, msg_type, length, xid, msg)
+
+    raw = parse(multipart_reply(OFPMP_FLOW, body, xid=77, flags=1))
+    assert isinstance(raw, parser.OFPFlowStatsReply)
+    assert (raw.xid, raw.flags) == (77, 1)  # REPLY_MORE kept: the sync waits for the rest
+    assert raw.body == list(wire.flow_stats_entries(multipart_reply(OFPMP_FLOW, body)))
+    parsed = parse(multipart_reply(OFPMP_FLOW, body, xid=78))
+    assert [type(s) for s in parsed.body] == [parser.OFPFlowStats] * len(flows)
+    assert [from_ofp_match(s.match) for s in parsed.body] == [f.match for f in flows]
+    table_stats = parse(multipart_reply(OFPMP_TABLE, bytes(24), xid=77))
+    assert isinstance(table_stats, parser.OFPTableStatsReply), "other replies stay Ryu's"
 
 
 def test_flow_stats_entries_of_an_empty_reply_are_none() -> None:
