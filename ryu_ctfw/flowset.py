@@ -52,6 +52,8 @@ class Diff:
 
 @dataclass
 class FlowSet:
+    """One switch's flows by unit, and the inputs they were compiled from."""
+
     units: dict[Unit, tuple[Flow, ...]] = field(default_factory=dict)
     # Every unit making a flow with this identity, and its flow, first in compile order.
     owners: dict[Key, list[tuple[Unit, Flow]]] = field(default_factory=dict)
