@@ -316,7 +316,12 @@ class Policy:
             policy.put_vm(vm_from_body(name, raw))
         for raw in data.get("pairs", []):
             pair_id = raw.get("id")
-            if not isinstance(pair_id, int) or pair_id < 1 or pair_id in policy.pairs:
+            if (
+                not isinstance(pair_id, int)
+                or isinstance(pair_id, bool)  # JSON true is not an id, though bool is an int
+                or pair_id < 1
+                or pair_id in policy.pairs
+            ):
                 raise InvalidInput(f"bad pair id {pair_id!r}")
             request = pair_request_from_body({k: v for k, v in raw.items() if k != "id"})
             policy.next_pair_id = pair_id

@@ -471,6 +471,7 @@ def _state(**changes: Any) -> dict[str, Any]:
         _state(pairs=[{"id": 1, "initiator": "a", "responder": "a"}]),
         _state(pairs=[{"id": 0, "initiator": "a", "responder": "b"}]),
         _state(pairs=[{"id": "1", "initiator": "a", "responder": "b"}]),
+        _state(pairs=[{"id": True, "initiator": "a", "responder": "b"}]),
         _state(pairs=[{"initiator": "a", "responder": "b"}]),
         _state(
             pairs=[
