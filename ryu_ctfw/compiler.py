@@ -228,6 +228,7 @@ CONTROLLER = Output("CONTROLLER")
 
 # Priorities, highest first. Table 0: a VM port's own lines sit above the generic ones.
 P_VM_NEIGHBOUR = 130  # a VM's ARP / ND, checked against its addresses
+P_VM_FALSE_NA = 125  # a VM's other advertisements: they claim an address it does not own
 P_VM_IP = 120  # a VM's IP, checked against its addresses, to conntrack
 P_VM_GUARD = 110  # anything else from a VM port: spoofed, dropped
 P_ND = 105  # Neighbor Discovery from other ports (it must not go through conntrack)
@@ -310,6 +311,10 @@ def vm_port_flows(vm: Vm, at: Attachment, zone: int) -> tuple[Flow, ...]:
           for ip in v6_sources),
         *((P_VM_NEIGHBOUR, _icmp6(ND_NS, in_port=port, eth_src=mac, ipv6_src=ip), (NORMAL,))
           for ip in ns_sources),
+        # Without this an advertisement for another VM's address, sent from the VM's own
+        # source address, would pass the IPv6 line below (conntrack would then call it
+        # invalid, but the port is the place to stop a lie about addresses).
+        *([(P_VM_FALSE_NA, _icmp6(ND_NA, in_port=port), ())] if checked else []),
         *((P_VM_IP, own._replace(eth_type=ETH_TYPE_IP, ipv4_src=ip), to_ct) for ip in v4_sources),
         *((P_VM_IP, own._replace(eth_type=ETH_TYPE_IPV6, ipv6_src=ip), to_ct)
           for ip in v6_sources),

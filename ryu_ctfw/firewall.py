@@ -14,9 +14,10 @@ from typing import Any, TypeVar
 
 from ryu.lib import hub
 
-from ryu_ctfw import store
+from ryu_ctfw import store, wire
+from ryu_ctfw.compiler import Flow
 from ryu_ctfw.policy import Policy, PolicyError, Vm
-from ryu_ctfw.switch import SwitchError, SwitchManager, dpid_str, flow_from_stats
+from ryu_ctfw.switch import SwitchError, SwitchManager, dpid_str
 
 T = TypeVar("T")
 
@@ -114,27 +115,27 @@ class Firewall:
                 stats = self.switches.flow_stats(sw.dpid)
             except SwitchError as e:
                 raise SwitchRejected(f"cannot read flows of {dpid_str(sw.dpid)}: {e}") from e
-            for stat in sorted(stats, key=lambda s: (s.table_id, -s.priority)):
-                out.append(_flow_view(sw.dp, sw.dpid, stat))
+            for raw, flow in sorted(stats, key=lambda rf: (rf[0].key[0], -rf[0].key[1])):
+                out.append(_flow_view(sw.dpid, raw, flow))
         return out
 
 
-def _flow_view(dp: Any, dpid: int, stat: Any) -> dict[str, Any]:
-    flow = flow_from_stats(dp, stat)
+def _flow_view(dpid: int, raw: wire.RawFlow, flow: Flow | None) -> dict[str, Any]:
+    table, priority, match = raw.key
     view: dict[str, Any] = {
         "dpid": dpid_str(dpid),
-        "table": stat.table_id,
-        "priority": stat.priority,
-        "cookie": f"0x{stat.cookie:x}",
-        "packets": stat.packet_count,
-        "bytes": stat.byte_count,
-        "duration": round(stat.duration_sec + stat.duration_nsec / 1e9, 3),
+        "table": table,
+        "priority": priority,
+        "cookie": f"0x{raw.cookie:x}",
+        "packets": raw.packets,
+        "bytes": raw.bytes,
+        "duration": round(raw.duration, 3),
     }
-    if flow is None:  # not one of ours after all; show what we can
+    if flow is None:  # carries our cookie tag, but is nothing we make: show its bytes
         view.update(
-            match=dict(stat.match.items()),
+            match={"oxm": match.hex()},
             actions=None,
-            text=f"table={stat.table_id}, priority={stat.priority} (unparsed)",
+            text=f"table={table}, priority={priority} (unparsed)",
         )
     else:
         view.update(

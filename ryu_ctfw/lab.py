@@ -242,6 +242,10 @@ class Vm:
             run(["ip", "link", "set", self.port, "up"])
             self.exec(["ip", "link", "set", "lo", "up"])
             self.exec(["ip", "link", "set", "eth0", "address", self.mac])
+            # No duplicate address detection: while its link-local address is tentative
+            # the kernel sends MLD reports from ::, which the VM's port (rightly) drops,
+            # and tests that count drops would see them.
+            self.exec(["sysctl", "-qw", "net.ipv6.conf.eth0.accept_dad=0"])
             for ip in self.ips:
                 family = "-6" if ":" in ip else "-4"
                 self.exec(

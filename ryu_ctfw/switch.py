@@ -21,6 +21,7 @@ import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any
 
 from ryu.lib import hub
@@ -110,8 +111,8 @@ class Switch:
 
 
 # --- reading flows back -------------------------------------------------------------------
-# Sending goes through wire.py. Reading has two paths: the sync reads the whole table raw
-# (below), the REST flow view through Ryu's parser and these functions.
+# Sending and reading go through wire.py as bytes. These functions decode a flow with Ryu's
+# parser for the REST view, when its bytes are not those of a flow the sync installed.
 
 
 _PLAIN = ("in_port", "eth_type", "ip_proto", "eth_src", "eth_dst", "arp_sha")
@@ -180,12 +181,27 @@ def from_ofp_actions(dp: Any, instructions: list[Any]) -> tuple[Action, ...] | N
     return tuple(out)
 
 
-def flow_from_stats(dp: Any, stat: Any) -> Flow | None:
-    match = from_ofp_match(stat.match)
-    actions = from_ofp_actions(dp, stat.instructions)
+_V13 = SimpleNamespace(ofproto=ofproto_v1_3, ofproto_parser=ofproto_v1_3_parser)
+
+
+def flow_from_raw(raw: wire.RawFlow) -> Flow | None:
+    """A flow-stats entry decoded with Ryu's parser: the Flow it is, or None if it uses
+    anything the compiler never makes (for showing flows the sync did not make)."""
+    table, priority, match_bytes = raw.key
+    parser = ofproto_v1_3_parser
+    try:
+        match = from_ofp_match(parser.OFPMatch.parser(match_bytes, 0))
+        instructions, offset = [], 0
+        while offset < len(raw.instructions):
+            inst = parser.OFPInstruction.parser(raw.instructions, offset)
+            instructions.append(inst)
+            offset += inst.len
+    except Exception:  # Ryu cannot read it either: certainly not one of ours
+        return None
+    actions = from_ofp_actions(_V13, instructions)
     if match is None or actions is None:
         return None
-    return Flow(stat.table_id, stat.priority, match, actions, stat.cookie)
+    return Flow(table, priority, match, actions, raw.cookie)
 
 
 # --- the switches ---------------------------------------------------------------------------
@@ -540,12 +556,29 @@ class SwitchManager:
             sw.pending.pop(asked.xid, None)
             asked.dp.__dict__.get(RAW_XIDS, set()).discard(asked.xid)
 
-    def flow_stats(self, dpid: int) -> list[Any]:
-        """Every flow of ours on the switch, as Ryu OFPFlowStats (for the REST view)."""
+    def flow_stats(self, dpid: int) -> list[tuple[wire.RawFlow, Flow | None]]:
+        """Every flow of ours on the switch, with the Flow it is (None: not one we make).
+
+        Read raw, like the sync: a flow the sync installed is recognised by its bytes, so
+        only flows changed behind our back are decoded (by Ryu, slowly)."""
         sw = self.switches.get(dpid)
         if sw is None or sw.dp is None:
             raise SwitchError(f"switch {dpid_str(dpid)} is not connected")
-        return [stat for reply in self._request(sw, _our_flows(sw.dp)) for stat in reply.body]
+        replies = self._request(sw, _our_flows(sw.dp), raw=True)
+        known = {} if sw.flows is None else sw.flows.flows()
+        by_bytes = {wire.wire_key(f): f for f in known.values()}
+        out = []
+        for reply in replies:
+            for raw in reply.body:
+                flow = by_bytes.get(raw.key)
+                if (
+                    flow is None
+                    or flow.cookie != raw.cookie
+                    or wire.instructions_bytes(flow.actions) != raw.instructions
+                ):
+                    flow = flow_from_raw(raw)
+                out.append((raw, flow))
+        return out
 
     # --- views -----------------------------------------------------------------------------
     def locate(self, port: str) -> tuple[int, int] | None:

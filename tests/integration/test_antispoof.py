@@ -32,11 +32,15 @@ def test_forged_sources_are_dropped_at_the_port(labenv: Lab) -> None:
         frames.icmp_echo_frame("52:54:00:de:ad:01", b.mac, a.ip, b.ip),  # another MAC
         frames.icmp_echo_frame(c.mac, b.mac, c.ip, b.ip),  # c altogether
         frames.arp_reply_frame(a.mac, a.mac, b.ip, c.ip),  # "b's IP is at a's MAC"
-        frames.neighbor_advert_frame(a.mac, "2001:db8::1", "2001:db8::2"),  # ND for b's IP
     ]
     for i, frame in enumerate(forged, start=1):
         a.send_frame(frame)
         labenv.counter_reaches("priority=110,in_port=2 actions=drop", before[0] + i, table=0)
+    # "b's IPv6 address is at a's MAC", sent from a's own address: the NA line stops it.
+    false_na = "priority=125,icmp6,in_port=2,icmp_type=136 actions=drop"
+    na_before = labenv.counter(false_na, table=0)
+    a.send_frame(frames.neighbor_advert_frame(a.mac, "2001:db8::1", "2001:db8::2"))
+    labenv.counter_reaches(false_na, na_before + 1, table=0)
     assert labenv.counter(new_a) == before[1] + 1, "no forged packet reached the policy"
 
     # a's real traffic, both families, still works.

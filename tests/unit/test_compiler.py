@@ -23,6 +23,8 @@ from ryu_ctfw.compiler import (
     KIND_PAIR,
     KIND_VM,
     NEW,
+    P_VM_FALSE_NA,
+    P_VM_GUARD,
     PROTO_ICMP,
     PROTO_ICMPV6,
     PROTO_TCP,
@@ -79,6 +81,8 @@ table=0, priority=130,arp,in_port=3,dl_src=52:54:00:99:90:78,arp_spa=198.18.0.2,
 table=0, priority=130,icmp6,in_port=3,dl_src=52:54:00:99:90:78,icmp_type=136,nd_target=fe80::5054:ff:fe99:9078 actions=NORMAL
 table=0, priority=130,icmp6,in_port=3,dl_src=52:54:00:99:90:78,ipv6_src=fe80::5054:ff:fe99:9078,icmp_type=135 actions=NORMAL
 table=0, priority=130,icmp6,in_port=3,dl_src=52:54:00:99:90:78,ipv6_src=::,icmp_type=135 actions=NORMAL
+table=0, priority=125,icmp6,in_port=2,icmp_type=136 actions=drop
+table=0, priority=125,icmp6,in_port=3,icmp_type=136 actions=drop
 table=0, priority=120,ip,in_port=2,dl_src=52:54:00:60:84:ff,nw_src=198.18.0.1 actions=ct(table=1,zone=1)
 table=0, priority=120,ipv6,in_port=2,dl_src=52:54:00:60:84:ff,ipv6_src=fe80::5054:ff:fe60:84ff actions=ct(table=1,zone=1)
 table=0, priority=120,ip,in_port=3,dl_src=52:54:00:99:90:78,nw_src=198.18.0.2 actions=ct(table=1,zone=1)
@@ -338,6 +342,8 @@ def test_a_vm_with_mac_and_ipv4_only() -> None:
         " actions=NORMAL",
         f"table=0, priority=130,icmp6,in_port=2,dl_src={MAC1},ipv6_src=::,icmp_type=135"
         " actions=NORMAL",
+        # Any other NA would claim an address it does not own.
+        "table=0, priority=125,icmp6,in_port=2,icmp_type=136 actions=drop",
         f"table=0, priority=120,ip,in_port=2,dl_src={MAC1},nw_src=198.18.0.1"
         " actions=ct(table=1,zone=3)",
         # IPv6 only from the link-local address.
@@ -363,6 +369,7 @@ def test_a_dual_stack_vm() -> None:
         f"table=0, priority=130,icmp6,{own},ipv6_src=fd00::5,icmp_type=135 actions=NORMAL",
         f"table=0, priority=130,icmp6,{own},ipv6_src=2001:db8::5,icmp_type=135 actions=NORMAL",
         f"table=0, priority=130,icmp6,{own},ipv6_src=::,icmp_type=135 actions=NORMAL",
+        "table=0, priority=125,icmp6,in_port=9,icmp_type=136 actions=drop",
         f"table=0, priority=120,ip,{own},nw_src=10.0.0.5 actions=ct(table=1,zone=2)",
         f"table=0, priority=120,ip,{own},nw_src=10.0.1.5 actions=ct(table=1,zone=2)",
         f"table=0, priority=120,ipv6,{own},ipv6_src={LL_A} actions=ct(table=1,zone=2)",
@@ -416,11 +423,14 @@ def test_vm_port_lines_sit_above_the_generic_ones_in_table_0(seed_policy: Policy
     vm_lines = [f for f in flows if cookie_kind(f.cookie) == KIND_VM]
     generic = [f for f in table(flows, TABLE_CLASSIFY) if cookie_kind(f.cookie) == KIND_BASE]
     assert min(f.priority for f in vm_lines) > max(f.priority for f in generic)
-    # Every VM line is about that VM's port; all but the guard pin its MAC as source.
+    # Every VM line is about that VM's port; every line that lets a packet through pins its
+    # MAC as source (the others drop).
     for f in vm_lines:
         assert f.match.in_port == cookie_ident(f.cookie)
-        if f.priority != 110:
+        if f.actions:
             assert f.match.eth_src == {2: MAC1, 3: MAC2}[f.match.in_port]
+        else:
+            assert f.priority in (P_VM_FALSE_NA, P_VM_GUARD)
 
 
 # --- table 1: pairs ------------------------------------------------------------------------

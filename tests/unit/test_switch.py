@@ -9,6 +9,7 @@ against OpenFlow as Ryu reads it, and the view's decoding against the packing.
 from __future__ import annotations
 
 import logging
+import struct
 from types import SimpleNamespace
 from typing import Any
 
@@ -30,7 +31,7 @@ from ryu_ctfw.policy import Policy, Vm
 from ryu_ctfw.switch import (
     Switch,
     SwitchManager,
-    flow_from_stats,
+    flow_from_raw,
     from_ofp_actions,
     from_ofp_match,
 )
@@ -81,16 +82,23 @@ def test_actions_survive_ryus_wire_format(flow: Flow) -> None:
     assert from_ofp_actions(DP, ryu_instructions(flow)) == flow.actions
 
 
-def test_a_flow_read_back_from_stats_is_the_flow() -> None:
+def raw_entry(flow: Flow, match: bytes | None = None, instructions: bytes | None = None) -> Any:
+    """A flow-stats entry for `flow` as the sync reads it, with parts replaced if given."""
+    key = (flow.table, flow.priority, wire.match_bytes(flow.match) if match is None else match)
+    instructions = wire.instructions_bytes(flow.actions) if instructions is None else instructions
+    return wire.RawFlow(key, flow.cookie, instructions, 0, 0, 0.0)
+
+
+def test_a_flow_read_back_raw_decodes_to_the_flow() -> None:
     for flow in ROUND_TRIP_FLOWS:
-        stat = SimpleNamespace(
-            table_id=flow.table,
-            priority=flow.priority,
-            cookie=flow.cookie,
-            match=ryu_match(flow.match),
-            instructions=ryu_instructions(flow),
-        )
-        assert flow_from_stats(DP, stat) == flow, flow.text()
+        assert flow_from_raw(raw_entry(flow)) == flow, flow.text()
+
+
+def test_a_raw_entry_that_is_not_ours_or_not_openflow_decodes_to_none() -> None:
+    flow = ROUND_TRIP_FLOWS[0]
+    goto_table = struct.pack("!HHB3x", ofp.OFPIT_GOTO_TABLE, 8, 1)
+    assert flow_from_raw(raw_entry(flow, instructions=goto_table)) is None
+    assert flow_from_raw(raw_entry(flow, match=b"\xff" * 8)) is None  # garbage
 
 
 @pytest.mark.parametrize(
