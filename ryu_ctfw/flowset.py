@@ -70,9 +70,6 @@ class FlowSet:
     def flows(self) -> dict[Key, Flow]:
         return {key: owners[0][1] for key, owners in self.owners.items()}
 
-    def __len__(self) -> int:
-        return len(self.owners)
-
     @classmethod
     def build(
         cls,

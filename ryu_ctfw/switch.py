@@ -422,11 +422,7 @@ class SwitchManager:
         # socket and the switch would send the rest only after the compile.
         asked = self._ask(sw, _our_flows(sw.dp), raw=True)
         flows = FlowSet.build(policy, attached, zone, pause=lambda: hub.sleep(0))
-        want = {}
-        for n, f in enumerate(flows.flows().values()):
-            want[wire.wire_key(f)] = f
-            if n % 4096 == 4095:
-                hub.sleep(0)
+        want = _by_bytes(flows, pause=lambda: hub.sleep(0))
         t_compile = time.monotonic() - t0
         held = {entry.key: entry for reply in self._answer(sw, asked) for entry in reply.body}
         t_read = time.monotonic() - t0
@@ -434,11 +430,7 @@ class SwitchManager:
         diff = Diff()
         for key, flow in want.items():
             have = held.pop(key, None)
-            if (
-                have is None
-                or have.cookie != flow.cookie
-                or have.instructions != wire.instructions_bytes(flow.actions)
-            ):
+            if have is None or not wire.holds(have, flow):
                 diff.add.append(flow)
         stale = list(held.values())  # ours by cookie, but not (or no longer) wanted
         t_compare = time.monotonic() - t0
@@ -565,17 +557,12 @@ class SwitchManager:
         if sw is None or sw.dp is None:
             raise SwitchError(f"switch {dpid_str(dpid)} is not connected")
         replies = self._request(sw, _our_flows(sw.dp), raw=True)
-        known = {} if sw.flows is None else sw.flows.flows()
-        by_bytes = {wire.wire_key(f): f for f in known.values()}
+        by_bytes = {} if sw.flows is None else _by_bytes(sw.flows)
         out = []
         for reply in replies:
             for raw in reply.body:
                 flow = by_bytes.get(raw.key)
-                if (
-                    flow is None
-                    or flow.cookie != raw.cookie
-                    or wire.instructions_bytes(flow.actions) != raw.instructions
-                ):
+                if flow is None or not wire.holds(raw, flow):
                     flow = flow_from_raw(raw)
                 out.append((raw, flow))
         return out
@@ -615,6 +602,19 @@ def _our_flows(dp: Any) -> Any:
         dp, 0, ofp.OFPTT_ALL, ofp.OFPP_ANY, ofp.OFPG_ANY, COOKIE_TAG, COOKIE_MASK,
         parser.OFPMatch(),
     )  # fmt: skip
+
+
+def _by_bytes(
+    flows: FlowSet, pause: Callable[[], object] = lambda: None
+) -> dict[wire.WireKey, Flow]:
+    """A switch's flows by their identity as bytes, what flow-stats entries are looked up by
+    (`pause` now and then: packing tens of thousands of matches takes a while)."""
+    out = {}
+    for n, flow in enumerate(flows.flows().values(), start=1):
+        out[wire.wire_key(flow)] = flow
+        if n % 4096 == 0:
+            pause()
+    return out
 
 
 def _take_xids(dp: Any, count: int) -> list[int]:

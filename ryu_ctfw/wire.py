@@ -263,7 +263,7 @@ def bundle_add(bundle_id: int, flags: int, inner: bytes, xid: int) -> bytes:
         OFP_VERSION, OFPT_EXPERIMENTER, _BUNDLE_ADD.size + len(inner), xid,
         ONF_EXPERIMENTER_ID, ONF_ET_BUNDLE_ADD_MESSAGE, bundle_id, 0, flags,
     )  # fmt: skip
-    return head + inner[:4] + xid.to_bytes(4, "big") + inner[8:]
+    return head + with_xid(inner, xid)
 
 
 class RawFlow(NamedTuple):
@@ -299,4 +299,17 @@ def flow_stats_entries(buf: bytes, offset: int = 16) -> Iterator[RawFlow]:
 
 
 def is_flow_stats_reply(buf: bytes) -> bool:
-    return len(buf) >= 16 and buf[1] == OFPT_MULTIPART_REPLY and buf[8:10] == b"\x00\x01"
+    return (
+        len(buf) >= 16
+        and buf[1] == OFPT_MULTIPART_REPLY
+        and int.from_bytes(buf[8:10], "big") == OFPMP_FLOW
+    )
+
+
+def holds(raw: RawFlow, flow: Flow) -> bool:
+    """Whether the switch's entry `raw` is `flow` exactly: same identity, cookie and actions."""
+    return (
+        raw.key == wire_key(flow)
+        and raw.cookie == flow.cookie
+        and raw.instructions == instructions_bytes(flow.actions)
+    )
