@@ -20,6 +20,17 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import NamedTuple
 
+from ryu_ctfw.fields import (
+    BY_ATTR,
+    CT_EST,
+    CT_INV,
+    CT_NEW,
+    CT_REL,
+    CT_RPL,
+    CT_TRK,
+    TEXT_ORDER,
+    CtState,
+)
 from ryu_ctfw.policy import Pair, Policy, Vm
 
 ETH_TYPE_IP = 0x0800
@@ -34,6 +45,7 @@ ND_RS, ND_RA, ND_NS, ND_NA = 133, 134, 135, 136
 
 TABLE_CLASSIFY = 0
 TABLE_POLICY = 1
+TABLE_DELIVER = 2  # ARP and ND to the port of the VM they are for, or flooded
 
 # Cookies say which part of the policy made a flow: 16 bits app tag, 8 bits kind, 40 bits id.
 COOKIE_TAG = 0xC7F0 << 48
@@ -42,17 +54,6 @@ KIND_BASE = 0
 KIND_VM = 1  # id = ofport
 KIND_PAIR = 2  # id = pair id
 KIND_LEARN = 3  # id = ofport
-
-CT_NEW = 0x01
-CT_EST = 0x02
-CT_REL = 0x04
-CT_RPL = 0x08
-CT_INV = 0x10
-CT_TRK = 0x20
-_CT_NAMES = [
-    (CT_NEW, "new"), (CT_EST, "est"), (CT_REL, "rel"),
-    (CT_RPL, "rpl"), (CT_INV, "inv"), (CT_TRK, "trk"),
-]  # fmt: skip
 
 _PROTO_NAMES = {
     (ETH_TYPE_IP, None): "ip", (ETH_TYPE_IP, PROTO_TCP): "tcp",
@@ -71,28 +72,9 @@ def cookie_kind(value: int) -> int:
     return (value >> 40) & 0xFF
 
 
-class CtState(NamedTuple):
-    """ct_state flags: `value` among the bits of `mask` (+flag set, -flag clear)."""
-
-    value: int
-    mask: int
-
-    @classmethod
-    def of(cls, *required: int, clear: int = 0) -> CtState:
-        bits = 0
-        for flag in required:
-            bits |= flag
-        return cls(bits, bits | clear)
-
-    def text(self) -> str:
-        out = ""
-        for bit, name in _CT_NAMES:
-            if self.mask & bit:
-                out += ("+" if self.value & bit else "-") + name
-        return out
-
-
 NEW = CtState.of(CT_NEW, CT_TRK)
+# The original direction, new or established: what the pair's service lines check.
+ORIGINAL = CtState.of(CT_TRK, clear=CT_REL | CT_RPL)
 EST_ORIGINAL = CtState.of(CT_EST, CT_TRK, clear=CT_RPL)
 EST_REPLY = CtState.of(CT_EST, CT_RPL, CT_TRK)
 RELATED = CtState.of(CT_REL, CT_TRK)
@@ -100,24 +82,33 @@ INVALID = CtState.of(CT_INV, CT_TRK)
 
 Ports = tuple[int, int]  # (value, mask) of a transport port; mask 0xffff is exact
 
+MULTICAST = "01:00:00:00:00:00/01:00:00:00:00:00"  # the group bit: broadcast and multicast
+NO_MAC = "00:00:00:00:00:00"  # an ND message without its link-layer address option
+VLAN_TAGGED = (0x1000, 0x1000)  # vlan_tci: a VLAN header is present (any VID, priority too)
+
 
 class Match(NamedTuple):
-    """The fields ryu-ctfw matches on. Names follow OpenFlow's OXM fields."""
+    """The fields ryu-ctfw matches on; fields.py says how each is printed and packed."""
 
     in_port: int | None = None
     eth_type: int | None = None
+    vlan_tci: tuple[int, int] | None = None
     eth_src: str | None = None
-    eth_dst: str | None = None
+    eth_dst: str | None = None  # a MAC, or "mac/mask"
     ip_proto: int | None = None
     ipv4_src: str | None = None
     ipv6_src: str | None = None
+    ip_frag: str | None = None  # "later", as ovs-ofctl spells it
     arp_spa: str | None = None
     arp_sha: str | None = None
     tp_src: Ports | None = None
     tp_dst: Ports | None = None
     icmp_type: int | None = None
     nd_target: str | None = None
+    nd_sll: str | None = None
+    nd_tll: str | None = None
     ct_state: CtState | None = None
+    ct_mark: int | None = None
 
     def fields(self) -> dict[str, str | int]:
         """The match as ovs-ofctl field names and values (for the REST view)."""
@@ -129,40 +120,28 @@ class Match(NamedTuple):
 
     def _parts(self) -> list[str]:
         parts: list[str] = []
-        if self.ct_state is not None:
-            parts.append(f"ct_state={self.ct_state.text()}")
-        if self.eth_type is not None:
-            name = _PROTO_NAMES.get((self.eth_type, self.ip_proto))
-            if name is None:
-                parts.append(f"dl_type=0x{self.eth_type:04x}")
-                if self.ip_proto is not None:
-                    parts.append(f"nw_proto={self.ip_proto}")
-            else:
-                parts.append(name)
-        for label, value in (
-            ("in_port", self.in_port), ("dl_src", self.eth_src), ("dl_dst", self.eth_dst),
-            ("nw_src", self.ipv4_src), ("ipv6_src", self.ipv6_src),
-            ("arp_spa", self.arp_spa), ("arp_sha", self.arp_sha),
-            ("tp_src", _ports_text(self.tp_src)), ("tp_dst", _ports_text(self.tp_dst)),
-            ("icmp_type", self.icmp_type), ("nd_target", self.nd_target),
-        ):  # fmt: skip
-            if value is not None:
-                parts.append(f"{label}={value}")
+        for attr in TEXT_ORDER:
+            value = getattr(self, attr)
+            if attr == "eth_type":
+                if value is not None:
+                    name = _PROTO_NAMES.get((value, self.ip_proto))
+                    if name is None:
+                        parts.append(f"dl_type=0x{value:04x}")
+                        if self.ip_proto is not None:
+                            parts.append(f"nw_proto={self.ip_proto}")
+                    else:
+                        parts.append(name)
+            elif value is not None:
+                field = BY_ATTR[attr]
+                parts.append(f"{field.label}={field.codec.text(value)}")
         return parts
 
     def text(self) -> str:
         return ",".join(self._parts())
 
 
-def _ports_text(ports: Ports | None) -> str | None:
-    if ports is None:
-        return None
-    value, mask = ports
-    return str(value) if mask == 0xFFFF else f"0x{value:x}/0x{mask:x}"
-
-
 class Output(NamedTuple):
-    """Output to a port number or to one of "NORMAL" / "CONTROLLER"."""
+    """Output to a port number or to one of "FLOOD" / "CONTROLLER"."""
 
     port: int | str
     max_len: int = 128  # only for CONTROLLER
@@ -174,11 +153,13 @@ class Output(NamedTuple):
 
 
 class Ct(NamedTuple):
-    """The conntrack action: track in `zone`, optionally commit and recirculate."""
+    """The conntrack action: track in `zone`, optionally commit (setting ct_mark to
+    `mark`) and recirculate to `table`."""
 
     commit: bool = False
     table: int | None = None
     zone: int | None = None
+    mark: int | None = None
 
     def text(self) -> str:
         args = []
@@ -188,10 +169,30 @@ class Ct(NamedTuple):
             args.append(f"table={self.table}")
         if self.zone is not None:
             args.append(f"zone={self.zone}")
+        if self.mark is not None:
+            args.append(f"exec(set_field:0x{self.mark:x}->ct_mark)")
         return f"ct({','.join(args)})"
 
 
-Action = Output | Ct
+class Goto(NamedTuple):
+    """Continue in a later table (an OpenFlow goto-table instruction)."""
+
+    table: int
+
+    def text(self) -> str:
+        return f"goto_table:{self.table}"
+
+
+class Meter(NamedTuple):
+    """Pass the packet through an OpenFlow meter first (a meter instruction)."""
+
+    meter_id: int
+
+    def text(self) -> str:
+        return f"meter:{self.meter_id}"
+
+
+Action = Output | Ct | Goto | Meter
 
 
 class Flow(NamedTuple):
@@ -223,14 +224,24 @@ class Attachment(NamedTuple):
     mac: str | None  # configured, else learned from its ARP or ND, else None
 
 
-NORMAL = Output("NORMAL")
+FLOOD = Output("FLOOD")
 CONTROLLER = Output("CONTROLLER")
+TO_DELIVERY = Goto(TABLE_DELIVER)
+BLOCKED = 0xFFFFFFFF  # ct_mark of a connection no pair allows any more
 
-# Priorities, highest first. Table 0: a VM port's own lines sit above the generic ones.
-P_VM_NEIGHBOUR = 130  # a VM's ARP / ND, checked against its addresses
-P_VM_FALSE_NA = 125  # a VM's other advertisements: they claim an address it does not own
-P_VM_IP = 120  # a VM's IP, checked against its addresses, to conntrack
-P_VM_GUARD = 110  # anything else from a VM port: spoofed, dropped
+# Priorities, highest first. Table 0: a VM port's own lines sit above the generic ones, and
+# a VM bound to addresses (given IPs) above the address claims, which sit above the lines
+# of VMs bound to a MAC alone: nobody else may send from a VM's registered address.
+P_VM_TAGGED = 150  # 802.1Q / 802.1ad frames from a VM: it is an access port
+P_VM_NEIGHBOUR = 140  # a VM's ARP / ND, checked against its MAC and addresses
+P_VM_FALSE_ND = 135  # a VM's other ND: it claims an address it does not own
+P_VM_IP = 130  # a VM's IP from its own MAC and addresses, to conntrack
+P_CLAIMED_ADDRESS = 125  # a VM's registered address, sent from anywhere else
+P_MAC_VM_NEIGHBOUR = 122  # a VM bound by MAC alone: its ARP / ND, checked against its MAC
+P_MAC_VM_FALSE_ND = 121
+P_MAC_VM_IP = 120
+P_VM_GUARD = 110  # anything else from a VM port: forged, dropped
+P_CLAIMED_MAC = 108  # a VM's MAC, sent (or advertised) from another port
 P_ND = 105  # Neighbor Discovery from other ports (it must not go through conntrack)
 P_IP = 100  # IPv4 / IPv6 from other ports, to conntrack
 P_ARP = 10
@@ -238,8 +249,11 @@ P_DEFAULT_DROP = 1
 # Table 1.
 P_INVALID = 200
 P_PAIR = 100
-P_RELATED = 50
+P_BLOCK = 10
 P_DENY = 0
+# Table 2.
+P_DELIVER = 100
+P_FLOOD = 50
 
 
 @lru_cache(maxsize=64)
@@ -247,18 +261,24 @@ def base_flows(zone: int) -> tuple[Flow, ...]:
     """Lines every switch has, whatever the policy."""
     base = cookie(KIND_BASE)
     to_ct = (Ct(table=TABLE_POLICY, zone=zone),)
+    block = (Ct(commit=True, zone=zone, mark=BLOCKED),)
     flows = [Flow(TABLE_CLASSIFY, P_IP, Match(eth_type=fam), to_ct, base) for fam in FAMILIES]
     flows += [
-        Flow(TABLE_CLASSIFY, P_ND, _icmp6(nd), (NORMAL,), base)
+        Flow(TABLE_CLASSIFY, P_ND, _icmp6(nd), (TO_DELIVERY,), base)
         for nd in (ND_RS, ND_RA, ND_NS, ND_NA)
     ]
     flows += [
-        Flow(TABLE_CLASSIFY, P_ARP, Match(eth_type=ETH_TYPE_ARP), (NORMAL,), base),
+        Flow(TABLE_CLASSIFY, P_ARP, Match(eth_type=ETH_TYPE_ARP), (TO_DELIVERY,), base),
         Flow(TABLE_CLASSIFY, P_DEFAULT_DROP, Match(), (), base),
         Flow(TABLE_POLICY, P_INVALID, Match(ct_state=INVALID), (), base),
-        Flow(TABLE_POLICY, P_RELATED, Match(ct_state=RELATED), (NORMAL,), base),
+        # An established connection's packet in the original direction that no pair's
+        # line took: its pair is gone. Marking it blocked kills its replies too.
+        *(Flow(TABLE_POLICY, P_BLOCK, Match(eth_type=fam, ct_state=EST_ORIGINAL), block, base)
+          for fam in FAMILIES),
         Flow(TABLE_POLICY, P_DENY, Match(), (), base),
-    ]
+        Flow(TABLE_DELIVER, P_FLOOD, Match(eth_dst=MULTICAST), (FLOOD,), base),
+        Flow(TABLE_DELIVER, P_DENY, Match(), (), base),
+    ]  # fmt: skip
     return tuple(flows)
 
 
@@ -274,53 +294,131 @@ def link_local(mac: str) -> str:
     return str(ipaddress.IPv6Address(bytes([0xFE, 0x80] + [0] * 6 + eui)))
 
 
+def _split(vm: Vm) -> tuple[list[str], list[str]]:
+    v4 = [ip for ip in vm.ips if ipaddress.ip_address(ip).version == 4]
+    v6 = [ip for ip in vm.ips if ipaddress.ip_address(ip).version == 6]
+    return v4, v6
+
+
+Line = tuple[int, int, Match, tuple[Action, ...]]  # (table, priority, match, actions)
+
+
 # Both are pure functions of immutable inputs: remembering their answers makes a recompile
 # after a small change cost little more than walking the policy.
 @lru_cache(maxsize=1 << 16)
 def vm_port_flows(vm: Vm, at: Attachment, zone: int) -> tuple[Flow, ...]:
-    """Table 0 for a VM's port: only its own MAC and addresses get through."""
-    vm_cookie = cookie(KIND_VM, at.ofport)
+    """A VM's lines: its port's checks in table 0, nobody else claiming its MAC or
+    addresses, and ARP / ND for its MAC delivered to its port only (table 2)."""
     port = at.ofport
+    tagged = (TABLE_CLASSIFY, P_VM_TAGGED, Match(in_port=port, vlan_tci=VLAN_TAGGED), ())
+    guard = (TABLE_CLASSIFY, P_VM_GUARD, Match(in_port=port), ())
     if at.mac is None:
-        # MAC not given and not seen yet: let ARP and ND through and show them to the
-        # controller, which binds the VM to the MAC they carry; drop the rest meanwhile.
-        learn = cookie(KIND_LEARN, port)
-        return (
-            Flow(TABLE_CLASSIFY, P_VM_NEIGHBOUR, Match(in_port=port, eth_type=ETH_TYPE_ARP),
-                 (NORMAL, CONTROLLER), learn),
-            Flow(TABLE_CLASSIFY, P_VM_NEIGHBOUR, _icmp6(ND_NS, in_port=port),
-                 (NORMAL, CONTROLLER), learn),
-            Flow(TABLE_CLASSIFY, P_VM_GUARD, Match(in_port=port), (), learn),
-        )  # fmt: skip
-    mac = at.mac
-    v4 = [ip for ip in vm.ips if ipaddress.ip_address(ip).version == 4]
-    v6 = [ip for ip in vm.ips if ipaddress.ip_address(ip).version == 6]
-    checked = bool(vm.ips)  # no IPs given: only the MAC is bound (as OVN does)
-    # A VM always owns its link-local address; other IPv6 sources only when given.
-    v6_sources = [link_local(mac), *v6] if checked else [None]
-    v4_sources = v4 if checked else [None]
+        lines = [tagged, *_learning_lines(vm, port), *_address_claims(vm, None), guard]
+        return _flows(lines, cookie(KIND_LEARN, port))
+    lines = [
+        tagged,
+        *(_own_lines(vm, port, at.mac, zone) if vm.ips else _mac_only_lines(port, at.mac, zone)),
+        *_address_claims(vm, at.mac),
+        guard,
+        *_mac_claims(at.mac),
+        (TABLE_DELIVER, P_DELIVER, Match(eth_dst=at.mac), (Output(port),)),
+    ]
+    return _flows(lines, cookie(KIND_VM, port))
+
+
+def _flows(lines: Iterable[Line], flow_cookie: int) -> tuple[Flow, ...]:
+    return tuple(Flow(table, prio, match, acts, flow_cookie) for table, prio, match, acts in lines)
+
+
+def _own_lines(vm: Vm, port: int, mac: str, zone: int) -> list[Line]:
+    """A VM bound to its MAC and IPs: ARP and ND only about them, IP only from them."""
+    v4, v6 = _split(vm)
+    v6_sources = [link_local(mac), *v6]  # a VM always owns its link-local address
     own = Match(in_port=port, eth_src=mac)
     to_ct = (Ct(table=TABLE_POLICY, zone=zone),)
-    # A solicitation teaches its receivers "source address is at this MAC", so it too may
-    # only come from the VM's own addresses (or from :: while the VM checks for duplicates).
-    ns_sources = [*v6_sources, "::"] if checked else [None]
-    lines: list[tuple[int, Match, tuple[Action, ...]]] = [
-        *((P_VM_NEIGHBOUR, own._replace(eth_type=ETH_TYPE_ARP, arp_spa=ip, arp_sha=mac), (NORMAL,))
-          for ip in v4_sources),
-        *((P_VM_NEIGHBOUR, _icmp6(ND_NA, in_port=port, eth_src=mac, nd_target=ip), (NORMAL,))
+    t0, nb = TABLE_CLASSIFY, P_VM_NEIGHBOUR
+    return [
+        *((t0, nb, own._replace(eth_type=ETH_TYPE_ARP, arp_spa=ip, arp_sha=mac), (TO_DELIVERY,))
+          for ip in v4),
+        # An advertisement names its target and, optionally, the link-layer address it is
+        # at; a solicitation teaches its receivers "source address is at this MAC".
+        *((t0, nb, _icmp6(ND_NA, in_port=port, eth_src=mac, nd_target=ip, nd_tll=ll),
+           (TO_DELIVERY,)) for ip in v6_sources for ll in (mac, NO_MAC)),
+        *((t0, nb, _icmp6(ND_NS, in_port=port, eth_src=mac, ipv6_src=ip, nd_sll=ll),
+           (TO_DELIVERY,)) for ip in v6_sources for ll in (mac, NO_MAC)),
+        # Duplicate address detection solicits from :: and may carry no link-layer address.
+        (t0, nb, _icmp6(ND_NS, in_port=port, eth_src=mac, ipv6_src="::", nd_sll=NO_MAC),
+         (TO_DELIVERY,)),
+        # Any other ND from the port lies about an address (and, sent from the VM's own
+        # address, would otherwise pass the IPv6 line below).
+        *((t0, P_VM_FALSE_ND, _icmp6(nd, in_port=port), ()) for nd in (ND_NS, ND_NA)),
+        *((t0, P_VM_IP, own._replace(eth_type=ETH_TYPE_IP, ipv4_src=ip), to_ct) for ip in v4),
+        *((t0, P_VM_IP, own._replace(eth_type=ETH_TYPE_IPV6, ipv6_src=ip), to_ct)
           for ip in v6_sources),
-        *((P_VM_NEIGHBOUR, _icmp6(ND_NS, in_port=port, eth_src=mac, ipv6_src=ip), (NORMAL,))
-          for ip in ns_sources),
-        # Without this an advertisement for another VM's address, sent from the VM's own
-        # source address, would pass the IPv6 line below (conntrack would then call it
-        # invalid, but the port is the place to stop a lie about addresses).
-        *([(P_VM_FALSE_NA, _icmp6(ND_NA, in_port=port), ())] if checked else []),
-        *((P_VM_IP, own._replace(eth_type=ETH_TYPE_IP, ipv4_src=ip), to_ct) for ip in v4_sources),
-        *((P_VM_IP, own._replace(eth_type=ETH_TYPE_IPV6, ipv6_src=ip), to_ct)
-          for ip in v6_sources),
-        (P_VM_GUARD, Match(in_port=port), ()),
     ]  # fmt: skip
-    return tuple(Flow(TABLE_CLASSIFY, prio, match, acts, vm_cookie) for prio, match, acts in lines)
+
+
+def _mac_only_lines(port: int, mac: str, zone: int) -> list[Line]:
+    """A VM bound to its MAC alone (as OVN's port security with a bare MAC): any source
+    address that no other VM registered, but ARP and ND only with its own MAC."""
+    own = Match(in_port=port, eth_src=mac)
+    to_ct = (Ct(table=TABLE_POLICY, zone=zone),)
+    t0, nb = TABLE_CLASSIFY, P_MAC_VM_NEIGHBOUR
+    return [
+        (t0, nb, own._replace(eth_type=ETH_TYPE_ARP, arp_sha=mac), (TO_DELIVERY,)),
+        *((t0, nb, _icmp6(ND_NA, in_port=port, eth_src=mac, nd_tll=ll), (TO_DELIVERY,))
+          for ll in (mac, NO_MAC)),
+        *((t0, nb, _icmp6(ND_NS, in_port=port, eth_src=mac, nd_sll=ll), (TO_DELIVERY,))
+          for ll in (mac, NO_MAC)),
+        *((t0, P_MAC_VM_FALSE_ND, _icmp6(nd, in_port=port), ()) for nd in (ND_NS, ND_NA)),
+        *((t0, P_MAC_VM_IP, own._replace(eth_type=fam), to_ct) for fam in FAMILIES),
+    ]  # fmt: skip
+
+
+def _learning_lines(vm: Vm, port: int) -> list[Line]:
+    """MAC not given and not seen yet: show the port's ARP and solicitations to the
+    controller, which binds the VM to the MAC they carry, through the port's meter (a
+    port that floods ARPs must not flood the controller); pass nothing meanwhile."""
+    show = (Meter(port), CONTROLLER)
+    t0 = TABLE_CLASSIFY
+    if not vm.ips:
+        return [
+            (t0, P_MAC_VM_NEIGHBOUR, Match(in_port=port, eth_type=ETH_TYPE_ARP), show),
+            (t0, P_MAC_VM_NEIGHBOUR, _icmp6(ND_NS, in_port=port), show),
+        ]
+    v4, v6 = _split(vm)
+    # Its registered addresses are claimed below: its own ARP and ND about them go first.
+    return [
+        *((t0, P_VM_NEIGHBOUR, Match(in_port=port, eth_type=ETH_TYPE_ARP, arp_spa=ip), show)
+          for ip in v4),
+        *((t0, P_VM_NEIGHBOUR, _icmp6(ND_NS, in_port=port, ipv6_src=ip), show)
+          for ip in [*v6, "::"]),
+    ]  # fmt: skip
+
+
+def _address_claims(vm: Vm, mac: str | None) -> list[Line]:
+    """Nobody but the VM may send from its registered addresses or advertise them."""
+    v4, v6 = _split(vm)
+    if vm.ips and mac is not None:
+        v6 = [link_local(mac), *v6]
+    t0, pc = TABLE_CLASSIFY, P_CLAIMED_ADDRESS
+    return [
+        *((t0, pc, Match(eth_type=ETH_TYPE_IP, ipv4_src=ip), ()) for ip in v4),
+        *((t0, pc, Match(eth_type=ETH_TYPE_ARP, arp_spa=ip), ()) for ip in v4),
+        *((t0, pc, Match(eth_type=ETH_TYPE_IPV6, ipv6_src=ip), ()) for ip in v6),
+        *((t0, pc, _icmp6(ND_NA, nd_target=ip), ()) for ip in v6),
+    ]
+
+
+def _mac_claims(mac: str) -> list[Line]:
+    """Nobody but the VM may send from its MAC or say in ARP or ND that it has it."""
+    t0, pc = TABLE_CLASSIFY, P_CLAIMED_MAC
+    return [
+        (t0, pc, Match(eth_src=mac), ()),
+        (t0, pc, Match(eth_type=ETH_TYPE_ARP, arp_sha=mac), ()),
+        (t0, pc, _icmp6(ND_NS, nd_sll=mac), ()),
+        (t0, pc, _icmp6(ND_NA, nd_tll=mac), ()),
+    ]
 
 
 def port_masks(lo: int, hi: int) -> list[Ports]:
@@ -376,34 +474,51 @@ def services(pair: Pair) -> list[Service]:
     return [Service(fam, IP_PROTO[pair.protocol], m) for fam in FAMILIES for m in masks]
 
 
+def link_mark(initiator_id: int, responder_id: int) -> int:
+    """The ct_mark of connections the pairs from one VM to another admit."""
+    return initiator_id << 16 | responder_id
+
+
 @lru_cache(maxsize=1 << 16)
 def pair_flows(
-    pair: Pair, initiator: Attachment, responder: Attachment, zone: int
+    pair: Pair, initiator: Attachment, responder: Attachment, zone: int, mark: int
 ) -> tuple[Flow, ...]:
-    """Table 1 for one pair: commit new, pass established both ways, while it exists."""
+    """Table 1 for one pair.
+
+    Every packet in the original direction, new or established, meets the pair's service
+    lines, which commit the connection with the mark of its initiator -> responder link and
+    output it to the responder's port. Replies and related ICMP pass on the link's lines
+    only with that mark, from the port they must come from, to the port they are for. The
+    link's lines are the same for every pair of the two VMs (the flow set keeps one copy).
+    """
     pc = cookie(KIND_PAIR, pair.id)
-    there = Match(in_port=initiator.ofport, eth_dst=responder.mac)
-    back = Match(in_port=responder.ofport, eth_dst=initiator.mac)
-    commit = (Ct(commit=True, zone=zone), NORMAL)
-    flows: list[Flow] = []
-    for svc in services(pair):
-        orig, rep = svc.original(), svc.reply()
-        flows.append(Flow(TABLE_POLICY, P_PAIR, _merge(there, orig, NEW), commit, pc))
-        # Established packets need no protocol prerequisite for ct_state; with no
-        # protocol to match, one line serves both families.
-        if pair.protocol == "any":
-            orig = rep = Match()
-        flows.append(Flow(TABLE_POLICY, P_PAIR, _merge(there, orig, EST_ORIGINAL), (NORMAL,), pc))
-        flows.append(Flow(TABLE_POLICY, P_PAIR, _merge(back, rep, EST_REPLY), (NORMAL,), pc))
-    return tuple(dedupe(flows))  # `any`: both families share the established lines
+    ini, res = initiator, responder
+    there = Match(in_port=ini.ofport, eth_dst=res.mac)
+    admit = (Ct(commit=True, zone=zone, mark=mark), Output(res.ofport))
+    to_initiator, to_responder = (Output(ini.ofport),), (Output(res.ofport),)
+    lines = [(_merge(there, svc.original(), ORIGINAL), admit) for svc in services(pair)]
+    # Later fragments carry no ports: they go through the same commit as their first
+    # fragment, whose ports a service line checked, and the switch's reassembly lets
+    # them out only together with it (none of them when the first was refused).
+    lines += [
+        (Match(ct_state=ORIGINAL, eth_type=fam, in_port=ini.ofport, eth_dst=res.mac,
+               ip_frag="later"), admit)
+        for fam in FAMILIES
+    ]  # fmt: skip
+    back = Match(in_port=res.ofport, eth_dst=ini.mac, ct_mark=mark)
+    lines += [
+        (back._replace(ct_state=EST_REPLY), to_initiator),
+        (back._replace(ct_state=RELATED), to_initiator),
+        (there._replace(ct_state=RELATED, ct_mark=mark), to_responder),
+    ]
+    return tuple(Flow(TABLE_POLICY, P_PAIR, match, acts, pc) for match, acts in lines)
 
 
 def _merge(where: Match, what: Match, state: CtState) -> Match:
-    # Spelled out rather than dataclasses.replace: this runs for every pair line.
+    # Spelled out rather than _replace: this runs for every pair line.
     return Match(
         in_port=where.in_port, eth_dst=where.eth_dst, ct_state=state, eth_type=what.eth_type,
-        ip_proto=what.ip_proto, tp_src=what.tp_src, tp_dst=what.tp_dst,
-        icmp_type=what.icmp_type,
+        ip_proto=what.ip_proto, tp_dst=what.tp_dst, icmp_type=what.icmp_type,
     )  # fmt: skip
 
 
@@ -420,11 +535,20 @@ def compile_keyed(
     for name, at in sorted(attached.items()):
         flows += vm_port_flows(policy.vms[name], at, zone)
     for _, pair in sorted(policy.pairs.items()):
-        ini, res = attached.get(pair.initiator), attached.get(pair.responder)
-        if ini is None or res is None or ini.mac is None or res.mac is None:
-            continue  # not both on this switch with known MACs: nothing to allow here
-        flows += pair_flows(pair, ini, res, zone)
+        flows += pair_unit_flows(policy, pair, attached, zone)
     return dedupe_keyed(flows)
+
+
+def pair_unit_flows(
+    policy: Policy, pair: Pair, attached: Mapping[str, Attachment], zone: int
+) -> tuple[Flow, ...]:
+    """A pair's lines on one switch, or none while its VMs are not both there with known
+    MACs (nothing to allow here)."""
+    ini, res = attached.get(pair.initiator), attached.get(pair.responder)
+    if ini is None or res is None or ini.mac is None or res.mac is None:
+        return ()
+    mark = link_mark(policy.vms[pair.initiator].id, policy.vms[pair.responder].id)
+    return pair_flows(pair, ini, res, zone, mark)
 
 
 def dedupe(flows: Iterable[Flow]) -> list[Flow]:

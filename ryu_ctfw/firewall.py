@@ -16,7 +16,7 @@ from ryu.lib import hub
 
 from ryu_ctfw import store, wire
 from ryu_ctfw.compiler import Flow
-from ryu_ctfw.policy import Policy, PolicyError, Vm
+from ryu_ctfw.policy import Conflict, Policy, PolicyError, Vm
 from ryu_ctfw.switch import SwitchError, SwitchManager, dpid_str
 
 T = TypeVar("T")
@@ -38,7 +38,9 @@ class Firewall:
         if store.has_journal(state_file):
             # Start from a clean snapshot: the journal of the last run is folded into it.
             store.compact(state_file, self.policy)
-        self.switches = SwitchManager(self.log, lambda: self.policy, self.zone_for)
+        self.switches = SwitchManager(
+            self.log, lambda: self.policy, self.zone_for, learned=self.learn_mac
+        )
         # One change at a time: a change waits for its switches, and a rollback must not
         # undo somebody else's change made meanwhile.
         self._lock = hub.Semaphore(1)
@@ -62,6 +64,38 @@ class Firewall:
                 raise SwitchRejected("; ".join(errors))
             return result
 
+    def put_vm(self, vm: Vm) -> bool:
+        """Create or update a VM; True when created."""
+
+        def put(policy: Policy) -> bool:
+            if vm.mac:
+                self._check_mac_is_free(policy, vm)
+            return policy.put_vm(vm)
+
+        return self.change(put)
+
+    def _check_mac_is_free(self, policy: Policy, vm: Vm) -> None:
+        # Two VMs with one MAC on one bridge: either could receive the other's traffic.
+        for sw in self.switches.switches.values():
+            if vm.port not in sw.ports:
+                continue
+            for other in policy.vms.values():
+                if other.name != vm.name and other.port in sw.ports and other.known_mac == vm.mac:
+                    raise Conflict(
+                        f"MAC {vm.mac} already belongs to VM {other.name!r} on switch"
+                        f" {dpid_str(sw.dpid)}"
+                    )
+
+    def learn_mac(self, vm_name: str, mac: str) -> None:
+        """Store the MAC a VM registered without one was seen using (switch side calls)."""
+
+        def learn(policy: Policy) -> None:
+            vm = policy.vms.get(vm_name)
+            if vm is not None and vm.known_mac is None:
+                policy.learn_mac(vm_name, mac)
+
+        self.change(learn)
+
     def zone_for(self, dpid: int) -> int:
         if dpid not in self.policy.zones:
             before = self.policy.copy()  # zone_for changes the policy in place
@@ -81,9 +115,6 @@ class Firewall:
         view = vm.to_dict()
         view["dpid"] = dpid_str(where[0]) if where else None
         view["ofport"] = where[1] if where else None
-        view["learned_mac"] = (
-            self.switches.switches[where[0]].learned.get(vm.name) if where else None
-        )
         return view
 
     def switches_view(self) -> list[dict[str, Any]]:

@@ -29,7 +29,7 @@ from ryu_ctfw.compiler import (
     Attachment,
     Flow,
     base_flows,
-    pair_flows,
+    pair_unit_flows,
     vm_port_flows,
 )
 from ryu_ctfw.policy import Policy
@@ -180,9 +180,4 @@ def _unit_flows(
         vm, at = policy.vms.get(ident), attached.get(ident)  # type: ignore[arg-type]
         return vm_port_flows(vm, at, zone) if vm is not None and at is not None else ()
     pair = policy.pairs.get(ident)  # type: ignore[arg-type]
-    if pair is None:
-        return ()
-    ini, res = attached.get(pair.initiator), attached.get(pair.responder)
-    if ini is None or res is None or ini.mac is None or res.mac is None:
-        return ()  # not both on this switch with known MACs: nothing to allow here
-    return pair_flows(pair, ini, res, zone)
+    return () if pair is None else pair_unit_flows(policy, pair, attached, zone)

@@ -38,15 +38,29 @@ PORT_NAME_RE = re.compile(r"^[A-Za-z0-9_.:@-]{1,15}$")
 MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 
 
+MAX_VM_ID = 0xFFFE  # a VM id is 16 bits of a connection's ct_mark; 0xffff is "blocked"
+
+
 @dataclass(frozen=True)
 class Vm:
     name: str
     port: str
     mac: str | None = None
     ips: tuple[str, ...] = ()
+    # Given by the policy, never by a client: the VM's half of the ct_mark its connections
+    # carry. Kept while the VM exists, so a restart or an update keeps its connections.
+    id: int = 0
+    learned_mac: str | None = None  # the MAC first seen on its port, when none was given
+
+    @property
+    def known_mac(self) -> str | None:
+        return self.mac or self.learned_mac
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "port": self.port, "mac": self.mac, "ips": list(self.ips)}
+        return {
+            "name": self.name, "id": self.id, "port": self.port, "mac": self.mac,
+            "ips": list(self.ips), "learned_mac": self.learned_mac,
+        }  # fmt: skip
 
 
 PROTOCOLS = ("any", "tcp", "udp", "icmp")
@@ -134,6 +148,19 @@ def validate_ips(ips: Any) -> tuple[str, ...]:
     return tuple(out)
 
 
+def vm_from_state(name: Any, raw: Any) -> Vm:
+    """A VM as the state file stores it: the PUT body plus the policy's own fields."""
+    if not isinstance(raw, dict):
+        raise InvalidInput(f"VM {name!r} is not an object")
+    body = {k: v for k, v in raw.items() if k not in ("id", "learned_mac", "name")}
+    vm = vm_from_body(name, body)
+    vm_id = raw.get("id", 0)  # absent in state files written before ids
+    if not isinstance(vm_id, int) or isinstance(vm_id, bool) or not 0 <= vm_id <= MAX_VM_ID:
+        raise InvalidInput(f"bad id {vm_id!r} for VM {name!r}")
+    learned = validate_mac(raw.get("learned_mac"))
+    return Vm(vm.name, vm.port, vm.mac, vm.ips, vm_id, None if vm.mac else learned)
+
+
 def vm_from_body(name: str, body: Any) -> Vm:
     """Build a VM from a PUT body, refusing anything not in the contract."""
     if not isinstance(body, dict):
@@ -209,6 +236,7 @@ class Policy:
     vms: dict[str, Vm] = field(default_factory=dict)
     pairs: dict[int, Pair] = field(default_factory=dict)
     next_pair_id: int = 1
+    next_vm_id: int = 1
     # Each bridge's connections live in their own conntrack zone; kept with the policy so
     # a restart finds its connections where it left them.
     zones: dict[int, int] = field(default_factory=dict)
@@ -226,15 +254,41 @@ class Policy:
     def put_vm(self, vm: Vm) -> bool:
         """Create or replace a VM; returns True when it was created.
 
-        MACs and IPs may repeat: VMs on different bridges are different L2 domains (and
-        conntrack zones), so the same addresses there are legitimate.
+        An update keeps the VM's id, and its learned MAC while it stays on the same port
+        with no MAC given; a new VM gets the next id. MACs and IPs may repeat: VMs on
+        different bridges are different L2 domains (and conntrack zones), so the same
+        addresses there are legitimate.
         """
         for other in self.vms.values():
             if other.name != vm.name and other.port == vm.port:
                 raise Conflict(f"port {vm.port!r} already belongs to VM {other.name!r}")
-        created = vm.name not in self.vms
+        old = self.vms.get(vm.name)
+        if vm.id == 0:  # from a client: the policy's own fields come from the old VM
+            learned = old.learned_mac if old and old.port == vm.port and not vm.mac else None
+            vm = Vm(vm.name, vm.port, vm.mac, vm.ips, old.id if old else self._new_vm_id(),
+                    learned)  # fmt: skip
+        elif any(o.id == vm.id and o.name != vm.name for o in self.vms.values()):
+            raise InvalidInput(f"VM id {vm.id} is given to two VMs")
         self.vms[vm.name] = vm
-        return created
+        self.next_vm_id = max(self.next_vm_id, vm.id + 1)
+        return old is None
+
+    def _new_vm_id(self) -> int:
+        if self.next_vm_id <= MAX_VM_ID:
+            return self.next_vm_id
+        # Ids are not reused while there are fresh ones (a new VM must not match marks of
+        # an old one's connections); after that, the lowest free one.
+        used = {vm.id for vm in self.vms.values()}
+        free = next((i for i in range(1, MAX_VM_ID + 1) if i not in used), None)
+        if free is None:
+            raise Conflict(f"all {MAX_VM_ID} VM ids are in use")
+        return free
+
+    def learn_mac(self, name: str, mac: str) -> None:
+        """Bind a VM registered without a MAC to the MAC it was seen using."""
+        vm = self.get_vm(name)
+        if vm.mac is None:
+            self.vms[name] = Vm(vm.name, vm.port, None, vm.ips, vm.id, mac)
 
     def delete_vm(self, name: str) -> None:
         self.get_vm(name)
@@ -291,8 +345,8 @@ class Policy:
     def copy(self) -> Policy:
         # VMs and pairs are immutable: copying the dicts is enough, and cheap at scale.
         return Policy(
-            dict(self.vms), dict(self.pairs), self.next_pair_id, dict(self.zones),
-            dict(self._services),
+            dict(self.vms), dict(self.pairs), self.next_pair_id, self.next_vm_id,
+            dict(self.zones), dict(self._services),
         )  # fmt: skip
 
     def to_dict(self) -> dict[str, Any]:
@@ -301,6 +355,7 @@ class Policy:
             "vms": [vm.to_dict() for vm in self.vms.values()],
             "pairs": [p.to_dict() for p in self.pairs.values()],
             "next_pair_id": self.next_pair_id,
+            "next_vm_id": self.next_vm_id,
             "zones": {f"{dpid:016x}": zone for dpid, zone in sorted(self.zones.items())},
         }
 
@@ -310,10 +365,21 @@ class Policy:
         if not isinstance(data, dict) or data.get("version") != 1:
             raise InvalidInput("not a ryu-ctfw state (version 1)")
         policy = cls()
+        next_vm_id = data.get("next_vm_id", 1)
+        if not isinstance(next_vm_id, int) or isinstance(next_vm_id, bool) or next_vm_id < 1:
+            raise InvalidInput(f"bad next_vm_id {next_vm_id!r}")
+        policy.next_vm_id = next_vm_id
+        unnumbered = []
         for raw in data.get("vms", []):
-            raw = dict(raw)
-            name = raw.pop("name", None)
-            policy.put_vm(vm_from_body(name, raw))
+            vm = vm_from_state(raw.get("name") if isinstance(raw, dict) else None, raw)
+            if vm.id:
+                policy.put_vm(vm)
+            else:
+                unnumbered.append(vm)
+        for vm in unnumbered:  # a state file from before VM ids: number them in order
+            policy.put_vm(Vm(vm.name, vm.port, vm.mac, vm.ips))
+            if vm.learned_mac:
+                policy.learn_mac(vm.name, vm.learned_mac)
         for raw in data.get("pairs", []):
             pair_id = raw.get("id")
             if (

@@ -35,7 +35,7 @@ from ryu_ctfw.policy import (
     PolicyError,
     pair_request_from_body,
     validate_vm_name,
-    vm_from_body,
+    vm_from_state,
 )
 
 # Records in the journal before the next change compacts it into the snapshot: bounds the
@@ -142,7 +142,7 @@ def _record_from_json(obj: Any) -> Record:
         name, value = validate_vm_name(obj["vm"]), obj["value"]
         if value is not None:
             _check_entity(value, "name", name)
-            vm_from_body(name, {k: v for k, v in value.items() if k != "name"})
+            vm_from_state(name, value)
         return ("vm", name, value)
     if keys == {"pair", "value"}:
         pair_id, value = obj["pair"], obj["value"]
@@ -160,10 +160,11 @@ def _record_from_json(obj: Any) -> Record:
         ):
             raise ValueError(f"bad zones {zones!r}")
         return ("zones", None, zones)
-    if keys == {"next_pair_id"}:
-        if not _is_count(obj["next_pair_id"]):
-            raise ValueError(f"bad next_pair_id {obj['next_pair_id']!r}")
-        return ("next_pair_id", None, obj["next_pair_id"])
+    for counter in ("next_pair_id", "next_vm_id"):
+        if keys == {counter}:
+            if not _is_count(obj[counter]):
+                raise ValueError(f"bad {counter} {obj[counter]!r}")
+            return (counter, None, obj[counter])
     raise ValueError(f"unknown record {obj!r}")
 
 
@@ -282,6 +283,8 @@ def _diff(before: Policy, after: Policy) -> list[dict[str, Any]]:
         out.append({"zones": zones})
     if before.next_pair_id != after.next_pair_id:
         out.append({"next_pair_id": after.next_pair_id})
+    if before.next_vm_id != after.next_vm_id:
+        out.append({"next_vm_id": after.next_vm_id})
     return out
 
 

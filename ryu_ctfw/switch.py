@@ -15,36 +15,32 @@ their change. The worker:
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from types import SimpleNamespace
 from typing import Any
 
 from ryu.lib import hub
 from ryu.lib.packet import arp, ethernet, icmpv6, packet
-from ryu.ofproto import nicira_ext, ofproto_v1_3, ofproto_v1_3_parser
+from ryu.ofproto import ofproto_v1_3, ofproto_v1_3_parser
 
 from ryu_ctfw import wire
-from ryu_ctfw.compiler import (
-    COOKIE_MASK,
-    COOKIE_TAG,
-    Action,
-    Attachment,
-    Ct,
-    CtState,
-    Flow,
-    Match,
-    Output,
-)
+from ryu_ctfw.compiler import COOKIE_MASK, COOKIE_TAG, Attachment, Flow, Meter
 from ryu_ctfw.flowset import Diff, FlowSet
 from ryu_ctfw.policy import Policy, PolicyError, validate_mac
 
 REPLY_TIMEOUT = 5.0
 SEND_CHUNK = 1 << 16  # bytes of bundled flow-mods handed to Ryu's send queue at once
+# A learning port's packet-ins, limited in the switch (meter id = the port's ofport): a port
+# that floods ARPs costs the controller at most this many packets a second.
+LEARN_RATE = 20
+LEARN_BURST = 20
+# OVS's fragment handling that shows the L4 ports of a first fragment to the flow table
+# (OFPC_FRAG_NX_MATCH): a port-restricted pair then checks them; later fragments follow
+# their first one through conntrack's reassembly (compiler.pair_flows).
+OFPC_FRAG_NX_MATCH = 3
 
 
 def dpid_str(dpid: int) -> str:
@@ -85,7 +81,8 @@ class Switch:
     dp: Any = None  # ryu Datapath while connected
     name: str | None = None  # bridge name (its LOCAL port)
     ports: dict[str, int] = field(default_factory=dict)  # port name -> ofport
-    learned: dict[str, str] = field(default_factory=dict)  # VM name -> MAC seen in its ARP
+    learning: set[str] = field(default_factory=set)  # VMs whose learned MAC is being stored
+    meters: set[int] = field(default_factory=set)  # meters known to exist on the switch
     flows: FlowSet | None = None  # what the switch holds; None: not read back yet
     pending: dict[int, _Pending] = field(default_factory=dict)
     errors: dict[int, Any] = field(default_factory=dict)  # xid -> error msg, during a sync
@@ -110,100 +107,6 @@ class Switch:
         return None
 
 
-# --- reading flows back -------------------------------------------------------------------
-# Sending and reading go through wire.py as bytes. These functions decode a flow with Ryu's
-# parser for the REST view, when its bytes are not those of a flow the sync installed.
-
-
-_PLAIN = ("in_port", "eth_type", "ip_proto", "eth_src", "eth_dst", "arp_sha")
-_ADDRESSES = ("ipv4_src", "ipv6_src", "arp_spa")
-
-
-def from_ofp_match(match: Any) -> Match | None:
-    """Our Match for a switch's match, or None if it uses anything we never set."""
-    fields = dict(match.items())
-    out: dict[str, Any] = {}
-    for name, value in fields.items():
-        if isinstance(value, tuple) and name != "ct_state" and not name.endswith(("_src", "_dst")):
-            return None  # a mask where we never put one
-        if name in _PLAIN:
-            out[name] = value
-        elif name in _ADDRESSES:
-            if isinstance(value, tuple):
-                return None
-            out[name] = str(ipaddress.ip_address(value))
-        elif name == "ipv6_nd_target":
-            out["nd_target"] = str(ipaddress.ip_address(value))
-        elif name in ("icmpv4_type", "icmpv6_type"):
-            out["icmp_type"] = value
-        elif name in ("tcp_src", "tcp_dst", "udp_src", "udp_dst"):
-            out["tp_" + name[4:]] = value if isinstance(value, tuple) else (value, 0xFFFF)
-        elif name == "ct_state":
-            out["ct_state"] = CtState(*value) if isinstance(value, tuple) else CtState(value, 0xFF)
-        else:
-            return None
-    for name in ("eth_src", "eth_dst", "arp_sha"):
-        if isinstance(out.get(name), tuple):
-            return None
-    return Match(**out)
-
-
-def from_ofp_actions(dp: Any, instructions: list[Any]) -> tuple[Action, ...] | None:
-    ofp, parser = dp.ofproto, dp.ofproto_parser
-    out: list[Action] = []
-    for inst in instructions:
-        if (
-            not isinstance(inst, parser.OFPInstructionActions)
-            or inst.type != ofp.OFPIT_APPLY_ACTIONS
-        ):
-            return None
-        for a in inst.actions:
-            if isinstance(a, parser.NXActionCT):
-                if a.zone_src or a.actions or a.alg:
-                    return None
-                table = None if a.recirc_table == nicira_ext.NX_CT_RECIRC_NONE else a.recirc_table
-                out.append(
-                    Ct(
-                        commit=bool(a.flags & nicira_ext.NX_CT_F_COMMIT),
-                        table=table,
-                        zone=a.zone_ofs_nbits or None,
-                    )
-                )
-            elif isinstance(a, parser.OFPActionOutput):
-                if a.port == ofp.OFPP_NORMAL:
-                    out.append(Output("NORMAL"))
-                elif a.port == ofp.OFPP_CONTROLLER:
-                    out.append(Output("CONTROLLER", a.max_len))
-                else:
-                    out.append(Output(a.port))
-            else:
-                return None
-    return tuple(out)
-
-
-_V13 = SimpleNamespace(ofproto=ofproto_v1_3, ofproto_parser=ofproto_v1_3_parser)
-
-
-def flow_from_raw(raw: wire.RawFlow) -> Flow | None:
-    """A flow-stats entry decoded with Ryu's parser: the Flow it is, or None if it uses
-    anything the compiler never makes (for showing flows the sync did not make)."""
-    table, priority, match_bytes = raw.key
-    parser = ofproto_v1_3_parser
-    try:
-        match = from_ofp_match(parser.OFPMatch.parser(match_bytes, 0))
-        instructions, offset = [], 0
-        while offset < len(raw.instructions):
-            inst = parser.OFPInstruction.parser(raw.instructions, offset)
-            instructions.append(inst)
-            offset += inst.len
-    except Exception:  # Ryu cannot read it either: certainly not one of ours
-        return None
-    actions = from_ofp_actions(_V13, instructions)
-    if match is None or actions is None:
-        return None
-    return Flow(table, priority, match, actions, raw.cookie)
-
-
 # --- the switches ---------------------------------------------------------------------------
 
 
@@ -211,11 +114,18 @@ class SwitchManager:
     """All switches this controller knows, connected or not."""
 
     def __init__(
-        self, logger: logging.Logger, policy: Callable[[], Policy], zone_of: Callable[[int], int]
+        self,
+        logger: logging.Logger,
+        policy: Callable[[], Policy],
+        zone_of: Callable[[int], int],
+        learned: Callable[[str, str], object] = lambda vm, mac: None,
     ) -> None:
         self.log = logger
         self.policy = policy
         self.zone_of = zone_of  # dpid -> the bridge's conntrack zone
+        # (VM name, MAC): store a learned MAC with the policy, then sync. Called in a
+        # green thread of its own: storing waits for the switches.
+        self.learned = learned
         self.switches: dict[int, Switch] = {}
         install_raw_flow_stats_parser()
 
@@ -229,7 +139,7 @@ class SwitchManager:
         sw.connected_at = time.monotonic()
         sw.flows = None  # read it back before changing anything
         sw.pending.clear()
-        sw.learned.clear()
+        sw.meters.clear()
         sw.ports = {}
         for port in dp.ports.values():
             self._port_added(sw, port)
@@ -239,6 +149,8 @@ class SwitchManager:
             sw.name,
             sorted(sw.ports.items(), key=lambda kv: kv[1]),
         )
+        ofp, parser = dp.ofproto, dp.ofproto_parser
+        self._send(dp, parser.OFPSetConfig(dp, OFPC_FRAG_NX_MATCH, ofp.OFPCML_NO_BUFFER))
         sw.worker = hub.spawn(self._worker, sw)
         self.request_sync(sw.dpid)
 
@@ -249,7 +161,6 @@ class SwitchManager:
         self.log.info("switch %s disconnected", dpid_str(dpid))
         sw.dp = None
         sw.flows = None
-        sw.learned.clear()
         for pending in sw.pending.values():
             pending.done.set()
         sw.wake.set()  # lets the worker see the switch is gone and end
@@ -264,7 +175,6 @@ class SwitchManager:
         if reason == ofp.OFPPR_DELETE:
             if sw.ports.get(name) == port.port_no:
                 del sw.ports[name]
-            self._forget_learned(sw, name)
             self.log.info("port %s (ofport %d) removed from %s", name, port.port_no, sw.name)
         else:
             old = sw.ports.get(name)
@@ -280,26 +190,32 @@ class SwitchManager:
             return
         sw.packet_ins += 1
         port = sw.port_name(msg.match.get("in_port", -1))
-        vm = next((v for v in self.policy().vms.values() if v.port == port), None)
-        if vm is None or vm.mac or vm.name in sw.learned:
+        policy = self.policy()
+        vm = next((v for v in policy.vms.values() if v.port == port), None)
+        if vm is None or vm.known_mac or vm.name in sw.learning:
             return
-        pkt = packet.Packet(msg.data)
-        eth, arp_pkt = pkt.get_protocol(ethernet.ethernet), pkt.get_protocol(arp.arp)
-        nd = pkt.get_protocol(icmpv6.icmpv6)
-        if eth is None:
+        mac = _sender_mac(msg.data)
+        if mac is None:
             return
-        if arp_pkt is not None:
-            if eth.src != arp_pkt.src_mac:
-                return
-        elif nd is None or nd.type_ != icmpv6.ND_NEIGHBOR_SOLICIT:
+        # A MAC another VM on this bridge has is not this VM's to take.
+        taken = {v.known_mac for v in policy.vms.values() if v.port in sw.ports} - {None}
+        if mac in taken:
+            self.log.warning(
+                "VM %s on port %s uses MAC %s, which another VM on %s has: not learned",
+                vm.name, port, mac, sw.name,
+            )  # fmt: skip
             return
-        try:
-            mac = validate_mac(eth.src)
-        except PolicyError:
-            return
-        sw.learned[vm.name] = mac
+        sw.learning.add(vm.name)
         self.log.info("learned mac %s for VM %s on port %s", mac, vm.name, port)
-        self.request_sync(sw.dpid)
+        hub.spawn(self._store_learned, sw, vm.name, mac)
+
+    def _store_learned(self, sw: Switch, vm_name: str, mac: str) -> None:
+        try:
+            self.learned(vm_name, mac)
+        except Exception:  # a refused change is logged by the firewall; learn again later
+            self.log.exception("storing the learned MAC of VM %s failed", vm_name)
+        finally:
+            sw.learning.discard(vm_name)
 
     def reply(self, dp: Any, msg: Any) -> None:
         """A multipart, barrier or bundle reply: hand it to whoever waits for that xid."""
@@ -386,11 +302,14 @@ class SwitchManager:
                 del sw.results[gen]
 
     def attachments(self, sw: Switch) -> dict[str, Attachment]:
+        here = [vm for vm in self.policy().vms.values() if vm.port in sw.ports]
+        given = {vm.mac for vm in here if vm.mac}
         out = {}
-        for vm in self.policy().vms.values():
-            ofport = sw.ports.get(vm.port)
-            if ofport is not None:
-                out[vm.name] = Attachment(ofport, vm.mac or sw.learned.get(vm.name))
+        for vm in here:
+            mac = vm.known_mac
+            if vm.mac is None and mac in given:
+                mac = None  # learned elsewhere, but another VM here is configured with it
+            out[vm.name] = Attachment(sw.ports[vm.port], mac)
         return out
 
     def _sync(self, sw: Switch) -> SyncResult:
@@ -450,6 +369,13 @@ class SwitchManager:
         self, sw: Switch, diff: Diff, stale: list[wire.RawFlow], result: SyncResult
     ) -> bool:
         """Send a diff as one bundle; on refusal, name the flows refused in `result`."""
+        try:
+            self._ensure_meters(sw, {a.meter_id for f in diff.add for a in f.actions
+                                     if isinstance(a, Meter)})  # fmt: skip
+        except SwitchError as e:
+            result.errors.append(f"switch refused a meter: {e}")
+            self.log.error("switch %s: %s", dpid_str(sw.dpid), result.errors[-1])
+            return False
         msgs = [wire.flow_add(f) for f in diff.add]
         msgs += [wire.flow_delete(*wire.wire_key(f), f.cookie) for f in diff.delete]
         msgs += [wire.flow_delete(*r.key, r.cookie) for r in stale]
@@ -469,6 +395,28 @@ class SwitchManager:
             for text in result.errors:
                 self.log.error("switch %s: %s", dpid_str(sw.dpid), text)
             return False
+
+    def _ensure_meters(self, sw: Switch, meter_ids: set[int]) -> None:
+        """Create the meters that flows about to be added use (a flow naming a missing meter
+        is refused). Meter-mods cannot go in a bundle, so they go first; a meter left by an
+        earlier run is set to our rate instead. Never deleted: a handful, and deleting a
+        meter deletes the flows that use it."""
+        dp = sw.dp
+        ofp, parser = dp.ofproto, dp.ofproto_parser
+        for meter_id in sorted(meter_ids - sw.meters):
+            bands = [parser.OFPMeterBandDrop(rate=LEARN_RATE, burst_size=LEARN_BURST)]
+            flags = ofp.OFPMF_PKTPS | ofp.OFPMF_BURST
+            for command in (ofp.OFPMC_ADD, ofp.OFPMC_MODIFY):
+                xid = self._send(dp, parser.OFPMeterMod(dp, command, flags, meter_id, bands))
+                self._request(sw, parser.OFPBarrierRequest(dp))
+                error = sw.errors.pop(xid, None)
+                if error is None:
+                    break
+                if "METER_EXISTS" not in error:
+                    raise SwitchError(f"meter {meter_id}: {error}")
+            else:
+                raise SwitchError(f"meter {meter_id} exists and cannot be modified")
+            sw.meters.add(meter_id)
 
     def _bundle(self, sw: Switch, msgs: list[bytes]) -> list[int]:
         """Send flow-mods (wire.py bytes) as one atomic ONF bundle; wait for the commit.
@@ -563,7 +511,7 @@ class SwitchManager:
             for raw in reply.body:
                 flow = by_bytes.get(raw.key)
                 if flow is None or not wire.holds(raw, flow):
-                    flow = flow_from_raw(raw)
+                    flow = wire.flow_from_raw(raw)
                 out.append((raw, flow))
         return out
 
@@ -588,11 +536,6 @@ class SwitchManager:
             if no == port.port_no and other != name:
                 del sw.ports[other]  # renamed
         sw.ports[name] = port.port_no
-
-    def _forget_learned(self, sw: Switch, port_name: str) -> None:
-        for vm in self.policy().vms.values():
-            if vm.port == port_name:
-                sw.learned.pop(vm.name, None)
 
 
 def _our_flows(dp: Any) -> Any:
@@ -657,6 +600,25 @@ def install_raw_flow_stats_parser() -> None:
     parsers[ofproto_v1_3.OFPT_MULTIPART_REPLY] = parse
 
 
+def _sender_mac(data: bytes) -> str | None:
+    """The MAC an ARP or a Neighbor Solicitation was sent from, when its ARP sender address
+    agrees and it is a unicast MAC; else None."""
+    pkt = packet.Packet(data)
+    eth, arp_pkt = pkt.get_protocol(ethernet.ethernet), pkt.get_protocol(arp.arp)
+    nd = pkt.get_protocol(icmpv6.icmpv6)
+    if eth is None:
+        return None
+    if arp_pkt is not None:
+        if eth.src != arp_pkt.src_mac:
+            return None
+    elif nd is None or nd.type_ != icmpv6.ND_NEIGHBOR_SOLICIT:
+        return None
+    try:
+        return validate_mac(eth.src)
+    except PolicyError:
+        return None
+
+
 def _name(port: Any) -> str:
     name = port.name
     return name.decode("utf-8", "replace") if isinstance(name, bytes) else str(name)
@@ -674,6 +636,7 @@ def _error_text(dp: Any, msg: Any) -> str:
         "OFPET_BAD_INSTRUCTION": "OFPBIC_",
         "OFPET_BAD_MATCH": "OFPBMC_",
         "OFPET_FLOW_MOD_FAILED": "OFPFMFC_",
+        "OFPET_METER_MOD_FAILED": "OFPMMFC_",
     }.get(type_name)
     code_name = str(msg.code)
     if prefix:

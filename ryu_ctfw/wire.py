@@ -2,37 +2,29 @@
 
 Ryu builds every message as an object tree and serializes it through generic OXM code:
 about 70 us per bundled flow-mod, more than OVS needs to install the flow. The compiler
-only ever makes a dozen match fields and four actions, so this module packs those directly
-with `struct` and remembers the bytes of each flow (compiles hand back the same Flow objects,
-so a flow is packed once in the controller's life). Reading flows back is the mirror image:
-a flow-stats entry is cut into (table, priority, match bytes) and (cookie, instruction
-bytes), and compared with the bytes this module would send, without decoding either.
+only ever makes the match fields of fields.py and a handful of actions and instructions, so
+this module packs those directly with `struct` and remembers the bytes of each flow (compiles
+hand back the same Flow objects, so a flow is packed once in the controller's life).
+Reading flows back is the mirror image: a flow-stats entry is cut into (table, priority,
+match bytes) and (cookie, instruction bytes), and compared with the bytes this module would
+send, without decoding either; flows changed behind our back are decoded here too.
 
 That comparison only works if a flow packed here is byte for byte what Open vSwitch hands
 back for it, so fields are packed in the order OVS writes them (nx_put_raw in OVS's
 lib/nx-match.c: in_port, Ethernet, L3, L4, ARP, then conntrack) and actions as OVS
-re-encodes them. tests/integration/test_wire.py checks exactly that against a real switch,
+re-encodes them. tests/integration/test_wire_ovs.py checks exactly that against a real switch,
 for every shape the compiler makes; a mismatch would only cost a redundant re-add.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import struct
 from collections.abc import Iterator
 from functools import lru_cache
 from typing import NamedTuple
 
-from ryu_ctfw.compiler import (
-    ETH_TYPE_IPV6,
-    PROTO_TCP,
-    PROTO_UDP,
-    Action,
-    Ct,
-    CtState,
-    Flow,
-    Match,
-)
+from ryu_ctfw import fields
+from ryu_ctfw.compiler import Action, Ct, Flow, Goto, Match, Meter, Output
 
 OFP_VERSION = 0x04
 OFPT_EXPERIMENTER = 4
@@ -43,10 +35,14 @@ OFPFC_DELETE_STRICT = 4
 OFPP_ANY = 0xFFFFFFFF
 OFPG_ANY = 0xFFFFFFFF
 OFP_NO_BUFFER = 0xFFFFFFFF
+OFPP_FLOOD = 0xFFFFFFFB
 OFPP_NORMAL = 0xFFFFFFFA
 OFPP_CONTROLLER = 0xFFFFFFFD
+OFPIT_GOTO_TABLE = 1
 OFPIT_APPLY_ACTIONS = 4
+OFPIT_METER = 6
 OFPAT_OUTPUT = 0
+OFPAT_SET_FIELD = 25
 OFPAT_EXPERIMENTER = 0xFFFF
 OFPMP_FLOW = 1
 NX_VENDOR_ID = 0x00002320
@@ -56,170 +52,187 @@ NX_CT_RECIRC_NONE = 0xFF
 ONF_EXPERIMENTER_ID = 0x4F4E4600
 ONF_ET_BUNDLE_ADD_MESSAGE = 2301
 ALL_COOKIE_BITS = 0xFFFF_FFFF_FFFF_FFFF
-
-OXM_OF = 0x8000  # OpenFlow basic class
-NXM_1 = 0x0001  # Nicira extension class (ct_state lives there)
+_SPECIAL_PORTS = {"NORMAL": OFPP_NORMAL, "CONTROLLER": OFPP_CONTROLLER, "FLOOD": OFPP_FLOOD}
+_PORT_NAMES = {v: k for k, v in _SPECIAL_PORTS.items()}
 
 _HEADER = struct.Struct("!BBHI")
 _FLOW_MOD = struct.Struct("!BBHIQQBBHHHIIIH2x")  # header .. pad, then the match
 _BUNDLE_ADD = struct.Struct("!BBHIIIIHH")  # header, ONF id, exp_type, bundle, pad, flags
 _STATS_ENTRY = struct.Struct("!HBxIIHHHH4xQQQ")  # ofp_flow_stats up to the match
 _MATCH_HEADER = struct.Struct("!HH")
+_OXM_HEADER = struct.Struct("!HBB")
 _OUTPUT = struct.Struct("!HHIH6x")
 _CT = struct.Struct("!HHIHHIHB3xH")
+_ACTION_HEADER = struct.Struct("!HH")
 _INSTRUCTION_HEADER = struct.Struct("!HH4x")
+_GOTO = struct.Struct("!HHB3x")
+_METER = struct.Struct("!HHI")
+_CT_MARK_TLV = (fields.NXM_1, 107)
 
 
 def _oxm(cls: int, field: int, value: bytes, mask: bytes | None = None) -> bytes:
     if mask is None:
-        return struct.pack("!HBB", cls, field << 1, len(value)) + value
-    return struct.pack("!HBB", cls, (field << 1) | 1, 2 * len(value)) + value + mask
+        return _OXM_HEADER.pack(cls, field << 1, len(value)) + value
+    return _OXM_HEADER.pack(cls, (field << 1) | 1, 2 * len(value)) + value + mask
 
 
-@lru_cache(maxsize=1 << 14)
-def _mac(field: int, mac: str) -> bytes:
-    return _oxm(OXM_OF, field, bytes.fromhex(mac.replace(":", "")))
+@lru_cache(maxsize=1 << 16)
+def _tlv(attr: str, cls: int, field: int, value: object) -> bytes:
+    return _oxm(cls, field, *fields.BY_ATTR[attr].codec.pack(value))
 
 
-@lru_cache(maxsize=1 << 14)
-def _ip(field: int, ip: str) -> bytes:
-    return _oxm(OXM_OF, field, ipaddress.ip_address(ip).packed)
-
-
-@lru_cache(maxsize=1 << 12)
-def _u32(field: int, value: int) -> bytes:
-    return _oxm(OXM_OF, field, struct.pack("!I", value))
-
-
-@lru_cache(maxsize=1 << 10)
-def _u16(field: int, value: int) -> bytes:
-    return _oxm(OXM_OF, field, struct.pack("!H", value))
-
-
-@lru_cache(maxsize=1 << 10)
-def _u8(field: int, value: int) -> bytes:
-    return _oxm(OXM_OF, field, bytes((value,)))
-
-
-@lru_cache(maxsize=64)
-def _ct_state(state: CtState) -> bytes:
-    value, mask = struct.pack("!I", state.value), struct.pack("!I", state.mask)
-    return _oxm(NXM_1, NXM_NX_CT_STATE, value, mask)
-
-
-@lru_cache(maxsize=1 << 12)
-def _port(field: int, ports: tuple[int, int]) -> bytes:
-    value, mask = ports
-    if mask == 0xFFFF:
-        return _u16(field, value)
-    return _oxm(OXM_OF, field, struct.pack("!H", value), struct.pack("!H", mask))
-
-
-# OXM field numbers (OpenFlow 1.3 section 7.2.3.7) and Nicira's ct_state.
-IN_PORT, ETH_DST, ETH_SRC, ETH_TYPE, IP_PROTO, IPV4_SRC = 0, 3, 4, 5, 10, 11
-TCP_SRC, TCP_DST, UDP_SRC, UDP_DST, ICMPV4_TYPE = 13, 14, 15, 16, 19
-ARP_SPA, ARP_SHA, IPV6_SRC, ICMPV6_TYPE, IPV6_ND_TARGET = 22, 24, 26, 29, 31
-NXM_NX_CT_STATE = 105
-_L4_FIELDS = {PROTO_TCP: (TCP_SRC, TCP_DST), PROTO_UDP: (UDP_SRC, UDP_DST)}
+# Each Field with the position of its value in a Match, in the order OVS writes them.
+_WIRE = tuple((f, Match._fields.index(f.attr)) for f in fields.FIELDS)
 
 
 @lru_cache(maxsize=1 << 17)
 def match_bytes(m: Match) -> bytes:
     """ofp_match (OXM), padded to 8 bytes, fields in the order OVS writes them."""
-    # Packed in three parts, each remembered on its own: a pair's lines share where they
-    # go (in_port, MACs) and the services of all pairs are few, so most parts are hits.
-    oxms = (
-        _where(m.in_port, m.eth_src, m.eth_dst)
-        + _what(
-            m.eth_type, m.ipv4_src, m.ipv6_src, m.ip_proto, m.tp_src, m.tp_dst, m.icmp_type,
-            m.nd_target, m.arp_spa, m.arp_sha,
-        )
-        + (b"" if m.ct_state is None else _ct_state(m.ct_state))
-    )  # fmt: skip
+    parts = []
+    for f, i in _WIRE:
+        value = m[i]
+        if value is not None:
+            cls, field = f.oxm if isinstance(f.oxm, tuple) else f.oxm(m)
+            parts.append(_tlv(f.attr, cls, field, value))
+    oxms = b"".join(parts)
     return _pad(_MATCH_HEADER.pack(1, 4 + len(oxms)) + oxms)
-
-
-@lru_cache(maxsize=1 << 15)
-def _where(in_port: int | None, eth_src: str | None, eth_dst: str | None) -> bytes:
-    parts = []
-    if in_port is not None:
-        parts.append(_u32(IN_PORT, in_port))
-    if eth_src is not None:
-        parts.append(_mac(ETH_SRC, eth_src))
-    if eth_dst is not None:
-        parts.append(_mac(ETH_DST, eth_dst))
-    return b"".join(parts)
-
-
-@lru_cache(maxsize=1 << 15)
-def _what(
-    eth_type: int | None,
-    ipv4_src: str | None,
-    ipv6_src: str | None,
-    ip_proto: int | None,
-    tp_src: tuple[int, int] | None,
-    tp_dst: tuple[int, int] | None,
-    icmp_type: int | None,
-    nd_target: str | None,
-    arp_spa: str | None,
-    arp_sha: str | None,
-) -> bytes:
-    parts = []
-    if eth_type is not None:
-        parts.append(_u16(ETH_TYPE, eth_type))
-    if ipv4_src is not None:
-        parts.append(_ip(IPV4_SRC, ipv4_src))
-    if ipv6_src is not None:
-        parts.append(_ip(IPV6_SRC, ipv6_src))
-    if ip_proto is not None:
-        parts.append(_u8(IP_PROTO, ip_proto))
-    if tp_src is not None or tp_dst is not None:
-        src, dst = _L4_FIELDS[ip_proto]  # type: ignore[index]
-        if tp_src is not None:
-            parts.append(_port(src, tp_src))
-        if tp_dst is not None:
-            parts.append(_port(dst, tp_dst))
-    if icmp_type is not None:
-        parts.append(_u8(ICMPV6_TYPE if eth_type == ETH_TYPE_IPV6 else ICMPV4_TYPE, icmp_type))
-    if nd_target is not None:
-        parts.append(_ip(IPV6_ND_TARGET, nd_target))
-    if arp_spa is not None:
-        parts.append(_ip(ARP_SPA, arp_spa))
-    if arp_sha is not None:
-        parts.append(_mac(ARP_SHA, arp_sha))
-    return b"".join(parts)
 
 
 def _pad(data: bytes) -> bytes:
     return data + bytes(-len(data) % 8)
 
 
-def _action(a: Action) -> bytes:
+def _action(a: Output | Ct) -> bytes:
     if isinstance(a, Ct):
+        nested = b"" if a.mark is None else _set_field(*_CT_MARK_TLV, struct.pack("!I", a.mark))
         return _CT.pack(
-            OFPAT_EXPERIMENTER, _CT.size, NX_VENDOR_ID, NXAST_CT,
+            OFPAT_EXPERIMENTER, _CT.size + len(nested), NX_VENDOR_ID, NXAST_CT,
             NX_CT_F_COMMIT if a.commit else 0,
             0,  # zone_src: none, the zone is the immediate value
             a.zone or 0,
             NX_CT_RECIRC_NONE if a.table is None else a.table,
             0,  # alg
-        )  # fmt: skip
-    if a.port == "NORMAL":
-        return _OUTPUT.pack(OFPAT_OUTPUT, _OUTPUT.size, OFPP_NORMAL, 0)
-    if a.port == "CONTROLLER":
-        return _OUTPUT.pack(OFPAT_OUTPUT, _OUTPUT.size, OFPP_CONTROLLER, a.max_len)
-    return _OUTPUT.pack(OFPAT_OUTPUT, _OUTPUT.size, int(a.port), 0)
+        ) + nested  # fmt: skip
+    port = _SPECIAL_PORTS.get(a.port) if isinstance(a.port, str) else a.port
+    max_len = a.max_len if a.port == "CONTROLLER" else 0
+    return _OUTPUT.pack(OFPAT_OUTPUT, _OUTPUT.size, port, max_len)
+
+
+def _set_field(cls: int, field: int, value: bytes) -> bytes:
+    tlv = _oxm(cls, field, value)
+    size = _ACTION_HEADER.size + len(tlv)
+    return _pad(_ACTION_HEADER.pack(OFPAT_SET_FIELD, size + (-size % 8)) + tlv)
 
 
 @lru_cache(maxsize=256)
 def instructions_bytes(actions: tuple[Action, ...]) -> bytes:
-    """One apply-actions instruction; none at all for a drop (as OVS reports a drop)."""
-    if not actions:
-        return b""
-    body = b"".join(_action(a) for a in actions)
-    return (
+    """The meter, apply-actions and goto-table instructions, in the order OVS writes them;
+    none at all for a drop (as OVS reports a drop)."""
+    meter = b"".join(_METER.pack(OFPIT_METER, _METER.size, a.meter_id)
+                     for a in actions if isinstance(a, Meter))  # fmt: skip
+    body = b"".join(_action(a) for a in actions if isinstance(a, Output | Ct))
+    apply = (
         _INSTRUCTION_HEADER.pack(OFPIT_APPLY_ACTIONS, _INSTRUCTION_HEADER.size + len(body)) + body
+        if body
+        else b""
     )
+    goto = b"".join(_GOTO.pack(OFPIT_GOTO_TABLE, _GOTO.size, a.table)
+                    for a in actions if isinstance(a, Goto))  # fmt: skip
+    return meter + apply + goto
+
+
+# --- decoding (the REST view of flows changed behind our back) ------------------------------
+
+
+def match_from_bytes(data: bytes) -> Match | None:
+    """The Match an ofp_match is, or None if it holds anything the compiler never sets."""
+    length = _MATCH_HEADER.unpack_from(data, 0)[1]
+    values: dict[str, object] = {}
+    offset = _MATCH_HEADER.size
+    while offset < length:
+        cls, field_hm, size = _OXM_HEADER.unpack_from(data, offset)
+        body = data[offset + 4 : offset + 4 + size]
+        offset += 4 + size
+        f = fields.BY_TLV.get((cls, field_hm >> 1))
+        if f is None:
+            return None
+        if field_hm & 1:
+            value, mask = body[: size // 2], body[size // 2 :]
+        else:
+            value, mask = body, None
+        decoded = f.codec.unpack(value, mask)
+        if decoded is None:
+            return None
+        values[f.attr] = decoded
+    try:
+        match = Match(**values)  # type: ignore[arg-type]
+    except TypeError:
+        return None
+    return match if match_bytes(match) == _pad(data[:length]) else None
+
+
+def actions_from_bytes(data: bytes) -> tuple[Action, ...] | None:
+    """The actions of a flow's instructions, or None if they hold anything we never make."""
+    meter: list[Action] = []
+    applied: list[Action] = []
+    goto: list[Action] = []
+    offset = 0
+    while offset < len(data):
+        kind, length = _ACTION_HEADER.unpack_from(data, offset)
+        if kind == OFPIT_METER:
+            meter.append(Meter(_METER.unpack_from(data, offset)[2]))
+        elif kind == OFPIT_GOTO_TABLE:
+            goto.append(Goto(_GOTO.unpack_from(data, offset)[2]))
+        elif kind == OFPIT_APPLY_ACTIONS:
+            inner = _decode_actions(data[offset + _INSTRUCTION_HEADER.size : offset + length])
+            if inner is None:
+                return None
+            applied += inner
+        else:
+            return None
+        offset += max(length, 8)
+    actions = (*meter, *applied, *goto)
+    return actions if instructions_bytes(actions) == data else None
+
+
+def _decode_actions(data: bytes) -> list[Action] | None:
+    out: list[Action] = []
+    offset = 0
+    while offset < len(data):
+        kind, length = _ACTION_HEADER.unpack_from(data, offset)
+        if kind == OFPAT_OUTPUT:
+            _, _, port, max_len = _OUTPUT.unpack_from(data, offset)
+            name = _PORT_NAMES.get(port)
+            out.append(Output(name, max_len) if name == "CONTROLLER" else Output(name or port))
+        elif kind == OFPAT_EXPERIMENTER and length >= _CT.size:
+            ct = _CT.unpack_from(data, offset)
+            if ct[2:4] != (NX_VENDOR_ID, NXAST_CT) or ct[5] or ct[8]:
+                return None
+            mark = None
+            if length > _CT.size:
+                nested = data[offset + _CT.size : offset + length]
+                if len(nested) != 16 or nested[:2] != b"\x00\x19":
+                    return None
+                mark = struct.unpack_from("!I", nested, 8)[0]
+            table = None if ct[7] == NX_CT_RECIRC_NONE else ct[7]
+            out.append(Ct(bool(ct[4] & NX_CT_F_COMMIT), table, ct[6] or None, mark))
+        else:
+            return None
+        offset += max(length, 8)
+    return out
+
+
+def flow_from_raw(raw: RawFlow) -> Flow | None:
+    """A flow-stats entry as the Flow it is, or None if it is nothing the compiler makes."""
+    table, priority, match_data = raw.key
+    try:
+        match = match_from_bytes(match_data)
+        actions = actions_from_bytes(raw.instructions)
+    except (struct.error, ValueError, KeyError, IndexError):
+        return None
+    if match is None or actions is None:
+        return None
+    return Flow(table, priority, match, actions, raw.cookie)
 
 
 # A flow's OpenFlow identity as bytes, what a flow-stats entry is looked up by:

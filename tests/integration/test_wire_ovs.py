@@ -18,7 +18,7 @@ import pytest
 from shapes import ROUND_TRIP_FLOWS
 
 from ryu_ctfw import lab, wire
-from ryu_ctfw.compiler import render
+from ryu_ctfw.compiler import Meter, render
 
 pytestmark = pytest.mark.integration
 BRIDGE = "ctwire0"
@@ -30,6 +30,11 @@ def ovs(tmp_path: Path) -> Iterator[lab.Ovs]:
     ovs = lab.Ovs(tmp_path / "ovs").start()
     try:
         ovs.add_bridge(BRIDGE)
+        # Flows naming a meter need it to exist (the controller makes them first too).
+        for meter_id in sorted({a.meter_id for f in ROUND_TRIP_FLOWS for a in f.actions
+                                if isinstance(a, Meter)}):  # fmt: skip
+            ovs.ofctl("add-meter", BRIDGE, f"meter={meter_id},pktps,burst,band=type=drop,"
+                      "rate=20,burst_size=20")  # fmt: skip
         yield ovs
     finally:
         ovs.stop()
