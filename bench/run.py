@@ -32,7 +32,7 @@ from ryu_ctfw.compiler import (
     Attachment,
     compile_switch,
     cookie_kind,
-    pair_flows,
+    pair_unit_flows,
 )
 from ryu_ctfw.policy import PairRequest, Policy, PolicyError, Vm
 
@@ -194,7 +194,7 @@ class Bench:
         # Baseline: one ovs-ofctl process adding the flows of one such pair.
         a, b = names[0], names[1]
         pair = self.policy.add_pair(PairRequest(a, b, "tcp", "65000"))
-        flows = pair_flows(pair, self.attached[a], self.attached[b], 1)
+        flows = pair_unit_flows(self.policy, pair, self.attached, 1)
         flows_file = self.root / "pair.txt"
         flows_file.write_text("".join(f"cookie=0x1,{f.text()}\n" for f in flows))
         base = []
@@ -342,9 +342,7 @@ class Bench:
         kinds = Counter(cookie_kind(f.cookie) for f in flows)
         per_service: dict[str, list[int]] = {}
         for pair in self.policy.pairs.values():
-            n = len(
-                pair_flows(pair, self.attached[pair.initiator], self.attached[pair.responder], 1)
-            )
+            n = len(pair_unit_flows(self.policy, pair, self.attached, 1))
             kind = pair.protocol
             if pair.ports:
                 kind += " range" if "-" in pair.ports else " one port"

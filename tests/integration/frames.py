@@ -81,3 +81,50 @@ def neighbor_advert_frame(src_mac: str, src_ip: str, target: str) -> bytes:
     body = body[:2] + struct.pack("!H", _checksum(pseudo + body)) + body[4:]
     ip6 = struct.pack("!IHBB16s16s", 0x60000000, len(body), 58, 255, src, dst)
     return ethernet("33:33:00:00:00:01", src_mac, 0x86DD, ip6 + body)
+
+
+def udp(src_port: int, dst_port: int, payload: bytes) -> bytes:
+    """A UDP header and payload with checksum 0 (none, which IPv4 allows)."""
+    return struct.pack("!HHHH", src_port, dst_port, 8 + len(payload), 0) + payload
+
+
+def udp_frame(src_mac: str, dst_mac: str, src_ip: str, dst_ip: str, payload: bytes,
+              dst_port: int = 7777, src_port: int = 40000) -> bytes:  # fmt: skip
+    return ethernet(dst_mac, src_mac, 0x0800, ipv4(src_ip, dst_ip, 17, udp(src_port, dst_port,
+                                                                         payload)))  # fmt: skip
+
+
+def tagged(frame: bytes, tci: int, tpid: int = 0x8100) -> bytes:
+    """`frame` with a VLAN tag after its MACs (0x8100 802.1Q, 0x88a8 802.1ad)."""
+    return frame[:12] + struct.pack("!HH", tpid, tci) + frame[12:]
+
+
+def arp_frame(src_mac: str, dst_mac: str, op: int, sender_mac: str, sender_ip: str,
+              target_ip: str, padding: bytes = b"") -> bytes:  # fmt: skip
+    """An ARP request (op 1) or reply (op 2) in a frame to `dst_mac`."""
+    arp = struct.pack(
+        "!HHBBH6s4s6s4s", 1, 0x0800, 6, 4, op, _mac(sender_mac),
+        ipaddress.IPv4Address(sender_ip).packed, b"\0" * 6,
+        ipaddress.IPv4Address(target_ip).packed,
+    )  # fmt: skip
+    return ethernet(dst_mac, src_mac, 0x0806, arp + padding)
+
+
+def _icmp6_frame(src_mac: str, dst_mac: str, src_ip: str, dst_ip: str, body: bytes) -> bytes:
+    src, dst = ipaddress.IPv6Address(src_ip).packed, ipaddress.IPv6Address(dst_ip).packed
+    pseudo = src + dst + struct.pack("!IxxxB", len(body), 58)
+    body = body[:2] + struct.pack("!H", _checksum(pseudo + body)) + body[4:]
+    ip6 = struct.pack("!IHBB16s16s", 0x60000000, len(body), 58, 255, src, dst)
+    return ethernet(dst_mac, src_mac, 0x86DD, ip6 + body)
+
+
+def nd_frame(kind: int, src_mac: str, src_ip: str, target: str, option_mac: str | None,
+             dst_mac: str = "33:33:00:00:00:01", dst_ip: str = "ff02::1",
+             padding: bytes = b"") -> bytes:  # fmt: skip
+    """A Neighbor Solicitation (135, with a source link-layer option) or Advertisement
+    (136, with a target link-layer option) about `target`; `option_mac` None: no option."""
+    flags = 0x20000000 if kind == 136 else 0
+    body = struct.pack("!BBHI16s", kind, 0, 0, flags, ipaddress.IPv6Address(target).packed)
+    if option_mac is not None:
+        body += struct.pack("!BB6s", 1 if kind == 135 else 2, 1, _mac(option_mac))
+    return _icmp6_frame(src_mac, dst_mac, src_ip, dst_ip, body) + padding  # a trailer

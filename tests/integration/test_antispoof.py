@@ -18,29 +18,36 @@ def test_forged_sources_are_dropped_at_the_port(labenv: Lab) -> None:
     c = labenv.vm("c", 4, 3)
     labenv.pair("a", "b")
     labenv.pair("c", "b")
-    new_a = "+new+trk,ip,in_port=2"
+    new_a = f"-rel-rpl+trk,ip,in_port=2,dl_dst={b.mac} "
 
     # Control: the same hand-made frame with a's true addresses is forwarded as a new
-    # connection, so what the guard drops below is dropped for its forged field alone.
+    # connection, so what is dropped below is dropped for its forged field alone.
     before = guard(labenv, 2), labenv.counter(new_a)
     a.send_frame(frames.icmp_echo_frame(a.mac, b.mac, a.ip, b.ip))
     labenv.counter_reaches(new_a, before[1] + 1)
     assert guard(labenv, 2) == before[0]
 
+    # Each forged frame, and the line that must drop it in table 0: the port's guard for
+    # what is nobody's, the claim lines for another VM's registered address.
     forged = [
-        frames.icmp_echo_frame(a.mac, b.mac, c.ip, b.ip),  # c's IP
-        frames.icmp_echo_frame("52:54:00:de:ad:01", b.mac, a.ip, b.ip),  # another MAC
-        frames.icmp_echo_frame(c.mac, b.mac, c.ip, b.ip),  # c altogether
-        frames.arp_reply_frame(a.mac, a.mac, b.ip, c.ip),  # "b's IP is at a's MAC"
-    ]
-    for i, frame in enumerate(forged, start=1):
+        (frames.icmp_echo_frame(a.mac, b.mac, "198.18.0.77", b.ip),  # nobody's IP
+         "priority=110,in_port=2 actions=drop"),
+        (frames.icmp_echo_frame(a.mac, b.mac, c.ip, b.ip),  # c's IP
+         f"priority=125,ip,nw_src={c.ip} actions=drop"),
+        (frames.icmp_echo_frame("52:54:00:de:ad:01", b.mac, a.ip, b.ip),  # another MAC
+         f"priority=125,ip,nw_src={a.ip} actions=drop"),
+        (frames.icmp_echo_frame(c.mac, b.mac, c.ip, b.ip),  # c altogether
+         f"priority=125,ip,nw_src={c.ip} actions=drop"),
+        (frames.arp_reply_frame(a.mac, a.mac, b.ip, c.ip),  # "b's IP is at a's MAC"
+         f"priority=125,arp,arp_spa={b.ip} actions=drop"),
+        # "b's IPv6 address is at a's MAC", sent from a's own address.
+        (frames.neighbor_advert_frame(a.mac, "2001:db8::1", "2001:db8::2"),
+         "priority=135,icmp6,in_port=2,icmp_type=136 actions=drop"),
+    ]  # fmt: skip
+    for frame, line in forged:
+        was = labenv.counter(line, table=0)
         a.send_frame(frame)
-        labenv.counter_reaches("priority=110,in_port=2 actions=drop", before[0] + i, table=0)
-    # "b's IPv6 address is at a's MAC", sent from a's own address: the NA line stops it.
-    false_na = "priority=125,icmp6,in_port=2,icmp_type=136 actions=drop"
-    na_before = labenv.counter(false_na, table=0)
-    a.send_frame(frames.neighbor_advert_frame(a.mac, "2001:db8::1", "2001:db8::2"))
-    labenv.counter_reaches(false_na, na_before + 1, table=0)
+        labenv.counter_reaches(line, was + 1, table=0)
     assert labenv.counter(new_a) == before[1] + 1, "no forged packet reached the policy"
 
     # a's real traffic, both families, still works.

@@ -60,9 +60,10 @@ def test_mac_learned_from_arp_when_not_given(labenv: Lab) -> None:
     labenv.ctl.ok("PUT", "/ctfw/v1/vms/b", {"port": b.port})
     labenv.pair("a", "b")
     texts = [f["text"] for f in labenv.flows()]
-    assert "table=0, priority=130,arp,in_port=3 actions=NORMAL,CONTROLLER:128" in texts
+    # Its ARP goes to the controller through the port's meter, and nowhere else yet.
+    assert "table=0, priority=122,arp,in_port=3 actions=meter:3,CONTROLLER:128" in texts
     assert "table=0, priority=110,in_port=3 actions=drop" in texts, "the rest waits"
-    assert not any("+new" in t for t in texts), "responder's MAC unknown: nothing opens yet"
+    assert not any("-rel-rpl+trk" in t for t in texts), "responder's MAC unknown: nothing opens"
 
     b.exec(["ping", "-c", "1", "-W", "1", a.ip], check=False)  # its ARP teaches the MAC
     vm = lab.wait_for(
@@ -72,6 +73,7 @@ def test_mac_learned_from_arp_when_not_given(labenv: Lab) -> None:
     )
     assert vm["learned_mac"] == b.mac and vm["mac"] is None
     texts = [f["text"] for f in labenv.flows()]
-    assert f"dl_dst={b.mac} actions=ct(commit,zone=1),NORMAL" in "\n".join(texts)
+    admit = "actions=ct(commit,zone=1,exec(set_field:0x10002->ct_mark)),output:3"
+    assert f"dl_dst={b.mac} {admit}" in "\n".join(texts)
     assert not any("CONTROLLER" in t for t in texts), "learning flow gone once learned"
     assert a.ping(b.ip)

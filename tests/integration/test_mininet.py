@@ -222,7 +222,7 @@ def test_seed_step4_with_mininet_hosts(mnlab: MnLab) -> None:
     assert not mnlab.probe("tcp", "vm2", "vm1", 23), "telnet vm2 -> vm1 must fail"
     assert not mnlab.probe("udp", "vm2", "vm1", 53), "dns vm2 -> vm1 must fail"
     mnlab.counter_reaches(DROP, drops + 4)
-    assert mnlab.counter("+new+trk,ip,in_port=2") == 0
+    assert mnlab.counter("-rel-rpl+trk,ip,in_port=2,dl_dst=52:54:00:99:90:78 ") == 0
 
     # vm1 -> vm2: everything works, nothing more is dropped.
     mnlab.serve("vm2", "tcp", 22)
@@ -231,9 +231,8 @@ def test_seed_step4_with_mininet_hosts(mnlab: MnLab) -> None:
     assert mnlab.ping("vm1", "vm2"), "ping vm1 -> vm2 must work"
     assert mnlab.probe("tcp", "vm1", "vm2", 22, timeout=3), "telnet vm1 -> vm2 22 must work"
     assert mnlab.probe("udp", "vm1", "vm2", 53, timeout=3), "dig @vm2 must work"
-    mnlab.counter_reaches("+new+trk,ip,in_port=2", 3)
-    mnlab.counter_reaches("+est-rpl+trk,in_port=2", 1)
-    mnlab.counter_reaches("+est+rpl+trk,in_port=3", 1)
+    mnlab.counter_reaches("-rel-rpl+trk,ip,in_port=2,dl_dst=52:54:00:99:90:78 ", 6)
+    mnlab.counter_reaches("+est+rpl+trk,ct_mark=0x10002,in_port=3", 3)
     assert mnlab.settled_counter(DROP) == drops
 
     # Conntrack holds the three connections vm1 opened, as `conntrack -L -s` did in the seed.

@@ -22,7 +22,7 @@ def test_port_unplugged_and_back_with_another_ofport(seed: Lab) -> None:
     lab.wait_for(lambda: vm_view(seed, "vm2")["ofport"] is None, 5, "vm2 to be absent")
     assert vm_view(seed, "vm2")["dpid"] is None
     texts = "\n".join(f["text"] for f in seed.flows())
-    assert "in_port=3" not in texts and "+new" not in texts, texts
+    assert "in_port=3" not in texts and "-rel-rpl+trk" not in texts, texts
 
     assert vm2.plug(seed.ovs, seed.bridge, 7) == 7
     lab.wait_for(lambda: vm_view(seed, "vm2")["ofport"] == 7, 5, "vm2 on ofport 7")
@@ -31,8 +31,8 @@ def test_port_unplugged_and_back_with_another_ofport(seed: Lab) -> None:
     )
     texts = [f["text"] for f in seed.flows()]
     assert (
-        "table=1, priority=100,ct_state=+est+rpl+trk,in_port=7,dl_dst=52:54:00:60:84:ff"
-        " actions=NORMAL" in texts
+        "table=1, priority=100,ct_state=+est+rpl+trk,ct_mark=0x10002,in_port=7,"
+        "dl_dst=52:54:00:60:84:ff actions=output:2" in texts
     )
     assert not any("in_port=3" in t for t in texts)
     assert vm1.ping(vm2.ip), "vm1 -> vm2 works again on the new port"
@@ -53,9 +53,9 @@ def test_vm_registered_before_its_port_exists(labenv: Lab) -> None:
     )
     labenv.pair("a", "b")
     assert vm_view(labenv, "b")["ofport"] is None
-    assert not any("+new" in f["text"] for f in labenv.flows())
+    assert not any("-rel-rpl+trk" in f["text"] for f in labenv.flows())
     b = labenv.vm("b", 5, 5, mac="52:54:00:00:00:05", register=False)
-    lab.wait_for(lambda: any("+new" in f["text"] for f in labenv.flows()), 5, "pair flows")
+    lab.wait_for(lambda: any("-rel-rpl+trk" in f["text"] for f in labenv.flows()), 5, "pair flows")
     assert a.ping(b.ip)
 
 
@@ -118,7 +118,7 @@ def test_policy_made_while_switch_away_is_applied_on_connect(labenv: Lab) -> Non
     # Removing the last controller made OVS flush the bridge; reconnecting restores all.
     labenv.ovs.set_controller(labenv.bridge, labenv.ctl.ofp_port)
     labenv.ctl.wait_connected(labenv.bridge)
-    lab.wait_for(lambda: any("+new" in f["text"] for f in labenv.flows()), 5, "pair flows")
+    lab.wait_for(lambda: any("-rel-rpl+trk" in f["text"] for f in labenv.flows()), 5, "pair flows")
     assert a.ping(b.ip)
 
 
@@ -136,7 +136,10 @@ def test_connect_mends_flows_of_ours_that_were_changed_or_left_behind(seed: Lab)
         "add-flow", seed.bridge, f"cookie={tagged},table=0,priority=7,dl_vlan=5 actions=drop"
     )
     # The seed's reply line now drops instead of passing.
-    reply_line = "table=1,priority=100,ct_state=+est+rpl+trk,in_port=3,dl_dst=52:54:00:60:84:ff"
+    reply_line = (
+        "table=1,priority=100,ct_state=+est+rpl+trk,ct_mark=0x10002,in_port=3,"
+        "dl_dst=52:54:00:60:84:ff"
+    )
     seed.ovs.ofctl("mod-flows", seed.bridge, "--strict", f"{reply_line} actions=drop")
     seed.ctl.start()
     found, added, deleted = seed.ctl.wait_in_sync(reports)

@@ -6,45 +6,70 @@ import re
 
 from conftest import Lab
 
-VM1, VM2 = "dl_src=52:54:00:60:84:ff", "dl_src=52:54:00:99:90:78"
-LL1, LL2 = "fe80::5054:ff:fe60:84ff", "fe80::5054:ff:fe99:9078"
 SEED_FLOWS = {
-    # table 0: a VM's port may only use its own MAC and addresses
-    f"priority=130,arp,in_port=2,{VM1},arp_spa=198.18.0.1,arp_sha=52:54:00:60:84:ff actions=NORMAL",
-    f"priority=130,icmp6,in_port=2,{VM1},icmp_type=136,nd_target={LL1} actions=NORMAL",
-    f"priority=130,icmp6,in_port=2,{VM1},ipv6_src={LL1},icmp_type=135 actions=NORMAL",
-    f"priority=130,icmp6,in_port=2,{VM1},ipv6_src=::,icmp_type=135 actions=NORMAL",
-    "priority=125,icmp6,in_port=2,icmp_type=136 actions=drop",
-    f"priority=120,ip,in_port=2,{VM1},nw_src=198.18.0.1 actions=ct(table=1,zone=1)",
-    f"priority=120,ipv6,in_port=2,{VM1},ipv6_src={LL1} actions=ct(table=1,zone=1)",
+    "priority=150,in_port=2,vlan_tci=0x1000/0x1000 actions=drop",
+    "priority=150,in_port=3,vlan_tci=0x1000/0x1000 actions=drop",
+    "priority=140,arp,in_port=2,dl_src=52:54:00:60:84:ff,arp_spa=198.18.0.1,arp_sha=52:54:00:60:84:ff actions=goto_table:2",
+    "priority=140,icmp6,in_port=2,dl_src=52:54:00:60:84:ff,icmp_type=136,nd_target=fe80::5054:ff:fe60:84ff,nd_tll=52:54:00:60:84:ff actions=goto_table:2",
+    "priority=140,icmp6,in_port=2,dl_src=52:54:00:60:84:ff,icmp_type=136,nd_target=fe80::5054:ff:fe60:84ff,nd_tll=00:00:00:00:00:00 actions=goto_table:2",
+    "priority=140,icmp6,in_port=2,dl_src=52:54:00:60:84:ff,ipv6_src=fe80::5054:ff:fe60:84ff,icmp_type=135,nd_sll=52:54:00:60:84:ff actions=goto_table:2",
+    "priority=140,icmp6,in_port=2,dl_src=52:54:00:60:84:ff,ipv6_src=fe80::5054:ff:fe60:84ff,icmp_type=135,nd_sll=00:00:00:00:00:00 actions=goto_table:2",
+    "priority=140,icmp6,in_port=2,dl_src=52:54:00:60:84:ff,ipv6_src=::,icmp_type=135,nd_sll=00:00:00:00:00:00 actions=goto_table:2",
+    "priority=140,arp,in_port=3,dl_src=52:54:00:99:90:78,arp_spa=198.18.0.2,arp_sha=52:54:00:99:90:78 actions=goto_table:2",
+    "priority=140,icmp6,in_port=3,dl_src=52:54:00:99:90:78,icmp_type=136,nd_target=fe80::5054:ff:fe99:9078,nd_tll=52:54:00:99:90:78 actions=goto_table:2",
+    "priority=140,icmp6,in_port=3,dl_src=52:54:00:99:90:78,icmp_type=136,nd_target=fe80::5054:ff:fe99:9078,nd_tll=00:00:00:00:00:00 actions=goto_table:2",
+    "priority=140,icmp6,in_port=3,dl_src=52:54:00:99:90:78,ipv6_src=fe80::5054:ff:fe99:9078,icmp_type=135,nd_sll=52:54:00:99:90:78 actions=goto_table:2",
+    "priority=140,icmp6,in_port=3,dl_src=52:54:00:99:90:78,ipv6_src=fe80::5054:ff:fe99:9078,icmp_type=135,nd_sll=00:00:00:00:00:00 actions=goto_table:2",
+    "priority=140,icmp6,in_port=3,dl_src=52:54:00:99:90:78,ipv6_src=::,icmp_type=135,nd_sll=00:00:00:00:00:00 actions=goto_table:2",
+    "priority=135,icmp6,in_port=2,icmp_type=135 actions=drop",
+    "priority=135,icmp6,in_port=2,icmp_type=136 actions=drop",
+    "priority=135,icmp6,in_port=3,icmp_type=135 actions=drop",
+    "priority=135,icmp6,in_port=3,icmp_type=136 actions=drop",
+    "priority=130,ip,in_port=2,dl_src=52:54:00:60:84:ff,nw_src=198.18.0.1 actions=ct(table=1,zone=1)",
+    "priority=130,ipv6,in_port=2,dl_src=52:54:00:60:84:ff,ipv6_src=fe80::5054:ff:fe60:84ff actions=ct(table=1,zone=1)",
+    "priority=130,ip,in_port=3,dl_src=52:54:00:99:90:78,nw_src=198.18.0.2 actions=ct(table=1,zone=1)",
+    "priority=130,ipv6,in_port=3,dl_src=52:54:00:99:90:78,ipv6_src=fe80::5054:ff:fe99:9078 actions=ct(table=1,zone=1)",
+    "priority=125,ip,nw_src=198.18.0.1 actions=drop",
+    "priority=125,arp,arp_spa=198.18.0.1 actions=drop",
+    "priority=125,ipv6,ipv6_src=fe80::5054:ff:fe60:84ff actions=drop",
+    "priority=125,icmp6,icmp_type=136,nd_target=fe80::5054:ff:fe60:84ff actions=drop",
+    "priority=125,ip,nw_src=198.18.0.2 actions=drop",
+    "priority=125,arp,arp_spa=198.18.0.2 actions=drop",
+    "priority=125,ipv6,ipv6_src=fe80::5054:ff:fe99:9078 actions=drop",
+    "priority=125,icmp6,icmp_type=136,nd_target=fe80::5054:ff:fe99:9078 actions=drop",
     "priority=110,in_port=2 actions=drop",
-    f"priority=130,arp,in_port=3,{VM2},arp_spa=198.18.0.2,arp_sha=52:54:00:99:90:78 actions=NORMAL",
-    f"priority=130,icmp6,in_port=3,{VM2},icmp_type=136,nd_target={LL2} actions=NORMAL",
-    f"priority=130,icmp6,in_port=3,{VM2},ipv6_src={LL2},icmp_type=135 actions=NORMAL",
-    f"priority=130,icmp6,in_port=3,{VM2},ipv6_src=::,icmp_type=135 actions=NORMAL",
-    "priority=125,icmp6,in_port=3,icmp_type=136 actions=drop",
-    f"priority=120,ip,in_port=3,{VM2},nw_src=198.18.0.2 actions=ct(table=1,zone=1)",
-    f"priority=120,ipv6,in_port=3,{VM2},ipv6_src={LL2} actions=ct(table=1,zone=1)",
     "priority=110,in_port=3 actions=drop",
-    # table 0: the seed's lines, with IPv6 and Neighbor Discovery
-    "priority=105,icmp6,icmp_type=133 actions=NORMAL",
-    "priority=105,icmp6,icmp_type=134 actions=NORMAL",
-    "priority=105,icmp6,icmp_type=135 actions=NORMAL",
-    "priority=105,icmp6,icmp_type=136 actions=NORMAL",
+    "priority=108,dl_src=52:54:00:60:84:ff actions=drop",
+    "priority=108,arp,arp_sha=52:54:00:60:84:ff actions=drop",
+    "priority=108,icmp6,icmp_type=135,nd_sll=52:54:00:60:84:ff actions=drop",
+    "priority=108,icmp6,icmp_type=136,nd_tll=52:54:00:60:84:ff actions=drop",
+    "priority=108,dl_src=52:54:00:99:90:78 actions=drop",
+    "priority=108,arp,arp_sha=52:54:00:99:90:78 actions=drop",
+    "priority=108,icmp6,icmp_type=135,nd_sll=52:54:00:99:90:78 actions=drop",
+    "priority=108,icmp6,icmp_type=136,nd_tll=52:54:00:99:90:78 actions=drop",
+    "priority=105,icmp6,icmp_type=133 actions=goto_table:2",
+    "priority=105,icmp6,icmp_type=134 actions=goto_table:2",
+    "priority=105,icmp6,icmp_type=135 actions=goto_table:2",
+    "priority=105,icmp6,icmp_type=136 actions=goto_table:2",
     "priority=100,ip actions=ct(table=1,zone=1)",
     "priority=100,ipv6 actions=ct(table=1,zone=1)",
-    "priority=10,arp actions=NORMAL",
+    "priority=10,arp actions=goto_table:2",
     "priority=1 actions=drop",
-    # table 1: the policy
     "table=1, priority=200,ct_state=+inv+trk actions=drop",
-    "table=1, priority=100,ct_state=+new+trk,ip,in_port=2,dl_dst=52:54:00:99:90:78"
-    " actions=ct(commit,zone=1),NORMAL",
-    "table=1, priority=100,ct_state=+new+trk,ipv6,in_port=2,dl_dst=52:54:00:99:90:78"
-    " actions=ct(commit,zone=1),NORMAL",
-    "table=1, priority=100,ct_state=+est-rpl+trk,in_port=2,dl_dst=52:54:00:99:90:78 actions=NORMAL",
-    "table=1, priority=100,ct_state=+est+rpl+trk,in_port=3,dl_dst=52:54:00:60:84:ff actions=NORMAL",
-    "table=1, priority=50,ct_state=+rel+trk actions=NORMAL",
+    "table=1, priority=100,ct_state=-rel-rpl+trk,ip,in_port=2,dl_dst=52:54:00:99:90:78 actions=ct(commit,zone=1,exec(set_field:0x10002->ct_mark)),output:3",
+    "table=1, priority=100,ct_state=-rel-rpl+trk,ipv6,in_port=2,dl_dst=52:54:00:99:90:78 actions=ct(commit,zone=1,exec(set_field:0x10002->ct_mark)),output:3",
+    "table=1, priority=100,ct_state=-rel-rpl+trk,ip,in_port=2,dl_dst=52:54:00:99:90:78,nw_frag=later actions=ct(commit,zone=1,exec(set_field:0x10002->ct_mark)),output:3",
+    "table=1, priority=100,ct_state=-rel-rpl+trk,ipv6,in_port=2,dl_dst=52:54:00:99:90:78,nw_frag=later actions=ct(commit,zone=1,exec(set_field:0x10002->ct_mark)),output:3",
+    "table=1, priority=100,ct_state=+est+rpl+trk,ct_mark=0x10002,in_port=3,dl_dst=52:54:00:60:84:ff actions=output:2",
+    "table=1, priority=100,ct_state=+rel+trk,ct_mark=0x10002,in_port=3,dl_dst=52:54:00:60:84:ff actions=output:2",
+    "table=1, priority=100,ct_state=+rel+trk,ct_mark=0x10002,in_port=2,dl_dst=52:54:00:99:90:78 actions=output:3",
+    "table=1, priority=10,ct_state=+est-rpl+trk,ip actions=ct(commit,zone=1,exec(set_field:0xffffffff->ct_mark))",
+    "table=1, priority=10,ct_state=+est-rpl+trk,ipv6 actions=ct(commit,zone=1,exec(set_field:0xffffffff->ct_mark))",
     "table=1, priority=0 actions=drop",
+    "table=2, priority=100,dl_dst=52:54:00:60:84:ff actions=output:2",
+    "table=2, priority=100,dl_dst=52:54:00:99:90:78 actions=output:3",
+    "table=2, priority=50,dl_dst=01:00:00:00:00:00/01:00:00:00:00:00 actions=FLOOD",
+    "table=2, priority=0 actions=drop",
 }
 
 
@@ -72,7 +97,7 @@ def test_step4_vm2_cannot_reach_vm1(seed: Lab) -> None:
         assert not vm2.tcp(vm1.ip, 23, timeout=1), "telnet vm2 -> vm1 must fail"
         assert not vm2.udp(vm1.ip, 53, timeout=1), "dns vm2 -> vm1 must fail"
         seed.counter_reaches("priority=0 actions=drop", before + 4)
-        assert seed.counter("+new+trk,ip,in_port=2") == 0
+        assert seed.counter("-rel-rpl+trk,ip,in_port=2,dl_dst=52:54:00:99:90:78 ") == 0
     finally:
         tcp_srv.kill()
         udp_srv.kill()
@@ -86,9 +111,10 @@ def test_step4_vm1_reaches_vm2(seed: Lab) -> None:
         assert vm1.ping(vm2.ip), "ping vm1 -> vm2 must work"
         assert vm1.tcp(vm2.ip, 22), "telnet vm1 -> vm2 22 must work"
         assert vm1.udp(vm2.ip, 53), "dig @vm2 must work"
-        seed.counter_reaches("+new+trk,ip,in_port=2", 3)
-        seed.counter_reaches("+est-rpl+trk,in_port=2", 1)
-        seed.counter_reaches("+est+rpl+trk,in_port=3", 1)
+        # New and established alike meet the pair's line (the seed's lines 5 and 6); the
+        # replies pass on the line of the connection's mark (the seed's line 8).
+        seed.counter_reaches("-rel-rpl+trk,ip,in_port=2,dl_dst=52:54:00:99:90:78 ", 6)
+        seed.counter_reaches("+est+rpl+trk,ct_mark=0x10002,in_port=3", 3)
         assert seed.drop_counter() == drops
     finally:
         tcp_srv.kill()

@@ -39,7 +39,7 @@ def test_port_range_edges(labenv: Lab) -> None:
         assert a.tcp(b.ip, 8100), "last port of the range"
         assert not a.tcp(b.ip, 8101, timeout=1), "one past the range"
         assert not a.tcp(b.ip, 7999, timeout=1), "one before the range"
-    news = [f["text"] for f in labenv.flows() if "+new+trk,tcp," in f["text"]]
+    news = [f["text"] for f in labenv.flows() if "-rel-rpl+trk,tcp," in f["text"]]
     assert len(news) == 4, "8000-8100 is four masked tp_dst matches"
 
 
@@ -97,7 +97,8 @@ def test_related_icmp_errors_pass_unrelated_do_not(labenv: Lab) -> None:
     # Nothing listens on udp/9999 in b: its "port unreachable" is related to a's flow.
     refused = a.exec(lab.lab_cmd("udp-client", b.ip, "9999", "3"), check=False)
     assert refused.returncode == 1 and "refused" in refused.stderr, refused.stderr
-    assert labenv.counter("ct_state=+rel+trk") >= 1
+    # b's error about a's connection passes on the link's related line, to a's port.
+    assert labenv.counter("ct_state=+rel+trk,ct_mark=0x10002,in_port=3") >= 1
     # The same error out of the blue, about no connection, is invalid and dropped.
     inv_before = labenv.counter("ct_state=+inv+trk")
     inner = frames.ipv4(a.ip, b.ip, 17, bytes.fromhex("9c4027100010") + b"\0\0" + b"x" * 8)

@@ -1,0 +1,62 @@
+"""A sniffer on a lab VM's NIC: which frames carrying a marker reached it.
+
+Tests that something was refused must show that the destination (and every bystander)
+saw nothing, not only that the sender failed. `Sniffer` runs this file inside a VM's
+namespace (`python sniff.py eth0 SECONDS MARKER_HEX`); it captures every frame the NIC
+receives (AF_PACKET, incoming only) and prints one line per frame whose bytes contain the
+marker: its hex. Frames without the marker (the VM's own ARP, IPv6 chatter) are ignored.
+"""
+
+from __future__ import annotations
+
+import select
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from ryu_ctfw import lab
+
+ETH_P_ALL = 0x0003
+PACKET_OUTGOING = 4
+
+
+class Sniffer:
+    """Started before the traffic, read after it: `frames()` are the marked frames seen."""
+
+    def __init__(self, vm: lab.Vm, marker: bytes, seconds: float = 4.0) -> None:
+        self.marker = marker
+        self.proc = subprocess.Popen(
+            vm.argv([sys.executable, str(Path(__file__)), "eth0", str(seconds), marker.hex()]),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        ready = self.proc.stdout.readline() if self.proc.stdout else ""
+        if ready.strip() != "ready":
+            raise lab.LabError(f"sniffer in {vm.ns} did not start: {self.proc.stderr.read()}")
+
+    def frames(self) -> list[bytes]:
+        out, err = self.proc.communicate(timeout=30)
+        if self.proc.returncode != 0:
+            raise lab.LabError(f"sniffer failed: {err}")
+        return [bytes.fromhex(line) for line in out.split()]
+
+
+def main(iface: str, seconds: float, marker: bytes) -> int:
+    sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
+    sock.bind((iface, 0))
+    print("ready", flush=True)
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        if not select.select([sock], [], [], left)[0]:
+            continue
+        data, addr = sock.recvfrom(65535)
+        if addr[2] != PACKET_OUTGOING and marker in data:
+            print(data.hex(), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1], float(sys.argv[2]), bytes.fromhex(sys.argv[3])))
