@@ -10,6 +10,7 @@ marker: its hex. Frames without the marker (the VM's own ARP, IPv6 chatter) are 
 from __future__ import annotations
 
 import select
+import signal
 import socket
 import subprocess
 import sys
@@ -23,9 +24,10 @@ PACKET_OUTGOING = 4
 
 
 class Sniffer:
-    """Started before the traffic, read after it: `frames()` are the marked frames seen."""
+    """Started before the traffic, read after it: `frames()` are the marked frames seen
+    until then (and for a short settle time after, for frames still on their way)."""
 
-    def __init__(self, vm: lab.Vm, marker: bytes, seconds: float = 4.0) -> None:
+    def __init__(self, vm: lab.Vm, marker: bytes, seconds: float = 60.0) -> None:
         self.marker = marker
         self.proc = subprocess.Popen(
             vm.argv([sys.executable, str(Path(__file__)), "eth0", str(seconds), marker.hex()]),
@@ -37,7 +39,9 @@ class Sniffer:
         if ready.strip() != "ready":
             raise lab.LabError(f"sniffer in {vm.ns} did not start: {self.proc.stderr.read()}")
 
-    def frames(self) -> list[bytes]:
+    def frames(self, settle: float = 0.5) -> list[bytes]:
+        time.sleep(settle)
+        self.proc.terminate()
         out, err = self.proc.communicate(timeout=30)
         if self.proc.returncode != 0:
             raise lab.LabError(f"sniffer failed: {err}")
@@ -45,6 +49,7 @@ class Sniffer:
 
 
 def main(iface: str, seconds: float, marker: bytes) -> int:
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
     sock.bind((iface, 0))
     print("ready", flush=True)
