@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cache
 
 import pytest
@@ -33,9 +33,10 @@ from ryu_ctfw.compiler import (
     Attachment,
     Ct,
     Flow,
+    Output,
     compile_keyed,
     cookie,
-    pair_flows,
+    pair_unit_flows,
 )
 from ryu_ctfw.flowset import BASE, Diff, FlowSet
 from ryu_ctfw.policy import PairRequest, Policy, PolicyError, Vm
@@ -73,17 +74,20 @@ class World:
 
     policy: Policy
     ports: dict[str, int]  # port name -> ofport
-    learned: dict[str, str] = field(default_factory=dict)  # VM name -> learned MAC
     zone: int = 1
     before: Policy | None = None  # the policy before the last change (a rollback's target)
 
     def attached(self) -> dict[str, Attachment]:
-        """As SwitchManager.attachments: configured MAC, else the learned one."""
+        """As SwitchManager.attachments: configured MAC, else the learned one unless a VM on
+        the switch is configured with it."""
+        here = [vm for vm in self.policy.vms.values() if vm.port in self.ports]
+        configured = {vm.mac for vm in here if vm.mac is not None}
         out = {}
-        for vm in self.policy.vms.values():
-            ofport = self.ports.get(vm.port)
-            if ofport is not None:
-                out[vm.name] = Attachment(ofport, vm.mac or self.learned.get(vm.name))
+        for vm in here:
+            mac = vm.mac
+            if mac is None and vm.learned_mac not in configured:
+                mac = vm.learned_mac
+            out[vm.name] = Attachment(self.ports[vm.port], mac)
         return out
 
     def change(self, mutate: Callable[[Policy], object]) -> bool:
@@ -135,7 +139,7 @@ def worlds(draw: st.DrawFn) -> World:
         if draw(st.integers(0, 3)) < 3:  # most VMs are attached
             world.ports[port] = ofport
             if mac is None and draw(st.booleans()):
-                world.learned[name] = draw(st.sampled_from(MACS))
+                policy.learn_mac(name, draw(st.sampled_from(MACS)))
     for _ in range(draw(st.integers(0, 4))):
         ini, res = draw(pair_ends(sorted(policy.vms)))
         protocol, ports_ = draw(st.sampled_from(SERVICES))
@@ -192,10 +196,7 @@ def step(world: World, kind: str, data: st.DataObject) -> str:
             return f"attach {port} as {world.ports[port]}"
     if kind == "detach" and world.ports:
         port = pick(st.sampled_from(sorted(world.ports)))
-        del world.ports[port]
-        for vm in policy.vms.values():  # as SwitchManager: a learned MAC goes with the port
-            if vm.port == port:
-                world.learned.pop(vm.name, None)
+        del world.ports[port]  # a learned MAC stays with the VM, in the policy
         return f"detach {port}"
     if kind == "renumber" and world.ports and world.free_ofports():
         port = pick(st.sampled_from(sorted(world.ports)))
@@ -208,11 +209,16 @@ def step(world: World, kind: str, data: st.DataObject) -> str:
         world.ports[a], world.ports[b] = world.ports[b], world.ports[a]
         return f"swap ofports of {a} and {b}"
     if kind == "learn mac":
-        unknown = sorted(n for n, at in world.attached().items() if at.mac is None)
+        # As Firewall.learn_mac: only for an attached VM that has no MAC known at all.
+        unknown = sorted(
+            n for n, at in world.attached().items()
+            if at.mac is None and policy.vms[n].known_mac is None
+        )  # fmt: skip
         if unknown:
             name = pick(st.sampled_from(unknown))
-            world.learned[name] = pick(st.sampled_from(MACS))
-            return f"learn {world.learned[name]} for {name}"
+            mac = pick(st.sampled_from(MACS))
+            world.change(lambda p: p.learn_mac(name, mac))
+            return f"learn {mac} for {name}"
     if kind == "rollback" and world.before is not None:
         # As Firewall.change when a switch refuses: back to the very same policy object.
         # Kept as `before`, so that a later rollback redoes it (pairs come back as they were).
@@ -329,11 +335,14 @@ def two_overlapping_pairs() -> tuple[Policy, dict[str, Attachment]]:
 def test_the_next_pair_takes_a_shared_flow_over_when_its_owner_goes() -> None:
     policy, attached = two_overlapping_pairs()
     one, two = policy.pairs[1], policy.pairs[2]
-    flows_one = pair_flows(one, attached["vm1"], attached["vm2"], 1)
-    flows_two = pair_flows(two, attached["vm1"], attached["vm2"], 1)
+    flows_one = pair_unit_flows(policy, one, attached, 1)
+    flows_two = pair_unit_flows(policy, two, attached, 1)
     shared = {f.key for f in flows_two}
-    assert shared < {f.key for f in flows_one} and len(shared) == 6  # 3 lines x 2 families
-    assert all("0x1f40/0xfffc" in f.text() for f in flows_two)
+    # Pair 2's service lines (8000/0xfffc, both families) are pair 1's, and so are the
+    # lines of their link: later fragments (2), the replies and related ICMP (3).
+    assert shared < {f.key for f in flows_one} and len(shared) == 7
+    services = [f for f in flows_two if f.match.tp_dst is not None]
+    assert len(services) == 2 and all("tp_dst=0x1f40/0xfffc" in f.text() for f in services)
     fs = FlowSet.build(policy, attached, 1)
     for key in shared:
         assert fs.flows()[key].cookie == cookie(KIND_PAIR, 1)  # the first pair's
@@ -345,9 +354,9 @@ def test_the_next_pair_takes_a_shared_flow_over_when_its_owner_goes() -> None:
     assert {f.key for f in diff.add} == shared and len(diff.add) == len(shared)
     assert all(f.cookie == cookie(KIND_PAIR, 2) for f in diff.add)
     assert {f.key: f for f in diff.add} == {f.key: f for f in flows_two}
-    # What only pair 1 made goes, named by pair 1's cookie.
+    # What only pair 1 made goes, named by pair 1's cookie: 8004/0xfffe, both families.
     only_one = [f for f in flows_one if f.key not in shared]
-    assert len(only_one) == 6
+    assert [f.match.tp_dst for f in only_one] == [(8004, 0xFFFE)] * 2
     assert set(diff.delete) == set(only_one) and len(diff.delete) == len(only_one)
     assert fs.flows() == compile_keyed(candidate, attached, 1)
 
@@ -375,15 +384,16 @@ def test_a_rolled_back_pair_takes_its_shared_flows_back() -> None:
     without_one.delete_pair(1)
     fs.update(without_one, attached, 1)
     diff = fs.update(policy, attached, 1)  # the rollback
-    flows_one = pair_flows(policy.pairs[1], attached["vm1"], attached["vm2"], 1)
+    flows_one = pair_unit_flows(policy, policy.pairs[1], attached, 1)
     assert set(diff.add) == set(flows_one) and len(diff.add) == len(flows_one)
     assert diff.delete == []
     assert fs.flows() == compile_keyed(policy, attached, 1)
 
 
 def test_a_lower_pair_that_starts_making_a_held_flow_takes_it_over() -> None:
-    """Pair 1 (vm1 -> vm3) makes nothing until vm3's MAC is learned; vm3 turns out to have
-    vm2's MAC (another bridge's copy, say), so pair 1's lines towards it are pair 2's
+    """Pair 1 (vm1 -> vm3) makes nothing until vm3's MAC is known; vm3 turns out to have
+    vm2's MAC (attachments that SwitchManager never makes, but the FlowSet must follow any),
+    so pair 1's service and fragment lines towards it have the identities of pair 2's
     (vm1 -> vm2) lines, and pair 1, first in compile order, takes them over."""
     policy = Policy()
     policy.put_vm(Vm("vm1", "tap1", MAC1))
@@ -401,10 +411,13 @@ def test_a_lower_pair_that_starts_making_a_held_flow_takes_it_over() -> None:
     diff = fs.update(policy, learned, 1)
     want = compile_keyed(policy, learned, 1)
     assert fs.flows() == want
-    there = {f.key for f in pair_flows(policy.pairs[2], attached["vm1"], attached["vm2"], 1)}
-    there &= {f.key for f in pair_flows(policy.pairs[1], learned["vm1"], learned["vm3"], 1)}
-    assert len(there) == 4  # new and established, both families, towards MAC2 from port 1
+    there = {f.key for f in pair_unit_flows(policy, policy.pairs[2], attached, 1)}
+    there &= {f.key for f in pair_unit_flows(policy, policy.pairs[1], learned, 1)}
+    # Echo requests and later fragments, both families, towards MAC2 from port 1; the
+    # replies and related lines carry each link's own mark and do not collide.
+    assert len(there) == 4
     assert all(want[key].cookie == cookie(KIND_PAIR, 1) for key in there)
+    assert all(want[key].actions[-1] == Output(3) for key in there)  # to vm3's port
     assert there <= {f.key for f in diff.add}
     switch = compile_keyed(policy, attached, 1)
     apply(switch, diff)
@@ -481,7 +494,7 @@ def test_a_one_pair_change_compiles_one_unit_whatever_the_policy_size(
 
     added = policy.copy()
     pair = added.add_pair(PairRequest("b0", "b1", "tcp", "4242"))  # a service nobody has
-    flows = pair_flows(pair, attached["b0"], attached["b1"], 1)
+    flows = pair_unit_flows(added, pair, attached, 1)
     diff = fs.update(added, attached, 1)
     assert calls == [(KIND_PAIR, pair.id)]
     assert diff.delete == []

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from ryu_ctfw.policy import (
+    MAX_VM_ID,
     Conflict,
     InvalidInput,
     NotFound,
@@ -22,6 +23,7 @@ from ryu_ctfw.policy import (
     validate_port_name,
     validate_vm_name,
     vm_from_body,
+    vm_from_state,
 )
 
 MAC1 = "52:54:00:60:84:ff"
@@ -216,9 +218,10 @@ def test_trailing_newline_is_refused(policy: Policy, name: str, body: dict[str, 
 
 def test_put_vm_creates_then_replaces(policy: Policy) -> None:
     assert put(policy, "vm9", {"port": "tap9"}) is True
-    assert policy.get_vm("vm9") == Vm("vm9", "tap9", None, ())
+    assert policy.get_vm("vm9") == Vm("vm9", "tap9", None, (), id=4)
     assert put(policy, "vm9", {"port": "tap10", "mac": "52:54:00:00:00:0A", "ips": []}) is False
-    assert policy.get_vm("vm9") == Vm("vm9", "tap10", "52:54:00:00:00:0a", ())
+    # An update keeps the id the VM was given.
+    assert policy.get_vm("vm9") == Vm("vm9", "tap10", "52:54:00:00:00:0a", (), id=4)
 
 
 def test_a_vm_may_keep_its_own_port_mac_and_ips(policy: Policy) -> None:
@@ -257,8 +260,9 @@ def test_the_mac_and_ips_of_another_vm_are_allowed(policy: Policy, body: dict[st
     assert put(policy, "vm9", body) is True
     vm9 = policy.get_vm("vm9")
     assert vm9.mac in (None, MAC1)
-    assert policy.get_vm("vm1") == Vm("vm1", "tap2", MAC1, ("192.168.0.1",))
+    assert policy.get_vm("vm1") == Vm("vm1", "tap2", MAC1, ("192.168.0.1",), id=1)
     assert put(policy, "vm8", body | {"port": "tap8"}) is True  # and a third one
+    assert (vm9.id, policy.get_vm("vm8").id) == (4, 5)
 
 
 def test_updating_a_vm_onto_another_vms_port_is_409(policy: Policy) -> None:
@@ -404,14 +408,29 @@ def test_to_dict(policy: Policy) -> None:
     assert policy.to_dict() == {
         "version": 1,
         "vms": [
-            {"name": "vm1", "port": "tap2", "mac": MAC1, "ips": ["192.168.0.1"]},
-            {"name": "vm2", "port": "tap4", "mac": MAC2, "ips": ["192.168.0.2"]},
-            {"name": "vm3", "port": "tap5", "mac": None, "ips": []},
+            {
+                "name": "vm1",
+                "id": 1,
+                "port": "tap2",
+                "mac": MAC1,
+                "ips": ["192.168.0.1"],
+                "learned_mac": None,
+            },
+            {
+                "name": "vm2",
+                "id": 2,
+                "port": "tap4",
+                "mac": MAC2,
+                "ips": ["192.168.0.2"],
+                "learned_mac": None,
+            },
+            {"name": "vm3", "id": 3, "port": "tap5", "mac": None, "ips": [], "learned_mac": None},
         ],
         "pairs": [
             {"id": 1, "initiator": "vm1", "responder": "vm2", "protocol": "any", "ports": None}
         ],
         "next_pair_id": 2,
+        "next_vm_id": 4,
         "zones": {},
     }
 
@@ -423,6 +442,19 @@ def test_round_trip_through_json(policy: Policy) -> None:
     again = Policy.from_dict(json.loads(json.dumps(policy.to_dict())))
     assert again == policy
     assert again.to_dict() == policy.to_dict()
+
+
+def test_round_trip_keeps_vm_ids_learned_macs_and_next_vm_id(policy: Policy) -> None:
+    policy.learn_mac("vm3", "52:54:00:00:00:03")
+    policy.delete_vm("vm3")
+    put(policy, "vm3", {"port": "tap5"})  # a new VM of an old name: a new id
+    policy.learn_mac("vm3", "52:54:00:00:00:33")
+    again = Policy.from_dict(json.loads(json.dumps(policy.to_dict())))
+    assert again == policy
+    assert again.get_vm("vm3") == Vm("vm3", "tap5", None, (), 4, "52:54:00:00:00:33")
+    assert again.next_vm_id == 5
+    put(again, "vm7", {"port": "tap7"})
+    assert again.get_vm("vm7").id == 5  # not 3, the deleted VM's
 
 
 def test_round_trip_of_empty_policy() -> None:
@@ -784,3 +816,220 @@ def test_from_dict_rejects_bad_zones(zones: dict[str, Any]) -> None:
 def test_from_dict_rejects_bad_zone_keys_and_shared_zones(zones: dict[str, Any]) -> None:
     with pytest.raises(InvalidInput):
         Policy.from_dict(_state(zones=zones))
+
+
+# --- VM ids --------------------------------------------------------------------------------
+
+
+def test_new_vms_get_increasing_ids_and_an_update_keeps_its_id(policy: Policy) -> None:
+    assert [policy.get_vm(n).id for n in ("vm1", "vm2", "vm3")] == [1, 2, 3]
+    assert policy.next_vm_id == 4
+    put(policy, "vm2", {"port": "tap9", "mac": "52:54:00:00:00:09", "ips": ["10.0.0.9"]})
+    assert policy.get_vm("vm2").id == 2
+    put(policy, "vm9", {"port": "tap10"})
+    assert policy.get_vm("vm9").id == 4
+    assert policy.next_vm_id == 5
+
+
+def test_an_id_given_by_a_client_body_is_not_possible() -> None:
+    with pytest.raises(InvalidInput, match="id"):
+        vm_from_body("vm1", {"port": "tap2", "id": 7})
+    with pytest.raises(InvalidInput, match="learned_mac"):
+        vm_from_body("vm1", {"port": "tap2", "learned_mac": MAC1})
+
+
+def test_ids_of_deleted_vms_are_not_reused_while_fresh_ones_are_left(policy: Policy) -> None:
+    policy.delete_vm("vm3")
+    put(policy, "vm3", {"port": "tap5"})
+    assert policy.get_vm("vm3").id == 4
+    put(policy, "vm4", {"port": "tap6"})
+    assert policy.get_vm("vm4").id == 5
+
+
+def test_a_refused_put_uses_no_id(policy: Policy) -> None:
+    with pytest.raises(Conflict):
+        put(policy, "vm9", {"port": "tap2"})
+    put(policy, "vm9", {"port": "tap9"})
+    assert policy.get_vm("vm9").id == 4
+
+
+def test_once_ids_run_out_the_lowest_free_one_is_reused() -> None:
+    policy = Policy()
+    for name in ("a", "b", "c"):
+        put(policy, name, {"port": f"p{name}"})
+    policy.next_vm_id = MAX_VM_ID
+    put(policy, "d", {"port": "pd"})
+    assert policy.get_vm("d").id == MAX_VM_ID  # the last fresh one
+    assert policy.next_vm_id == MAX_VM_ID + 1
+    policy.delete_vm("b")
+    put(policy, "e", {"port": "pe"})
+    assert policy.get_vm("e").id == 2  # b's
+    policy.delete_vm("a")
+    policy.delete_vm("c")
+    put(policy, "f", {"port": "pf"})
+    assert policy.get_vm("f").id == 1
+    assert policy.next_vm_id == MAX_VM_ID + 1  # reusing lowers nothing
+
+
+def test_when_every_id_is_in_use_a_new_vm_is_409_and_changes_nothing() -> None:
+    policy = Policy()
+    policy.vms = {f"v{i}": Vm(f"v{i}", f"p{i}", id=i) for i in range(1, MAX_VM_ID + 1)}
+    policy.next_vm_id = MAX_VM_ID + 1
+    with pytest.raises(Conflict, match="VM ids"):
+        put(policy, "one-more", {"port": "px"})
+    assert "one-more" not in policy.vms
+    assert put(policy, "v7", {"port": "p7", "ips": ["10.0.0.7"]}) is False  # updates still work
+    assert policy.get_vm("v7").id == 7
+
+
+def test_two_stored_vms_with_one_id_are_refused() -> None:
+    data = _state(vms=[{"name": "a", "port": "p1", "id": 3}, {"name": "b", "port": "p2", "id": 3}])
+    with pytest.raises(InvalidInput, match="id 3"):
+        Policy.from_dict(data)
+
+
+@pytest.mark.parametrize("vm_id", [-1, MAX_VM_ID + 1, 0xFFFF, "1", 1.0, True, None])
+def test_a_stored_vm_with_a_bad_id_is_refused(vm_id: Any) -> None:
+    with pytest.raises(InvalidInput, match="bad id"):
+        Policy.from_dict(_state(vms=[{"name": "a", "port": "p1", "id": vm_id}]))
+
+
+@pytest.mark.parametrize("next_vm_id", [0, -5, "x", 1.5, True])
+def test_from_dict_rejects_a_bad_next_vm_id(next_vm_id: Any) -> None:
+    with pytest.raises(InvalidInput, match="next_vm_id"):
+        Policy.from_dict(_state(next_vm_id=next_vm_id))
+
+
+def test_a_state_without_vm_ids_numbers_its_vms_in_order() -> None:
+    """A state file written before VM ids: the VMs get 1, 2, ... as listed."""
+    old = {
+        "version": 1,
+        "vms": [
+            {"name": "z", "port": "p1", "mac": MAC1, "ips": []},
+            {"name": "a", "port": "p2"},
+            {"name": "m", "port": "p3"},
+        ],
+        "pairs": [{"id": 1, "initiator": "z", "responder": "a"}],
+        "next_pair_id": 2,
+    }
+    policy = Policy.from_dict(old)
+    assert {n: vm.id for n, vm in policy.vms.items()} == {"z": 1, "a": 2, "m": 3}
+    assert policy.next_vm_id == 4
+    put(policy, "new", {"port": "p4"})
+    assert policy.get_vm("new").id == 4
+
+
+def test_unnumbered_stored_vms_get_ids_after_the_numbered_ones() -> None:
+    data = _state(
+        vms=[{"name": "a", "port": "p1"}, {"name": "b", "port": "p2", "id": 5}],
+        next_vm_id=6,
+    )
+    policy = Policy.from_dict(data)
+    assert (policy.get_vm("a").id, policy.get_vm("b").id, policy.next_vm_id) == (6, 5, 7)
+
+
+def test_from_dict_never_lowers_next_vm_id() -> None:
+    data = _state(vms=[{"name": "a", "port": "p1", "id": 9}], pairs=[], next_vm_id=2)
+    policy = Policy.from_dict(data)
+    assert policy.next_vm_id == 10
+    stale_gap = Policy.from_dict(_state(vms=[{"name": "a", "port": "p1", "id": 1}], pairs=[],
+                                        next_vm_id=50))  # fmt: skip
+    assert stale_gap.next_vm_id == 50  # ids 2..49 were given once: still not reused
+
+
+def test_copy_keeps_next_vm_id(policy: Policy) -> None:
+    clone = policy.copy()
+    put(clone, "vm9", {"port": "tap9"})
+    assert (policy.next_vm_id, clone.next_vm_id) == (4, 5)
+    assert "vm9" not in policy.vms
+
+
+# --- learned MACs --------------------------------------------------------------------------
+
+MAC_L = "52:54:00:00:00:1e"
+
+
+def test_learn_mac_binds_a_vm_without_mac(policy: Policy) -> None:
+    policy.learn_mac("vm3", MAC_L)
+    vm3 = policy.get_vm("vm3")
+    assert (vm3.mac, vm3.learned_mac, vm3.known_mac, vm3.id) == (None, MAC_L, MAC_L, 3)
+
+
+def test_learn_mac_never_overrides_a_configured_mac(policy: Policy) -> None:
+    policy.learn_mac("vm1", MAC_L)
+    vm1 = policy.get_vm("vm1")
+    assert (vm1.mac, vm1.learned_mac, vm1.known_mac) == (MAC1, None, MAC1)
+
+
+def test_learn_mac_of_an_unknown_vm_is_404(policy: Policy) -> None:
+    with pytest.raises(NotFound):
+        policy.learn_mac("nope", MAC_L)
+
+
+def test_known_mac_is_the_configured_mac_else_the_learned_one() -> None:
+    assert Vm("a", "p", MAC1, learned_mac=MAC2).known_mac == MAC1
+    assert Vm("a", "p", None, learned_mac=MAC2).known_mac == MAC2
+    assert Vm("a", "p").known_mac is None
+
+
+def test_an_update_on_the_same_port_without_a_mac_keeps_the_learned_mac(policy: Policy) -> None:
+    policy.learn_mac("vm3", MAC_L)
+    assert put(policy, "vm3", {"port": "tap5", "ips": ["10.0.0.3"]}) is False
+    assert policy.get_vm("vm3") == Vm("vm3", "tap5", None, ("10.0.0.3",), 3, MAC_L)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"port": "tap9"},  # another port: maybe another NIC
+        {"port": "tap5", "mac": MAC2.replace("78", "79")},  # a MAC given: it wins
+    ],
+    ids=["moved", "mac given"],
+)
+def test_an_update_that_moves_the_vm_or_gives_a_mac_forgets_the_learned_mac(
+    policy: Policy, body: dict[str, Any]
+) -> None:
+    policy.learn_mac("vm3", MAC_L)
+    put(policy, "vm3", body)
+    vm3 = policy.get_vm("vm3")
+    assert vm3.learned_mac is None and vm3.id == 3
+    # Dropping the MAC again does not bring the forgotten one back.
+    put(policy, "vm3", {"port": "tap5"})
+    assert policy.get_vm("vm3").known_mac is None
+
+
+def test_a_deleted_and_recreated_vm_learns_afresh(policy: Policy) -> None:
+    policy.learn_mac("vm3", MAC_L)
+    policy.delete_vm("vm3")
+    put(policy, "vm3", {"port": "tap5"})
+    assert policy.get_vm("vm3").learned_mac is None
+
+
+def test_vm_to_dict_has_the_policys_fields_too() -> None:
+    vm = Vm("a", "p1", None, ("10.0.0.1",), 7, MAC_L)
+    assert vm.to_dict() == {
+        "name": "a", "id": 7, "port": "p1", "mac": None, "ips": ["10.0.0.1"],
+        "learned_mac": MAC_L,
+    }  # fmt: skip
+    assert vm_from_state("a", vm.to_dict()) == vm
+
+
+def test_a_stored_learned_mac_is_dropped_when_a_mac_is_configured() -> None:
+    raw = {"name": "a", "id": 2, "port": "p1", "mac": MAC1, "ips": [], "learned_mac": MAC2}
+    assert vm_from_state("a", raw) == Vm("a", "p1", MAC1, (), 2, None)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        {"port": "p1", "learned_mac": "ff:ff:ff:ff:ff:ff"},
+        {"port": "p1", "learned_mac": "not a mac"},
+        {"port": "p1", "learned_mac": 5},
+        {"port": "p1", "colour": "red"},
+        {"id": 1},
+        "p1",
+    ],
+)
+def test_vm_from_state_refuses_what_rest_would(raw: Any) -> None:
+    with pytest.raises(InvalidInput):
+        vm_from_state("a", raw)

@@ -158,6 +158,20 @@ def test_put_vm_creates_then_updates(api: Api) -> None:
     assert api.get_json("/vms") == {"vms": [updated]}
 
 
+def test_put_vm_answers_the_stored_vm_with_its_id(api: Api) -> None:
+    resp = api.call("PUT", "/vms/vm1", {"port": "tap2"})
+    assert resp.status_int == 201
+    assert (resp.json["id"], resp.json["learned_mac"]) == (1, None)
+    resp = api.call("PUT", "/vms/vm2", {"port": "tap4", "mac": MAC2})
+    assert resp.json["id"] == 2
+    resp = api.call("PUT", "/vms/vm1", {"port": "tap3", "mac": MAC1})
+    assert resp.status_int == 200
+    assert resp.json["id"] == 1  # an update keeps it
+    assert resp.json == api.get_json("/vms/vm1")
+    assert api.call("DELETE", "/vms/vm1").status_int == 204
+    assert api.call("PUT", "/vms/vm1", {"port": "tap2"}).json["id"] == 3  # never given again
+
+
 def test_put_vm_without_mac_and_ips(api: Api) -> None:
     resp = api.call("PUT", "/vms/vm.2", {"port": "tap4"})
     assert resp.status_int == 201
@@ -424,7 +438,11 @@ def test_state_file_holds_what_the_api_shows(populated: Api) -> None:
     populated.call("DELETE", "/pairs/1")
     stored = store.load(populated.state_file).to_dict()
     shown_vms = populated.get_json("/vms")["vms"]
-    assert stored["vms"] == [{k: vm[k] for k in ("name", "port", "mac", "ips")} for vm in shown_vms]
+    # The view is the stored VM (ids and learned MACs too) plus where it is attached.
+    assert stored["vms"] == [
+        {k: v for k, v in vm.items() if k not in ("dpid", "ofport")} for vm in shown_vms
+    ]
+    assert [vm["id"] for vm in stored["vms"]] == [1, 2, 3]
     assert stored["pairs"] == populated.get_json("/pairs")["pairs"]
     assert [p["id"] for p in stored["pairs"]] == [2]
 
@@ -544,6 +562,60 @@ def test_the_mac_and_ip_of_another_vm_are_allowed(populated: Api) -> None:
     # And an existing VM may take a MAC that another VM has.
     resp = populated.call("PUT", "/vms/vm3", {"port": "tap5", "mac": MAC1})
     assert resp.status_int == 200
+
+
+def on_one_switch(api: Api, **ports: int) -> Switch:
+    sw = Switch(0x1, dp=object(), name="br0", ports=dict(ports))
+    api.fw.switches.switches[0x1] = sw
+    return sw
+
+
+def test_a_mac_another_vm_on_the_same_switch_has_is_409(
+    populated: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    on_one_switch(populated, tap2=2, tap4=3, tap5=4)
+    monkeypatch.setattr(populated.fw.switches, "sync_all", lambda: [])
+    before = populated.snapshot()
+    message = assert_error(populated.call("PUT", "/vms/vm3", {"port": "tap5", "mac": MAC1}), 409)
+    assert MAC1 in message and "vm1" in message
+    assert_error(populated.call("PUT", "/vms/vm9", {"port": "tap5", "mac": MAC2.upper()}), 409)
+    assert populated.snapshot() == before
+    # A VM keeping its own MAC is no conflict; nor is a VM on a port of another switch.
+    assert populated.call("PUT", "/vms/vm1", {"port": "tap2", "mac": MAC1}).status_int == 200
+    assert populated.call("PUT", "/vms/vm8", {"port": "tap8", "mac": MAC1}).status_int == 201
+
+
+def test_a_mac_another_vm_on_the_switch_learned_is_409(
+    populated: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    on_one_switch(populated, tap2=2, tap5=4, tap6=5)
+    monkeypatch.setattr(populated.fw.switches, "sync_all", lambda: [])
+    populated.fw.learn_mac("vm3", "52:54:00:00:00:33")
+    assert_error(populated.call("PUT", "/vms/vm9", {"port": "tap6", "mac": "52:54:00:00:00:33"}),
+                 409)  # fmt: skip
+    assert "vm9" not in populated.fw.policy.vms
+
+
+def test_a_learned_mac_is_stored_shown_and_kept(
+    populated: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    on_one_switch(populated, tap5=4)
+    monkeypatch.setattr(populated.fw.switches, "sync_all", lambda: [])
+    populated.fw.learn_mac("vm3", "52:54:00:00:00:33")
+    assert populated.get_json("/vms/vm3")["learned_mac"] == "52:54:00:00:00:33"
+    populated.fw.learn_mac("vm3", "52:54:00:00:00:44")  # the first one sticks
+    populated.fw.learn_mac("vm1", "52:54:00:00:00:44")  # a configured MAC is never replaced
+    populated.fw.learn_mac("gone", "52:54:00:00:00:44")  # a VM deleted meanwhile: nothing
+    assert populated.get_json("/vms/vm3")["learned_mac"] == "52:54:00:00:00:33"
+    assert populated.get_json("/vms/vm1")["learned_mac"] is None
+    # Stored: a restart still knows it.
+    again = make_api(populated.state_file)
+    assert again.get_json("/vms/vm3")["learned_mac"] == "52:54:00:00:00:33"
+    # An update on the same port without a MAC keeps it; a move forgets it.
+    resp = populated.call("PUT", "/vms/vm3", {"port": "tap5", "ips": ["10.0.0.3"]})
+    assert resp.json["learned_mac"] == "52:54:00:00:00:33"
+    resp = populated.call("PUT", "/vms/vm3", {"port": "tap6"})
+    assert (resp.json["learned_mac"], resp.json["id"]) == (None, 3)
 
 
 # --- switches and zones --------------------------------------------------------------------

@@ -234,16 +234,90 @@ def test_record_appends_each_change_and_load_replays_them(state: Path, seed_poli
         assert store.load(state) == policy
     assert state.read_bytes() == snapshot  # only the journal was written
     assert store.load(state).add_pair(PairRequest("vm1", "vm3")).id == 4  # next id survived
-    assert journal_lines(state)[:3] == [
-        {"vm": "vm3", "value": {"name": "vm3", "port": "tap5", "mac": None, "ips": ["fd00::3"]}},
-        {"vm": "vm1",
-         "value": {"name": "vm1", "port": "tap9", "mac": "52:54:00:00:00:01", "ips": []}},
+    lines = journal_lines(state)
+    # A new VM is its record (with the id it was given) and the next id to give.
+    assert lines[:5] == [
+        {"vm": "vm3", "value": {"name": "vm3", "id": 3, "port": "tap5", "mac": None,
+                                "ips": ["fd00::3"], "learned_mac": None}},
+        {"next_vm_id": 4},
+        {"vm": "vm1", "value": {"name": "vm1", "id": 1, "port": "tap9",
+                                "mac": "52:54:00:00:00:01", "ips": [], "learned_mac": None}},
         {"pair": 2, "value": {"id": 2, "initiator": "vm3", "responder": "vm1",
                               "protocol": "tcp", "ports": "22"}},
+        {"next_pair_id": 3},
     ]  # fmt: skip
+    assert {"next_vm_id": 5} in lines  # vm4
+    assert store.load(state).vms["vm1"].id == 1  # the replaced VM kept its id
     assert {"pair": 1, "value": None} in journal_lines(state)
     assert {"zones": {"00000000000000ab": 1}} in journal_lines(state)
     assert {"vm": "vm2", "value": None} in journal_lines(state)
+
+
+def test_vm_ids_and_learned_macs_round_trip(state: Path, seed_policy: Policy) -> None:
+    seed_policy.put_vm(Vm("vm3", "tap5"))
+    seed_policy.learn_mac("vm3", "52:54:00:00:00:33")
+    store.save(state, seed_policy)
+    loaded = store.load(state)
+    assert loaded == seed_policy
+    assert {n: (vm.id, vm.learned_mac) for n, vm in loaded.vms.items()} == {
+        "vm1": (1, None), "vm2": (2, None), "vm3": (3, "52:54:00:00:00:33"),
+    }  # fmt: skip
+    assert json.loads(state.read_text())["next_vm_id"] == 4
+
+
+def test_a_learned_mac_and_a_deleted_vm_are_journalled(state: Path, seed_policy: Policy) -> None:
+    seed_policy.put_vm(Vm("vm3", "tap5"))
+    store.save(state, seed_policy)
+    policy = seed_policy
+    for step in [
+        lambda p: p.learn_mac("vm3", "52:54:00:00:00:33"),
+        lambda p: p.delete_vm("vm3"),
+        lambda p: p.put_vm(Vm("vm3", "tap5")),  # a new VM of the old name: a new id
+    ]:
+        after = changed(policy, step)
+        store.record(state, policy, after)
+        policy = after
+    assert journal_lines(state)[0] == {"vm": "vm3", "value": {
+        "name": "vm3", "id": 3, "port": "tap5", "mac": None, "ips": [],
+        "learned_mac": "52:54:00:00:00:33"}}  # fmt: skip
+    loaded = store.load(state)
+    assert loaded == policy
+    assert (loaded.vms["vm3"].id, loaded.vms["vm3"].learned_mac, loaded.next_vm_id) == (4, None, 5)
+    store._journal_lines.clear()
+    # A restart then a new VM: the ids given before are still not given again.
+    after = changed(loaded, lambda p: p.put_vm(Vm("vm9", "tap9")))
+    assert after.vms["vm9"].id == 5
+
+
+def test_an_old_state_file_without_vm_ids_loads_with_ids_in_order(state: Path) -> None:
+    state.write_text(json.dumps({
+        "version": 1,
+        "vms": [
+            {"name": "vm2", "port": "tap4", "mac": "52:54:00:99:90:78", "ips": ["198.18.0.2"]},
+            {"name": "vm1", "port": "tap2", "mac": None, "ips": []},
+        ],
+        "pairs": [{"id": 1, "initiator": "vm1", "responder": "vm2", "protocol": "any",
+                   "ports": None}],
+        "next_pair_id": 2,
+        "zones": {"0000000000000001": 1},
+    }))  # fmt: skip
+    loaded = store.load(state)
+    assert [(vm.name, vm.id) for vm in loaded.vms.values()] == [("vm2", 1), ("vm1", 2)]
+    assert loaded.next_vm_id == 3
+    # Saved again, the ids are in the file and stay.
+    store.save(state, loaded)
+    assert [vm["id"] for vm in json.loads(state.read_text())["vms"]] == [1, 2]
+    assert store.load(state) == loaded
+
+
+def test_an_old_journal_record_without_an_id_replays(state: Path, seed_policy: Policy) -> None:
+    store.save(state, seed_policy)
+    journal(state).write_text(
+        '{"vm": "vm3", "value": {"name": "vm3", "port": "tap5", "mac": null, "ips": []}}\n'
+    )
+    loaded = store.load(state)
+    assert loaded.vms["vm3"].id == 3  # after the numbered ones
+    assert loaded.next_vm_id == 4
 
 
 def test_replay_keeps_the_order_of_vms_and_pairs(state: Path, seed_policy: Policy) -> None:
@@ -288,15 +362,18 @@ def _add_vms(state: Path, policy: Policy, count: int, first: int = 0) -> Policy:
 def test_the_journal_is_compacted_after_compact_after_records(
     state: Path, seed_policy: Policy, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(store, "COMPACT_AFTER", 3)
+    monkeypatch.setattr(store, "COMPACT_AFTER", 6)
     store.save(state, seed_policy)
     policy = _add_vms(state, seed_policy, 3)
-    assert len(journal_lines(state)) == 3
+    assert len(journal_lines(state)) == 6  # each new VM: its record and the next VM id
     assert store.load(state) == policy
     # The next change folds the journal into the snapshot first, then starts a new one.
     after = _add_vms(state, policy, 1, first=3)
     assert json.loads(state.read_text()) == policy.to_dict()
-    assert journal_lines(state) == [{"vm": "x3", "value": after.vms["x3"].to_dict()}]
+    assert journal_lines(state) == [
+        {"vm": "x3", "value": after.vms["x3"].to_dict()},
+        {"next_vm_id": after.next_vm_id},
+    ]
     assert store.load(state) == after
     store.compact(state, after)
     assert os.listdir(state.parent) == ["state.json"]
@@ -306,12 +383,12 @@ def test_the_journal_is_compacted_after_compact_after_records(
 def test_a_journal_left_by_an_earlier_run_is_counted(
     state: Path, seed_policy: Policy, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(store, "COMPACT_AFTER", 3)
+    monkeypatch.setattr(store, "COMPACT_AFTER", 6)
     store.save(state, seed_policy)
     policy = _add_vms(state, seed_policy, 3)
     store._journal_lines.clear()  # as after a restart
     after = _add_vms(state, policy, 1, first=3)
-    assert len(journal_lines(state)) == 1
+    assert len(journal_lines(state)) == 2
     assert store.load(state) == after
 
 
@@ -371,7 +448,7 @@ def test_a_torn_last_line_is_ignored(state: Path, seed_policy: Policy) -> None:
     again = changed(after, lambda p: p.put_vm(Vm("vm5", "tap6")))
     store.record(state, after, again)
     assert store.load(state) == again
-    assert len(journal_lines(state)) == 2
+    assert len(journal_lines(state)) == 4  # two new VMs, each with the next VM id
 
 
 @pytest.mark.parametrize(
@@ -406,6 +483,15 @@ def test_a_torn_last_line_is_ignored(state: Path, seed_policy: Policy) -> None:
         '{"next_pair_id": 0}',
         '{"next_pair_id": "2"}',
         '{"next_pair_id": false}',
+        '{"next_vm_id": 0}',
+        '{"next_vm_id": "2"}',
+        '{"next_vm_id": true}',
+        '{"next_vm_id": 2, "next_pair_id": 2}',
+        '{"vm": "vm3", "value": {"name": "vm3", "port": "tap5", "id": -1}}',
+        '{"vm": "vm3", "value": {"name": "vm3", "port": "tap5", "id": 65535}}',
+        '{"vm": "vm3", "value": {"name": "vm3", "port": "tap5", "id": "3"}}',
+        '{"vm": "vm3", "value": {"name": "vm3", "port": "tap5",'
+        ' "learned_mac": "01:00:5e:00:00:01"}}',
         "[" * 100_000,
     ],
 )
@@ -415,13 +501,15 @@ def test_a_corrupt_journal_line_is_an_error_naming_the_file_and_line(
     store.save(state, seed_policy)
     after = changed(seed_policy, lambda p: p.put_vm(Vm("vm3", "tap5")))
     store.record(state, seed_policy, after)
+    lineno = len(journal_lines(state)) + 1
     with journal(state).open("a") as f:
         f.write(line + "\n")
     store.record(state, after, changed(after, lambda p: p.delete_pair(1)))
     content = journal(state).read_bytes()
     with pytest.raises(StateFileError) as exc:
         store.load(state)
-    assert f"journal {journal(state)} line 2 is corrupt" in str(exc.value)
+    assert lineno == 3  # after the new VM's record and the next VM id
+    assert f"journal {journal(state)} line {lineno} is corrupt" in str(exc.value)
     assert journal(state).read_bytes() == content  # left alone for a human to look at
 
 

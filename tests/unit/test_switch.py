@@ -1,141 +1,62 @@
-"""The switch side without a switch: flows through the wire format and back, learning.
+"""The switch side without a switch: learning a MAC, attachments, meters, the handshake.
 
-The controller packs its flow-mods itself (wire.py) and the REST flow view reads flows
-back through Ryu's parser. Ryu is an independent decoder, so every flow the compiler makes
-must survive Flow -> wire.py bytes -> Ryu's parser -> Flow: that checks the packing
-against OpenFlow as Ryu reads it, and the view's decoding against the packing.
+Decoding flows read back from a switch is wire.py's (tests in test_wire.py); here is what
+SwitchManager decides: which packet-in teaches which VM its MAC (the policy stores it, through
+the callback the firewall gives), which MAC each VM is compiled with, and what it sends a
+switch besides flows.
 """
 
 from __future__ import annotations
 
 import logging
-import struct
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from ryu.lib import hub
 from ryu.lib.packet import arp, ethernet, icmpv6, ipv6, packet
 from ryu.ofproto import ofproto_v1_3 as ofp
 from ryu.ofproto import ofproto_v1_3_parser as parser
-from shapes import MAC1, MAC3, MAC5, ROUND_TRIP_FLOWS
+from shapes import MAC1, MAC2, MAC3, MAC5
 
-from ryu_ctfw import wire
-from ryu_ctfw.compiler import (
-    KIND_LEARN,
-    Attachment,
-    Flow,
-    Match,
-    cookie_kind,
-)
+from ryu_ctfw.compiler import CONTROLLER, Attachment, Flow, Match, Meter, Output, cookie
+from ryu_ctfw.flowset import Diff
 from ryu_ctfw.policy import Policy, Vm
 from ryu_ctfw.switch import (
+    LEARN_BURST,
+    LEARN_RATE,
+    OFPC_FRAG_NX_MATCH,
     Switch,
+    SwitchError,
     SwitchManager,
-    flow_from_raw,
-    from_ofp_actions,
-    from_ofp_match,
+    SyncResult,
+    _sender_mac,
 )
-
-DP = SimpleNamespace(ofproto=ofp, ofproto_parser=parser)  # what from_ofp_actions needs of one
-
-
-def flow_id(flow: Flow) -> str:
-    return f"t{flow.table}p{flow.priority}:{flow.match.text() or '(all)'}"
-
-
-def ryu_match(match: Match) -> Any:
-    """The OFPMatch Ryu parses from the bytes wire.py packs."""
-    return parser.OFPMatch.parser(wire.match_bytes(match), 0)
-
-
-def ryu_instructions(flow: Flow) -> list[Any]:
-    """The instructions Ryu parses from the bytes wire.py packs."""
-    buf = wire.instructions_bytes(flow.actions)
-    out, offset = [], 0
-    while offset < len(buf):
-        inst = parser.OFPInstruction.parser(buf, offset)
-        out.append(inst)
-        offset += inst.len
-    return out
-
-
-def test_the_round_trip_set_covers_every_kind_of_field() -> None:
-    text = "\n".join(f.text() for f in ROUND_TRIP_FLOWS)
-    for part in (
-        "arp_spa=", "arp_sha=", "nd_target=2001:db8::3", "nw_src=", "ipv6_src=fd00::3",
-        "tp_dst=0x1f40/0xffc0", "tp_src=0x8000/0x8000", "tp_dst=53", "tcp6", "udp6",
-        "icmp_type=129", "icmp_type=0", "+est-rpl+trk", "+est+rpl+trk", "+inv+trk",
-        "+rel+trk", "CONTROLLER:128", "in_port=65000", "ct(commit,zone=65535)",
-        "ct(table=1,zone=65535)",
-    ):  # fmt: skip
-        assert part in text, part
-    assert [f for f in ROUND_TRIP_FLOWS if cookie_kind(f.cookie) == KIND_LEARN]
-
-
-@pytest.mark.parametrize("flow", ROUND_TRIP_FLOWS, ids=flow_id)
-def test_a_match_survives_ryus_wire_format(flow: Flow) -> None:
-    assert from_ofp_match(ryu_match(flow.match)) == flow.match
-
-
-@pytest.mark.parametrize("flow", ROUND_TRIP_FLOWS, ids=flow_id)
-def test_actions_survive_ryus_wire_format(flow: Flow) -> None:
-    assert from_ofp_actions(DP, ryu_instructions(flow)) == flow.actions
-
-
-def raw_entry(flow: Flow, match: bytes | None = None, instructions: bytes | None = None) -> Any:
-    """A flow-stats entry for `flow` as the sync reads it, with parts replaced if given."""
-    key = (flow.table, flow.priority, wire.match_bytes(flow.match) if match is None else match)
-    instructions = wire.instructions_bytes(flow.actions) if instructions is None else instructions
-    return wire.RawFlow(key, flow.cookie, instructions, 0, 0, 0.0)
-
-
-def test_a_flow_read_back_raw_decodes_to_the_flow() -> None:
-    for flow in ROUND_TRIP_FLOWS:
-        assert flow_from_raw(raw_entry(flow)) == flow, flow.text()
-
-
-def test_a_raw_entry_that_is_not_ours_or_not_openflow_decodes_to_none() -> None:
-    flow = ROUND_TRIP_FLOWS[0]
-    goto_table = struct.pack("!HHB3x", ofp.OFPIT_GOTO_TABLE, 8, 1)
-    assert flow_from_raw(raw_entry(flow, instructions=goto_table)) is None
-    assert flow_from_raw(raw_entry(flow, match=b"\xff" * 8)) is None  # garbage
-
-
-@pytest.mark.parametrize(
-    "fields",
-    [
-        {"eth_dst": (MAC1, "ff:ff:ff:00:00:00")},  # a mask we never set
-        {"ipv4_src": ("10.0.0.0", "255.0.0.0")},
-        {"ipv4_dst": "10.0.0.1"},  # a field we never set
-        {"vlan_vid": 0x1000 | 5},
-        {"in_port": 2, "eth_type": 0x0800, "ip_dscp": 10},
-    ],
-    ids=["masked eth_dst", "masked ipv4_src", "ipv4_dst", "vlan_vid", "ip_dscp"],
-)
-def test_a_match_that_is_not_ours_reads_back_as_none(fields: dict[str, Any]) -> None:
-    """The sync deletes what it cannot read back: it must never misread it as ours."""
-    buf = bytearray()
-    parser.OFPMatch(**fields).serialize(buf, 0)
-    assert from_ofp_match(parser.OFPMatch.parser(bytes(buf), 0)) is None
-
-
-def test_an_instruction_that_is_not_ours_reads_back_as_none() -> None:
-    goto = parser.OFPInstructionGotoTable(1)
-    assert from_ofp_actions(DP, [goto]) is None
-    other_action = parser.OFPInstructionActions(
-        ofp.OFPIT_APPLY_ACTIONS, [parser.OFPActionSetField(eth_dst=MAC1)]
-    )
-    assert from_ofp_actions(DP, [other_action]) is None
-
 
 # --- learning a MAC ------------------------------------------------------------------------
 
 
-def manager(policy: Policy) -> tuple[SwitchManager, Switch]:
-    mgr = SwitchManager(logging.getLogger("test"), lambda: policy, lambda dpid: 1)
-    sw = Switch(1, dp=object(), name="br0", ports={"tap2": 2, "tap6": 5})
+class Learned:
+    """The firewall's side of learning: records what it is asked to store."""
+
+    def __init__(self, policy: Policy, fail: bool = False) -> None:
+        self.policy = policy
+        self.calls: list[tuple[str, str]] = []
+        self.fail = fail
+
+    def __call__(self, vm: str, mac: str) -> None:
+        self.calls.append((vm, mac))
+        if self.fail:
+            raise RuntimeError("the state file is gone")
+        self.policy.learn_mac(vm, mac)
+
+
+def manager(policy: Policy, fail: bool = False) -> tuple[SwitchManager, Switch, Learned]:
+    learned = Learned(policy, fail)
+    mgr = SwitchManager(logging.getLogger("test"), lambda: policy, lambda dpid: 1, learned)
+    sw = Switch(1, dp=object(), name="br0", ports={"tap2": 2, "tap6": 5, "tap7": 6})
     mgr.switches[1] = sw
-    return mgr, sw
+    return mgr, sw, learned
 
 
 def arp_from(src: str, sender: str | None = None) -> bytes:
@@ -146,17 +67,20 @@ def arp_from(src: str, sender: str | None = None) -> bytes:
     return bytes(pkt.data)
 
 
-def ns_from(src: str) -> bytes:
+def nd_from(src: str, type_: int = 135) -> bytes:
+    body = icmpv6.nd_neighbor(dst="fe80::1")
     pkt = packet.Packet()
     pkt.add_protocol(ethernet.ethernet("33:33:ff:00:00:01", src, 0x86DD))
     pkt.add_protocol(ipv6.ipv6(src="::", dst="ff02::1:ff00:1", nxt=58))
-    pkt.add_protocol(icmpv6.icmpv6(type_=135, data=icmpv6.nd_neighbor(dst="fe80::1")))
+    pkt.add_protocol(icmpv6.icmpv6(type_=type_, data=body))
     pkt.serialize()
     return bytes(pkt.data)
 
 
 def packet_in(mgr: SwitchManager, in_port: int, data: bytes) -> None:
     mgr.packet_in(SimpleNamespace(id=1), SimpleNamespace(match={"in_port": in_port}, data=data))
+    hub.sleep(0)  # the store runs in a green thread of its own
+    hub.sleep(0)
 
 
 def learning_policy() -> Policy:
@@ -166,42 +90,245 @@ def learning_policy() -> Policy:
     return policy
 
 
-@pytest.mark.parametrize("data", [arp_from(MAC5), ns_from(MAC5)], ids=["arp", "nd-ns"])
+def test_the_sender_mac_of_an_arp_or_a_solicitation() -> None:
+    assert _sender_mac(arp_from(MAC5)) == MAC5
+    assert _sender_mac(nd_from(MAC5)) == MAC5
+    assert _sender_mac(arp_from(MAC5.upper())) == MAC5
+    assert _sender_mac(arp_from(MAC5, sender=MAC3)) is None  # eth src and ARP sender differ
+    assert _sender_mac(nd_from(MAC5, type_=136)) is None  # an advertisement teaches nothing
+    assert _sender_mac(arp_from("01:00:5e:00:00:01")) is None  # multicast
+    assert _sender_mac(arp_from("00:00:00:00:00:00")) is None
+    assert _sender_mac(b"") is None
+    assert _sender_mac(b"garbage") is None
+
+
+@pytest.mark.parametrize("data", [arp_from(MAC5), nd_from(MAC5)], ids=["arp", "nd-ns"])
 def test_a_vm_without_mac_is_learned_from_its_arp_or_ns(data: bytes) -> None:
     policy = learning_policy()
-    mgr, sw = manager(policy)
+    mgr, sw, learned = manager(policy)
     packet_in(mgr, 5, data)
-    assert sw.learned == {"vm4": MAC5}
-    assert sw.requested == 1  # a sync was asked for
+    assert learned.calls == [("vm4", MAC5)]
+    assert sw.learning == set()  # done storing
+    assert sw.packet_ins == 1
+    assert policy.vms["vm4"].learned_mac == MAC5
     assert mgr.attachments(sw) == {"vm1": Attachment(2, MAC1), "vm4": Attachment(5, MAC5)}
-    # The learned MAC sticks until the port goes away.
+    # The learned MAC sticks: a VM with a known MAC is not learned again.
     packet_in(mgr, 5, arp_from(MAC3))
-    assert sw.learned == {"vm4": MAC5}
+    assert learned.calls == [("vm4", MAC5)]
+    assert sw.packet_ins == 2
 
 
 def test_nothing_is_learned_for_a_vm_with_a_mac_or_from_a_lying_arp() -> None:
     policy = learning_policy()
-    mgr, sw = manager(policy)
+    mgr, sw, learned = manager(policy)
     packet_in(mgr, 2, arp_from(MAC5))  # vm1 has a configured MAC
     packet_in(mgr, 5, arp_from(MAC5, sender=MAC3))  # eth src and ARP sender disagree
+    packet_in(mgr, 5, nd_from(MAC5, type_=136))  # an NA
     packet_in(mgr, 9, arp_from(MAC5))  # no VM on that port
-    assert sw.learned == {}
-    assert sw.requested == 0
+    packet_in(mgr, 6, arp_from(MAC5))  # a port with no VM either (tap7)
+    assert learned.calls == []
+    assert sw.packet_ins == 5  # counted all the same
 
 
 def test_a_multicast_source_mac_is_not_learned_and_does_not_raise() -> None:
-    policy = learning_policy()
-    mgr, sw = manager(policy)
+    mgr, _sw, learned = manager(learning_policy())
     packet_in(mgr, 5, arp_from("01:00:5e:00:00:01"))
-    assert sw.learned == {}
+    assert learned.calls == []
+
+
+@pytest.mark.parametrize("how", ["configured", "learned"])
+def test_a_mac_another_vm_on_the_switch_has_is_not_learned(how: str) -> None:
+    policy = learning_policy()
+    policy.put_vm(Vm("vm5", "tap7", MAC2 if how == "configured" else None))
+    if how == "learned":
+        policy.learn_mac("vm5", MAC2)
+    mgr, _sw, learned = manager(policy)
+    packet_in(mgr, 5, arp_from(MAC2))
+    packet_in(mgr, 5, arp_from(MAC1))  # vm1's
+    assert learned.calls == []
+    packet_in(mgr, 5, arp_from(MAC3))  # free
+    assert learned.calls == [("vm4", MAC3)]
+
+
+def test_a_mac_a_vm_on_another_switch_has_can_be_learned() -> None:
+    policy = learning_policy()
+    policy.put_vm(Vm("far", "tap99", MAC5))  # tap99 is not on this switch
+    mgr, _sw, learned = manager(policy)
+    packet_in(mgr, 5, arp_from(MAC5))
+    assert learned.calls == [("vm4", MAC5)]
+
+
+def test_packet_ins_while_a_mac_is_being_stored_store_it_once() -> None:
+    policy = learning_policy()
+    mgr, sw, learned = manager(policy)
+    dp, msg = SimpleNamespace(id=1), SimpleNamespace(match={"in_port": 5}, data=arp_from(MAC5))
+    mgr.packet_in(dp, msg)
+    assert sw.learning == {"vm4"}  # storing: it waits for the switches, in its own thread
+    mgr.packet_in(dp, SimpleNamespace(match={"in_port": 5}, data=arp_from(MAC3)))
+    hub.sleep(0)
+    hub.sleep(0)
+    assert learned.calls == [("vm4", MAC5)]
+    assert sw.learning == set()
+
+
+def test_a_failed_store_is_logged_and_learning_goes_on(caplog: pytest.LogCaptureFixture) -> None:
+    policy = learning_policy()
+    mgr, sw, learned = manager(policy, fail=True)
+    packet_in(mgr, 5, arp_from(MAC5))
+    assert learned.calls == [("vm4", MAC5)]
+    assert sw.learning == set()
+    assert "storing the learned MAC of VM vm4 failed" in caplog.text
+    packet_in(mgr, 5, arp_from(MAC5))  # tried again on the next packet
+    assert learned.calls == [("vm4", MAC5)] * 2
+
+
+def test_a_packet_in_from_an_unknown_switch_is_ignored() -> None:
+    mgr, _sw, learned = manager(learning_policy())
+    mgr.packet_in(SimpleNamespace(id=2), SimpleNamespace(match={"in_port": 5}, data=b""))
+    assert learned.calls == []
+
+
+# --- attachments ----------------------------------------------------------------------------
 
 
 def test_attachments_carry_the_configured_mac_else_the_learned_one() -> None:
     policy = learning_policy()
-    mgr, sw = manager(policy)
-    sw.learned["vm1"] = MAC3  # never used for a VM with a configured MAC
+    mgr, sw, _ = manager(policy)
     assert mgr.attachments(sw) == {"vm1": Attachment(2, MAC1), "vm4": Attachment(5, None)}
-    sw.learned["vm4"] = MAC5
+    policy.learn_mac("vm4", MAC5)
     assert mgr.attachments(sw)["vm4"] == Attachment(5, MAC5)
     del sw.ports["tap6"]
     assert "vm4" not in mgr.attachments(sw)
+    sw.ports["tap6"] = 8  # back, renumbered: the learned MAC is still the VM's
+    assert mgr.attachments(sw)["vm4"] == Attachment(8, MAC5)
+
+
+def test_a_learned_mac_another_vm_here_is_configured_with_is_not_used() -> None:
+    policy = learning_policy()
+    policy.learn_mac("vm4", MAC2)  # learned on another switch, say
+    mgr, sw, _ = manager(policy)
+    assert mgr.attachments(sw)["vm4"] == Attachment(5, MAC2)
+    policy.put_vm(Vm("vm5", "tap7", MAC2))
+    assert mgr.attachments(sw) == {
+        "vm1": Attachment(2, MAC1),
+        "vm4": Attachment(5, None),  # learning again
+        "vm5": Attachment(6, MAC2),
+    }
+    # A configured MAC on another switch does not shadow it.
+    policy.put_vm(Vm("vm5", "tap99", MAC2))
+    assert mgr.attachments(sw)["vm4"] == Attachment(5, MAC2)
+
+
+# --- what a switch is sent besides flows ------------------------------------------------------
+
+
+class FakeDp:
+    """A datapath that records what it is sent and answers barriers at once; meter-mods
+    ADDing a meter in `existing` fail as OVS fails them, others as told by `refuse`."""
+
+    def __init__(self, mgr: SwitchManager, existing: set[int] = frozenset(), refuse: str = ""):  # type: ignore[assignment]
+        self.id = 1
+        self.ofproto, self.ofproto_parser = ofp, parser
+        self.ports: dict[int, Any] = {}
+        self.xid = 0
+        self.sent: list[Any] = []
+        self.mgr, self.existing, self.refuse = mgr, existing, refuse
+
+    def set_xid(self, msg: Any) -> None:
+        self.xid += 1
+        msg.xid = self.xid
+
+    def send_msg(self, msg: Any) -> None:
+        self.sent.append(msg)
+        sw = self.mgr.switches.get(self.id)
+        if isinstance(msg, parser.OFPMeterMod) and sw is not None:
+            if msg.command == ofp.OFPMC_ADD and msg.meter_id in self.existing:
+                sw.errors[msg.xid] = "OFPET_METER_MOD_FAILED OFPMMFC_METER_EXISTS"
+            elif self.refuse:
+                sw.errors[msg.xid] = self.refuse
+        if isinstance(msg, parser.OFPBarrierRequest):
+            self.mgr.reply(self, SimpleNamespace(xid=msg.xid))
+
+
+def meter_manager(**dp_args: Any) -> tuple[SwitchManager, Switch, FakeDp]:
+    mgr = SwitchManager(logging.getLogger("test"), Policy, lambda dpid: 1)
+    dp = FakeDp(mgr, **dp_args)
+    sw = Switch(1, dp=dp, name="br0")
+    mgr.switches[1] = sw
+    return mgr, sw, dp
+
+
+def meter_mods(dp: FakeDp) -> list[tuple[int, int]]:
+    return [(m.command, m.meter_id) for m in dp.sent if isinstance(m, parser.OFPMeterMod)]
+
+
+def test_meters_are_created_once_at_the_learning_rate() -> None:
+    mgr, sw, dp = meter_manager()
+    mgr._ensure_meters(sw, {7, 5})
+    assert meter_mods(dp) == [(ofp.OFPMC_ADD, 5), (ofp.OFPMC_ADD, 7)]
+    mod = next(m for m in dp.sent if isinstance(m, parser.OFPMeterMod))
+    assert mod.flags == ofp.OFPMF_PKTPS | ofp.OFPMF_BURST
+    assert [(type(b), b.rate, b.burst_size) for b in mod.bands] == [
+        (parser.OFPMeterBandDrop, LEARN_RATE, LEARN_BURST)
+    ]
+    assert sw.meters == {5, 7}
+    dp.sent.clear()
+    mgr._ensure_meters(sw, {5, 7})
+    assert dp.sent == []  # known to exist
+
+
+def test_a_meter_left_by_an_earlier_run_is_set_to_our_rate() -> None:
+    mgr, sw, dp = meter_manager(existing={5})
+    mgr._ensure_meters(sw, {5})
+    assert meter_mods(dp) == [(ofp.OFPMC_ADD, 5), (ofp.OFPMC_MODIFY, 5)]
+    assert sw.meters == {5}
+
+
+def test_a_meter_the_switch_refuses_is_a_switch_error() -> None:
+    mgr, sw, _dp = meter_manager(refuse="OFPET_METER_MOD_FAILED OFPMMFC_OUT_OF_METERS")
+    with pytest.raises(SwitchError, match=r"meter 5.*OUT_OF_METERS"):
+        mgr._ensure_meters(sw, {5})
+    assert sw.meters == set()
+
+
+LEARN_FLOW = Flow(0, 122, Match(in_port=5, eth_type=0x0806), (Meter(5), CONTROLLER), cookie(3, 5))
+PORT_FLOW = Flow(2, 100, Match(eth_dst=MAC1), (Output(2),), cookie(1, 2))
+
+
+def test_meters_are_ensured_before_the_flows_that_use_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    mgr, sw, _dp = meter_manager()
+    calls: list[Any] = []
+    monkeypatch.setattr(mgr, "_ensure_meters", lambda sw, ids: calls.append(("meters", ids)))
+    monkeypatch.setattr(mgr, "_bundle", lambda sw, msgs: calls.append(("bundle", len(msgs))))
+    assert mgr._send_diff(sw, Diff(add=[PORT_FLOW, LEARN_FLOW]), [], SyncResult(1))
+    assert calls == [("meters", {5}), ("bundle", 2)]
+    calls.clear()
+    assert mgr._send_diff(sw, Diff(delete=[LEARN_FLOW]), [], SyncResult(1))
+    assert calls == [("meters", set()), ("bundle", 1)]  # deleting needs no meter
+
+
+def test_a_refused_meter_sends_no_flows(monkeypatch: pytest.MonkeyPatch) -> None:
+    mgr, sw, _dp = meter_manager(refuse="OFPET_METER_MOD_FAILED OFPMMFC_OUT_OF_METERS")
+    bundles: list[Any] = []
+    monkeypatch.setattr(mgr, "_bundle", lambda sw, msgs: bundles.append(msgs))
+    result = SyncResult(1)
+    assert not mgr._send_diff(sw, Diff(add=[LEARN_FLOW]), [], result)
+    assert bundles == []
+    assert len(result.errors) == 1 and "meter" in result.errors[0]
+
+
+def test_a_connecting_switch_is_told_to_show_l4_ports_of_first_fragments() -> None:
+    mgr = SwitchManager(logging.getLogger("test"), Policy, lambda dpid: 1)
+    dp = FakeDp(mgr)
+    mgr.connected(dp)
+    try:
+        configs = [m for m in dp.sent if isinstance(m, parser.OFPSetConfig)]
+        assert [(m.flags, m.miss_send_len) for m in configs] == [
+            (OFPC_FRAG_NX_MATCH, ofp.OFPCML_NO_BUFFER)
+        ]
+        assert OFPC_FRAG_NX_MATCH == 3  # OVS's nx-match fragment handling
+        assert mgr.switches[1].meters == set()  # read nothing about meters yet: ensure again
+    finally:
+        hub.kill(mgr.switches[1].worker)
