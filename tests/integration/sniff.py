@@ -41,10 +41,13 @@ class Sniffer:
 
     def frames(self, settle: float = 0.5) -> list[bytes]:
         time.sleep(settle)
-        self.proc.terminate()
+        if self.proc.poll() is None:
+            self.proc.terminate()
         out, err = self.proc.communicate(timeout=30)
-        if self.proc.returncode != 0:
-            raise lab.LabError(f"sniffer failed: {err}")
+        # 0: it ran out of time or took the SIGTERM; -SIGTERM: it was still starting its
+        # handler or already on its way out. Anything else is a failure worth seeing.
+        if self.proc.returncode not in (0, -signal.SIGTERM):
+            raise lab.LabError(f"sniffer failed ({self.proc.returncode}): {err}")
         return [bytes.fromhex(line) for line in out.split()]
 
 
