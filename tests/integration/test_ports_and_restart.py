@@ -74,7 +74,7 @@ def test_controller_restart_restores_policy_without_touching_flows(seed: Lab) ->
     # fail_mode=secure: the switch keeps its flows while the controller is away.
     assert vm1.ping(vm2.ip), "forwarding goes on without the controller"
     dump = seed.ovs.dump_flows(seed.bridge)
-    assert "ct(commit,zone=1)" in dump
+    assert "ct(commit,zone=1,exec(set_field:0x10002->ct_mark))" in dump
 
     seed.ctl.start()
     found, added, deleted = seed.ctl.wait_in_sync(reports)
