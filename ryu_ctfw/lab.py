@@ -431,8 +431,15 @@ class Controller:
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
         if self.proc is not None:
-            _kill_pid(self.proc.pid, sig, 5.0)
-            self.proc.wait()
+            # Our child: wait() reaps it. (Polling with kill(pid, 0), as for the daemons
+            # below, would see the unreaped zombie and wait out the whole timeout.)
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
             self.proc = None
 
     def api(
