@@ -142,15 +142,17 @@ def _frag() -> Codec:
     return Codec(pack, unpack, str)
 
 
-OxmOf = Callable[[Any], tuple[int, int]]  # the Match -> (class, field) of its TLV
+# (eth_type, ip_proto) of the match -> (class, field) of the TLV: L4 fields have one per
+# protocol.
+OxmOf = Callable[[int | None, int | None], tuple[int, int]]
 
 
 def _l4(tcp: int, udp: int) -> OxmOf:
-    return lambda m: (OXM_OF, tcp if m.ip_proto == PROTO_TCP else udp)
+    return lambda eth_type, ip_proto: (OXM_OF, tcp if ip_proto == PROTO_TCP else udp)
 
 
 def _icmp(v4: int, v6: int) -> OxmOf:
-    return lambda m: (OXM_OF, v6 if m.eth_type == ETH_TYPE_IPV6 else v4)
+    return lambda eth_type, ip_proto: (OXM_OF, v6 if eth_type == ETH_TYPE_IPV6 else v4)
 
 
 class Field(NamedTuple):

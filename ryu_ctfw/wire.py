@@ -18,6 +18,7 @@ for every shape the compiler makes; a mismatch would only cost a redundant re-ad
 
 from __future__ import annotations
 
+import operator
 import struct
 from collections.abc import Iterator
 from functools import lru_cache
@@ -81,20 +82,51 @@ def _tlv(attr: str, cls: int, field: int, value: object) -> bytes:
     return _oxm(cls, field, *fields.BY_ATTR[attr].codec.pack(value))
 
 
-# Each Field with the position of its value in a Match, in the order OVS writes them.
-_WIRE = tuple((f, Match._fields.index(f.attr)) for f in fields.FIELDS)
+# The table in three parts, each packed and remembered on its own: a pair's lines share where
+# they go (in_port, MACs), the services of all pairs are few, and so are conntrack states,
+# so most parts are cache hits and a match costs three lookups. (The L4 fields' TLV depends
+# on eth_type and ip_proto, which are in the same part.)
+_PART_ENDS = ("eth_dst", "arp_sha", "ct_mark")
+_PARTS: list[tuple[tuple[fields.Field, int], ...]] = []
+_part: list[tuple[fields.Field, int]] = []
+for _f in fields.FIELDS:
+    _part.append((_f, Match._fields.index(_f.attr)))
+    if _f.attr in _PART_ENDS:
+        _PARTS.append(tuple(_part))
+        _part = []
+assert not _part and len(_PARTS) == len(_PART_ENDS), "fields.FIELDS ends each part"
+_WHERE, _WHAT, _STATE = (operator.itemgetter(*(i for _, i in part)) for part in _PARTS)
+
+
+_ETH_TYPE_AT = next(n for n, (f, _) in enumerate(_PARTS[1]) if f.attr == "eth_type")
+_IP_PROTO_AT = next(n for n, (f, _) in enumerate(_PARTS[1]) if f.attr == "ip_proto")
+
+
+# Per part: (position in the part, attribute, fixed TLV or None) of each field.
+_PLANS = tuple(
+    tuple((k, f.attr, f.oxm if isinstance(f.oxm, tuple) else None) for k, (f, _) in
+          enumerate(part))
+    for part in _PARTS
+)  # fmt: skip
+
+
+@lru_cache(maxsize=1 << 16)
+def _part_bytes(part: int, values: tuple) -> bytes:
+    out = []
+    for k, attr, tlv in _PLANS[part]:
+        value = values[k]
+        if value is None:
+            continue
+        if tlv is None:  # an L4 field: its TLV follows this part's eth_type and ip_proto
+            tlv = fields.BY_ATTR[attr].oxm(values[_ETH_TYPE_AT], values[_IP_PROTO_AT])  # type: ignore[operator]
+        out.append(_tlv(attr, *tlv, value))
+    return b"".join(out)
 
 
 @lru_cache(maxsize=1 << 17)
 def match_bytes(m: Match) -> bytes:
     """ofp_match (OXM), padded to 8 bytes, fields in the order OVS writes them."""
-    parts = []
-    for f, i in _WIRE:
-        value = m[i]
-        if value is not None:
-            cls, field = f.oxm if isinstance(f.oxm, tuple) else f.oxm(m)
-            parts.append(_tlv(f.attr, cls, field, value))
-    oxms = b"".join(parts)
+    oxms = _part_bytes(0, _WHERE(m)) + _part_bytes(1, _WHAT(m)) + _part_bytes(2, _STATE(m))
     return _pad(_MATCH_HEADER.pack(1, 4 + len(oxms)) + oxms)
 
 
@@ -124,7 +156,7 @@ def _set_field(cls: int, field: int, value: bytes) -> bytes:
     return _pad(_ACTION_HEADER.pack(OFPAT_SET_FIELD, size + (-size % 8)) + tlv)
 
 
-@lru_cache(maxsize=256)
+@lru_cache(maxsize=1 << 16)  # outputs to ports and per-link marks: one per link and port
 def instructions_bytes(actions: tuple[Action, ...]) -> bytes:
     """The meter, apply-actions and goto-table instructions, in the order OVS writes them;
     none at all for a drop (as OVS reports a drop)."""
