@@ -171,7 +171,8 @@ PATHS: dict[str, Any] = {
                     "application/json": {"schema": _ref("VmBody")}}},
                 "responses": {"201": _json(_ref("Vm"), "created"),
                               "200": _json(_ref("Vm"), "updated"),
-                              "409": _error("the port, or the MAC on its bridge, is another VM's"), **COMMON_ERRORS}},
+                              "409": _error("the port, or the MAC on its bridge, is taken"),
+                              **COMMON_ERRORS}},
         "delete": {"operationId": "delete_vm", "security": AUTH, "responses": {
             "204": {"description": "deleted"}, "404": _error("no such VM"),
             "409": _error("a pair uses the VM"), **COMMON_ERRORS}},
