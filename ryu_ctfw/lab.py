@@ -431,6 +431,12 @@ class Controller:
     api_port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
 
+    def __post_init__(self) -> None:
+        # Two free_port() calls in a row can return the same port (about 1 in 10,000 here);
+        # ryu-manager then serves REST but cannot listen for switches, and no bridge connects.
+        while self.api_port == self.ofp_port:
+            self.api_port = free_port()
+
     @property
     def state_file(self) -> Path:
         return self.root / "state.json"

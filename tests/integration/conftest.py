@@ -105,6 +105,15 @@ class Lab:
         return self.counter("priority=0 actions=drop")
 
 
+def _connect_logs(ovs: lab.Ovs, ctl: lab.Controller) -> str:
+    """What both sides logged, for a bridge that never connected."""
+    out = [f"ofp port {ctl.ofp_port}, api port {ctl.api_port}"]
+    for log in (ctl.log_file, ovs.root / "ovs-vswitchd.log"):
+        text = log.read_text() if log.exists() else "(none)"
+        out.append(f"--- {log}:\n{text[-3000:]}")
+    return "\n".join(out)
+
+
 @pytest.fixture
 def labenv(tmp_path: Path) -> Iterator[Lab]:
     lab.require_root_and_tools()
@@ -116,7 +125,10 @@ def labenv(tmp_path: Path) -> Iterator[Lab]:
         ctl.start()
         # A fixed dpid: a restarted ovs-vswitchd must come back as the same switch.
         ovs.add_bridge(env.bridge, ctl.ofp_port, dpid=f"00000000{token}0001")
-        ctl.wait_connected(env.bridge)
+        try:
+            ctl.wait_connected(env.bridge)
+        except lab.LabError as e:
+            raise lab.LabError(f"{e}\n{_connect_logs(ovs, ctl)}") from None
         yield env
     finally:
         ctl.stop()
