@@ -618,6 +618,7 @@ def main(argv: list[str]) -> int:
     args = ap.parse_args(argv)
     args.argv = ["python", "-m", "bench.run", *argv]
     lab.require_root_and_tools()
+    lab.isolate_network()  # its own network namespace: runs beside the tests
     size = (
         dict(vms=20, pairs=100, repeat=1, changes=20, seconds=1.0)
         if args.smoke

@@ -284,6 +284,7 @@ def run_demo(demo: Demo) -> None:
 def main() -> int:
     try:
         lab.require_root_and_tools()
+        lab.isolate_network()  # its own network namespace: runs beside the tests
         refuse_taken([BRIDGE, *(s.port for s in SEED_VMS)], [s.name for s in SEED_VMS])
         refuse_other_ovs()
     except lab.LabError as e:

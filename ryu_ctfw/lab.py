@@ -2,12 +2,16 @@
 
 Used by `make demo` and by the integration tests. Everything here is started in a folder
 the caller owns and is stopped by the pids it recorded; nothing is ever killed by name.
-Needs root, Open vSwitch and iproute2.
+Needs root, Open vSwitch and iproute2. `isolate_network()` moves the calling process into
+a network namespace of its own first, so that several labs (test workers, the demo, the
+benchmark) run side by side.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import json
 import os
 import re
@@ -50,6 +54,73 @@ def require_root_and_tools() -> None:
             )
     if not SCHEMA.exists():
         raise LabError(f"{SCHEMA} missing: is openvswitch-switch installed?")
+
+
+# --- isolation: one network namespace per lab ----------------------------------------------
+
+CLONE_NEWNS = 0x00020000
+CLONE_NEWNET = 0x40000000
+MS_REC = 0x4000
+MS_SLAVE = 0x80000
+MNT_DETACH = 0x2
+MS_NOSUID, MS_NODEV, MS_NOEXEC = 0x2, 0x4, 0x8
+NETNS_RUN_DIR = Path("/run/netns")
+
+
+def _libc() -> ctypes.CDLL:
+    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    c_str, c_ulong = ctypes.c_char_p, ctypes.c_ulong
+    libc.unshare.argtypes = [ctypes.c_int]
+    libc.mount.argtypes = [c_str, c_str, c_str, c_ulong, ctypes.c_void_p]
+    libc.umount2.argtypes = [c_str, ctypes.c_int]
+    return libc
+
+
+def _check(what: str, result: int) -> None:
+    if result != 0:
+        raise LabError(f"{what} failed: {os.strerror(ctypes.get_errno())}")
+
+
+def isolate_network() -> None:
+    """Put this process into a fresh network namespace, before it starts anything.
+
+    Everything started afterwards (ovsdb-server, ovs-vswitchd with its `ovs-netdev`
+    device, ryu-manager on 127.0.0.1, the host ends of veth pairs, Mininet) lives in it
+    and cannot see, or collide with, another lab on the machine: this is what lets the
+    test workers, the demo and the benchmark run at the same time. It also gets a mount
+    namespace of its own with /sys mounted afresh (as `ip netns exec` does), so that
+    /sys/class/net shows this namespace's interfaces and not the machine's, and a private
+    /run/netns, so that `ip netns add` names are this lab's alone; mounts are made slaves
+    first, so nothing done here propagates back to the machine.
+
+    Only the calling thread moves (namespaces are per thread): call it from the thread
+    that starts the lab, before starting other threads that do. Needs root.
+    """
+    if os.geteuid() != 0:
+        raise LabError("isolating the lab needs root (unshare of network and mount namespaces)")
+    libc = _libc()
+    _check("unshare(CLONE_NEWNET | CLONE_NEWNS)", libc.unshare(CLONE_NEWNET | CLONE_NEWNS))
+    _check("making / a slave mount", libc.mount(b"none", b"/", None, MS_REC | MS_SLAVE, None))
+    _check("unmounting /sys", libc.umount2(b"/sys", MNT_DETACH))
+    _check("mounting sysfs on /sys", libc.mount(b"sysfs", b"/sys", b"sysfs", 0, None))
+    # `ip netns add` names live in /run/netns, which the whole machine shares: a tmpfs of
+    # our own there makes them this lab's, so fixed names (the demo's vm1, the
+    # benchmark's) meet no other lab's, and nothing is left there when the lab ends.
+    NETNS_RUN_DIR.mkdir(parents=True, exist_ok=True)
+    flags = MS_NOSUID | MS_NODEV | MS_NOEXEC
+    tmpfs = libc.mount(b"tmpfs", bytes(NETNS_RUN_DIR), b"tmpfs", flags, b"mode=0755")
+    _check(f"mounting a tmpfs on {NETNS_RUN_DIR}", tmpfs)
+    run(["ip", "link", "set", "lo", "up"])
+
+
+def interface_exists(name: str) -> bool:
+    """Whether the caller's network namespace has interface `name` (unlike
+    /sys/class/net, which shows the namespace of whoever mounted /sys)."""
+    try:
+        socket.if_nametoindex(name)
+    except OSError:
+        return False
+    return True
 
 
 def wait_for(predicate: Any, timeout: float, what: str, interval: float = 0.1) -> Any:
@@ -108,12 +179,15 @@ class Ovs:
         return {**os.environ, "OVS_RUNDIR": d, "OVS_LOGDIR": d, "OVS_DBDIR": d}
 
     def start(self) -> Ovs:
-        if Path("/sys/class/net/ovs-netdev").exists():
-            # The userspace datapath's device name is global: a second instance cannot
-            # open its datapath and every bridge fails to come up.
+        if interface_exists("ovs-netdev"):
+            # The userspace datapath's device belongs to the network namespace
+            # ovs-vswitchd runs in: a second instance in the same namespace cannot open
+            # its datapath and every bridge fails to come up. Instances in different
+            # namespaces (isolate_network) do not meet.
             raise LabError(
-                "another Open vSwitch with the userspace datapath is running here "
-                "(interface ovs-netdev exists); only one can run at a time"
+                "another Open vSwitch with the userspace datapath is running in this "
+                "network namespace (interface ovs-netdev exists); only one can run per "
+                "namespace (see lab.isolate_network)"
             )
         self.root.mkdir(parents=True, exist_ok=True)
         r = self.root
@@ -231,9 +305,9 @@ class Vm:
         return self.ips[0].split("/")[0]
 
     def create(self) -> Vm:
-        if Path(f"/run/netns/{self.ns}").exists():
+        if (NETNS_RUN_DIR / self.ns).exists():
             raise LabError(f"network namespace {self.ns} already exists; not touching it")
-        if Path(f"/sys/class/net/{self.port}").exists():
+        if interface_exists(self.port):
             raise LabError(f"interface {self.port} already exists; not touching it")
         run(["ip", "netns", "add", self.ns])
         try:
@@ -356,6 +430,12 @@ class Controller:
     ofp_port: int = field(default_factory=free_port)
     api_port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
+
+    def __post_init__(self) -> None:
+        # Two free_port() calls in a row can return the same port (about 1 in 10,000 here);
+        # ryu-manager then serves REST but cannot listen for switches, and no bridge connects.
+        while self.api_port == self.ofp_port:
+            self.api_port = free_port()
 
     @property
     def state_file(self) -> Path:

@@ -4,10 +4,16 @@ Each test gets its own private OVS in its tmp folder, a bridge with a unique nam
 `ryu-manager ryu_ctfw.app`, and namespace VMs on test-only addresses (198.18.0.0/15).
 Everything is stopped by pid and deleted afterwards. Without root or OVS the fixtures
 raise LabError: the test errors with the reason, it never passes silently.
+
+Every process that runs these tests (each pytest-xdist worker, or pytest itself without
+xdist) first moves into a network namespace of its own (`lab.isolate_network`), so the
+workers' Open vSwitch instances, controllers and veths never meet, and none of them
+touches the machine's own network namespace.
 """
 
 from __future__ import annotations
 
+import os
 import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -18,6 +24,19 @@ import pytest
 from ryu_ctfw import lab
 
 pytestmark = pytest.mark.integration
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Runs when this file is loaded, which is at collection, before any test. The xdist
+    # controller only hands out tests and starts nothing: it stays where it is.
+    xdist_controller = config.getoption("dist", "no") != "no" and not hasattr(config, "workerinput")
+    if xdist_controller or os.geteuid() != 0:
+        return  # without root, every lab fixture fails with the reason instead
+    try:
+        lab.isolate_network()
+    except lab.LabError as e:
+        raise pytest.UsageError(f"cannot isolate the integration tests: {e}") from e
+
 
 SEED_MACS = {"vm1": "52:54:00:60:84:ff", "vm2": "52:54:00:99:90:78"}
 
@@ -86,6 +105,15 @@ class Lab:
         return self.counter("priority=0 actions=drop")
 
 
+def _connect_logs(ovs: lab.Ovs, ctl: lab.Controller) -> str:
+    """What both sides logged, for a bridge that never connected."""
+    out = [f"ofp port {ctl.ofp_port}, api port {ctl.api_port}"]
+    for log in (ctl.log_file, ovs.root / "ovs-vswitchd.log"):
+        text = log.read_text() if log.exists() else "(none)"
+        out.append(f"--- {log}:\n{text[-3000:]}")
+    return "\n".join(out)
+
+
 @pytest.fixture
 def labenv(tmp_path: Path) -> Iterator[Lab]:
     lab.require_root_and_tools()
@@ -97,7 +125,10 @@ def labenv(tmp_path: Path) -> Iterator[Lab]:
         ctl.start()
         # A fixed dpid: a restarted ovs-vswitchd must come back as the same switch.
         ovs.add_bridge(env.bridge, ctl.ofp_port, dpid=f"00000000{token}0001")
-        ctl.wait_connected(env.bridge)
+        try:
+            ctl.wait_connected(env.bridge)
+        except lab.LabError as e:
+            raise lab.LabError(f"{e}\n{_connect_logs(ovs, ctl)}") from None
         yield env
     finally:
         ctl.stop()
