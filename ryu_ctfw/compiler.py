@@ -4,12 +4,17 @@ Pure: no Ryu, no I/O. Every flow the app installs is made here, so this is where
 firewall's correctness lives; `Flow.text()` prints each one in ovs-ofctl syntax and
 README.md ("The flows") explains them line by line.
 
-Table 0 classifies: a VM's port may only send from its own MAC and IPs (ARP and ND
-included), IPv4 and IPv6 go through conntrack in the bridge's zone, ARP and Neighbor
-Discovery pass, the rest is dropped. Table 1 is the policy: for every pair service, new
-connections from the initiator to the responder are committed, established packets in the
-original direction and the responder's replies pass while the pair exists, invalid packets
-are dropped apart, related ICMP errors pass, and everything else is dropped and counted.
+Table 0 classifies: a VM's port may only send from its own MAC and IPs (ARP and ND, their
+link-layer options included), untagged; nobody else may send from a VM's MAC or registered
+addresses; IPv4 and IPv6 go through conntrack in the bridge's zone, ARP and Neighbor
+Discovery go to table 2, the rest is dropped. Table 1 is the policy: every original-
+direction packet must meet a pair's service line, which commits it with the mark of its
+initiator -> responder link and outputs it to the responder's port; replies and related
+ICMP pass only with that mark, between the link's two ports; invalid packets are dropped
+apart, established ones no pair allows any more are marked blocked, and everything else is
+dropped and counted. Table 2 delivers ARP and ND to the port of the VM they are for, or
+floods broadcast and multicast. Nothing uses NORMAL: the bridge's MAC table never decides
+where a packet goes.
 """
 
 from __future__ import annotations
@@ -24,7 +29,6 @@ from ryu_ctfw.fields import (
     BY_ATTR,
     CT_EST,
     CT_INV,
-    CT_NEW,
     CT_REL,
     CT_RPL,
     CT_TRK,
@@ -72,7 +76,6 @@ def cookie_kind(value: int) -> int:
     return (value >> 40) & 0xFF
 
 
-NEW = CtState.of(CT_NEW, CT_TRK)
 # The original direction, new or established: what the pair's service lines check.
 ORIGINAL = CtState.of(CT_TRK, clear=CT_REL | CT_RPL)
 EST_ORIGINAL = CtState.of(CT_EST, CT_TRK, clear=CT_RPL)
@@ -441,13 +444,14 @@ def port_masks(lo: int, hi: int) -> list[Ports]:
 class Service:
     """One family's worth of what a pair allows, seen from the initiator."""
 
-    eth_type: int | None  # None: both families (only where no protocol is matched)
+    eth_type: int
     ip_proto: int | None = None
-    ports: Ports | None = None  # destination port on the way there, source port back
+    ports: Ports | None = None  # destination port
     icmp_request: int | None = None
-    icmp_reply: int | None = None
 
     def original(self) -> Match:
+        """What an original-direction packet of the service matches (replies are checked by
+        the connection's mark instead)."""
         return Match(
             eth_type=self.eth_type,
             ip_proto=self.ip_proto,
@@ -455,20 +459,12 @@ class Service:
             icmp_type=self.icmp_request,
         )
 
-    def reply(self) -> Match:
-        return Match(
-            eth_type=self.eth_type,
-            ip_proto=self.ip_proto,
-            tp_src=self.ports,
-            icmp_type=self.icmp_reply,
-        )
-
 
 def services(pair: Pair) -> list[Service]:
     if pair.protocol == "any":
         return [Service(fam) for fam in FAMILIES]
     if pair.protocol == "icmp":
-        return [Service(fam, proto, None, req, rep) for fam, (proto, req, rep) in ECHO.items()]
+        return [Service(fam, proto, None, req) for fam, (proto, req, _) in ECHO.items()]
     rng = pair.port_range()
     masks: list[Ports | None] = port_masks(*rng) if rng else [None]
     return [Service(fam, IP_PROTO[pair.protocol], m) for fam in FAMILIES for m in masks]

@@ -10,7 +10,7 @@ def _mac(text: str) -> bytes:
     return bytes.fromhex(text.replace(":", ""))
 
 
-def _checksum(data: bytes) -> int:
+def checksum(data: bytes) -> int:
     if len(data) % 2:
         data += b"\0"
     total = sum(struct.unpack(f"!{len(data) // 2}H", data))
@@ -23,13 +23,13 @@ def ethernet(dst: str, src: str, eth_type: int, payload: bytes) -> bytes:
     return _mac(dst) + _mac(src) + struct.pack("!H", eth_type) + payload
 
 
-def ipv4(src: str, dst: str, proto: int, payload: bytes) -> bytes:
+def ipv4(src: str, dst: str, proto: int, payload: bytes, ident: int = 0x1234) -> bytes:
     header = struct.pack(
         "!BBHHHBBH4s4s",
         0x45,
         0,
         20 + len(payload),
-        0x1234,
+        ident,
         0,
         64,
         proto,
@@ -37,7 +37,7 @@ def ipv4(src: str, dst: str, proto: int, payload: bytes) -> bytes:
         ipaddress.IPv4Address(src).packed,
         ipaddress.IPv4Address(dst).packed,
     )
-    header = header[:10] + struct.pack("!H", _checksum(header)) + header[12:]
+    header = header[:10] + struct.pack("!H", checksum(header)) + header[12:]
     return header + payload
 
 
@@ -45,7 +45,7 @@ def icmp(
     icmp_type: int, code: int = 0, rest: bytes = b"\0\x01\0\x01", data: bytes = b"x" * 16
 ) -> bytes:
     body = struct.pack("!BBH", icmp_type, code, 0) + rest + data
-    return body[:2] + struct.pack("!H", _checksum(body)) + body[4:]
+    return body[:2] + struct.pack("!H", checksum(body)) + body[4:]
 
 
 def icmp_echo_frame(
@@ -78,7 +78,7 @@ def neighbor_advert_frame(src_mac: str, src_ip: str, target: str) -> bytes:
     body += struct.pack("!BB6s", 2, 1, _mac(src_mac))  # target link-layer address option
     src, dst = ipaddress.IPv6Address(src_ip).packed, ipaddress.IPv6Address("ff02::1").packed
     pseudo = src + dst + struct.pack("!IxxxB", len(body), 58)
-    body = body[:2] + struct.pack("!H", _checksum(pseudo + body)) + body[4:]
+    body = body[:2] + struct.pack("!H", checksum(pseudo + body)) + body[4:]
     ip6 = struct.pack("!IHBB16s16s", 0x60000000, len(body), 58, 255, src, dst)
     return ethernet("33:33:00:00:00:01", src_mac, 0x86DD, ip6 + body)
 
@@ -113,7 +113,7 @@ def arp_frame(src_mac: str, dst_mac: str, op: int, sender_mac: str, sender_ip: s
 def _icmp6_frame(src_mac: str, dst_mac: str, src_ip: str, dst_ip: str, body: bytes) -> bytes:
     src, dst = ipaddress.IPv6Address(src_ip).packed, ipaddress.IPv6Address(dst_ip).packed
     pseudo = src + dst + struct.pack("!IxxxB", len(body), 58)
-    body = body[:2] + struct.pack("!H", _checksum(pseudo + body)) + body[4:]
+    body = body[:2] + struct.pack("!H", checksum(pseudo + body)) + body[4:]
     ip6 = struct.pack("!IHBB16s16s", 0x60000000, len(body), 58, 255, src, dst)
     return ethernet(dst_mac, src_mac, 0x86DD, ip6 + body)
 

@@ -1,6 +1,6 @@
 """Hand-made frames, a frame decoder and small traffic programs for test_connections.py.
 
-Self-contained (frames.py is edited elsewhere). Run inside a VM's namespace as
+Built on frames.py. Run inside a VM's namespace as
 `python frames_conn.py <command> ...`:
 
 - `udp-recv SECONDS COUNT PORT...`: bind the ports (IPv4 and IPv6), print "ready", then one
@@ -27,47 +27,21 @@ import sys
 import time
 from dataclasses import dataclass
 
+import frames  # beside this file, also when it runs as a script in a namespace
+from frames import _mac as mac_bytes
+from frames import checksum, ethernet
+
 ETH_IP, ETH_ARP, ETH_IPV6 = 0x0800, 0x0806, 0x86DD
 PROTO_ICMP, PROTO_TCP, PROTO_UDP, PROTO_FRAG6 = 1, 6, 17, 44
 TCP_SYN, TCP_ACK = 0x02, 0x10
-
-
-def mac_bytes(text: str) -> bytes:
-    return bytes.fromhex(text.replace(":", ""))
 
 
 def mac_text(raw: bytes) -> str:
     return ":".join(f"{b:02x}" for b in raw)
 
 
-def checksum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\0"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
-
-
-def ethernet(dst: str, src: str, eth_type: int, payload: bytes) -> bytes:
-    return mac_bytes(dst) + mac_bytes(src) + struct.pack("!H", eth_type) + payload
-
-
 def ipv4(src: str, dst: str, proto: int, payload: bytes, ident: int = 0x4321) -> bytes:
-    header = struct.pack(
-        "!BBHHHBBH4s4s",
-        0x45,
-        0,
-        20 + len(payload),
-        ident,
-        0,
-        64,
-        proto,
-        0,
-        ipaddress.IPv4Address(src).packed,
-        ipaddress.IPv4Address(dst).packed,
-    )
-    return header[:10] + struct.pack("!H", checksum(header)) + header[12:] + payload
+    return frames.ipv4(src, dst, proto, payload, ident)
 
 
 def _l4_checksummed(src: str, dst: str, proto: int, segment: bytes, at: int) -> bytes:
