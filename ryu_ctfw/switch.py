@@ -593,7 +593,16 @@ def install_raw_flow_stats_parser() -> None:
         msg.set_headers(version, msg_type, msg_len, xid)
         msg.set_buf(buf)
         msg.type, msg.flags = struct.unpack_from("!HH", buf, 8)
-        msg.body = list(wire.flow_stats_entries(bytes(buf)))
+        try:
+            msg.body = list(wire.flow_stats_entries(bytes(buf)))
+        except wire.MalformedReply as e:
+            # Raised out of Ryu's receive loop, it ends this connection; the switch
+            # reconnects and is read back again.
+            logging.getLogger("ryu_ctfw").error(
+                "switch %s sent a malformed flow-stats reply, closing: %s",
+                dpid_str(getattr(datapath, "id", 0) or 0), e,
+            )  # fmt: skip
+            raise
         return msg
 
     parse.ctfw_raw = True  # type: ignore[attr-defined]

@@ -322,16 +322,33 @@ class RawFlow(NamedTuple):
     duration: float
 
 
+class MalformedReply(ValueError):
+    """A switch's reply that cannot be what it says it is (the connection should end)."""
+
+
 def flow_stats_entries(buf: bytes, offset: int = 16) -> Iterator[RawFlow]:
-    """The entries of one OFPMP_FLOW reply (`buf` is the whole message)."""
+    """The entries of one OFPMP_FLOW reply (`buf` is the whole message). Raises
+    MalformedReply for an entry whose lengths do not fit (a zero length would otherwise
+    never move on)."""
     end = len(buf)
     while offset < end:
+        if end - offset < _STATS_ENTRY.size + _MATCH_HEADER.size:
+            raise MalformedReply(f"flow-stats entry at byte {offset} is truncated")
         length, table, sec, nsec, prio, _idle, _hard, _flags, cookie, packets, nbytes = (
             _STATS_ENTRY.unpack_from(buf, offset)
         )
         match_at = offset + _STATS_ENTRY.size
         match_len = _MATCH_HEADER.unpack_from(buf, match_at)[1]
         instr_at = match_at + match_len + (-match_len % 8)
+        if (
+            length < _STATS_ENTRY.size + _MATCH_HEADER.size
+            or offset + length > end
+            or (match_len < _MATCH_HEADER.size or instr_at > offset + length)
+        ):
+            raise MalformedReply(
+                f"flow-stats entry at byte {offset}: length {length}, match length"
+                f" {match_len}, in a reply of {end} bytes"
+            )
         yield RawFlow(
             (table, prio, bytes(buf[match_at:instr_at])),
             cookie,

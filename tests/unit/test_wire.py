@@ -570,3 +570,23 @@ def test_a_broken_entry_decodes_to_none_without_raising(
     match: bytes | None, instructions: bytes | None
 ) -> None:
     assert wire.flow_from_raw(raw_entry(ROUND_TRIP_FLOWS[0], match, instructions)) is None
+
+
+def _stats_reply(entry: bytes) -> bytes:
+    body = struct.pack("!HH4x", wire.OFPMP_FLOW, 0) + entry
+    return struct.pack("!BBHI", 4, wire.OFPT_MULTIPART_REPLY, 8 + len(body), 7) + body
+
+
+@pytest.mark.parametrize("length", [0, 8, 10_000])
+def test_a_flow_stats_entry_whose_length_does_not_fit_is_malformed(length: int) -> None:
+    # A zero length used to make the reader loop forever inside Ryu's receive loop.
+    entry = bytearray(wire._STATS_ENTRY.size + 8)
+    struct.pack_into("!H", entry, 0, length)
+    struct.pack_into("!HH", entry, wire._STATS_ENTRY.size, 1, 4)
+    with pytest.raises(wire.MalformedReply):
+        list(wire.flow_stats_entries(_stats_reply(bytes(entry))))
+
+
+def test_a_truncated_flow_stats_entry_is_malformed() -> None:
+    with pytest.raises(wire.MalformedReply):
+        list(wire.flow_stats_entries(_stats_reply(b"\x00\x40" + bytes(10))))
