@@ -36,6 +36,11 @@ VM_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 # characters that would need quoting in ovs-vsctl or a shell, which no real NIC uses.
 PORT_NAME_RE = re.compile(r"^[A-Za-z0-9_.:@-]{1,15}$")
 MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
+# Each IP costs a VM about four flows (its IP, claim and ND lines): a bound keeps one request
+# from compiling into thousands. VMs and pairs are bounded likewise.
+MAX_IPS_PER_VM = 64
+MAX_VMS = 10_000
+MAX_PAIRS = 100_000
 
 
 MAX_VM_ID = 0xFFFE  # a VM id is 16 bits of a connection's ct_mark; 0xffff is "blocked"
@@ -132,6 +137,8 @@ def validate_ips(ips: Any) -> tuple[str, ...]:
         return ()
     if not isinstance(ips, list):
         raise InvalidInput(f"invalid ips {ips!r}: expected a list of IP addresses")
+    if len(ips) > MAX_IPS_PER_VM:
+        raise InvalidInput(f"invalid ips: {len(ips)} addresses, at most {MAX_IPS_PER_VM}")
     out: list[str] = []
     for ip in ips:
         try:
@@ -142,6 +149,10 @@ def validate_ips(ips: Any) -> tuple[str, ...]:
             raise InvalidInput(f"invalid ips: {ip!r} is not an IPv4 or IPv6 address")
         if addr.is_multicast or addr.is_unspecified:
             raise InvalidInput(f"invalid ips: {ip!r} cannot be a VM's own address")
+        if getattr(addr, "scope_id", None):
+            # fe80::1%eth0 is fe80::1 on the wire: a scope names the host's interface, not
+            # the VM's, and two spellings of one address would make the same flows twice.
+            raise InvalidInput(f"invalid ips: {ip!r} has a scope id; give the address alone")
         if str(addr) in out:
             raise InvalidInput(f"invalid ips: {ip!r} is listed twice")
         out.append(str(addr))
@@ -263,6 +274,8 @@ class Policy:
             if other.name != vm.name and other.port == vm.port:
                 raise Conflict(f"port {vm.port!r} already belongs to VM {other.name!r}")
         old = self.vms.get(vm.name)
+        if old is None and len(self.vms) >= MAX_VMS:
+            raise Conflict(f"the policy holds the most VMs it may ({MAX_VMS})")
         if vm.id == 0:  # from a client: the policy's own fields come from the old VM
             learned = old.learned_mac if old and old.port == vm.port and not vm.mac else None
             vm = Vm(vm.name, vm.port, vm.mac, vm.ips, old.id if old else self._new_vm_id(),
@@ -310,6 +323,8 @@ class Policy:
             raise InvalidInput(f"a VM cannot be paired with itself ({req.initiator!r})")
         self.get_vm(req.initiator)
         self.get_vm(req.responder)
+        if len(self.pairs) >= MAX_PAIRS:
+            raise Conflict(f"the policy holds the most pairs it may ({MAX_PAIRS})")
         pair = Pair(self.next_pair_id, req.initiator, req.responder, req.protocol, req.ports)
         same = self._services.get(pair.service)
         if same is not None:

@@ -280,7 +280,8 @@ class SwitchManager:
             except Exception as e:  # a bug must not kill the worker for good
                 self.log.exception("sync of switch %s failed", dpid_str(sw.dpid))
                 sw.flows = None
-                result = SyncResult(sw.dpid, [f"internal error: {e}"])
+                # The answer reaches API clients: the details stay in the log.
+                result = SyncResult(sw.dpid, [f"internal error ({type(e).__name__}); see the log"])
             self._finish(sw, target, result)
 
     def _finish(self, sw: Switch, target: int, result: SyncResult) -> None:

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from ryu_ctfw import policy as policy_mod
 from ryu_ctfw.policy import (
     MAX_VM_ID,
     Conflict,
@@ -871,7 +872,10 @@ def test_once_ids_run_out_the_lowest_free_one_is_reused() -> None:
     assert policy.next_vm_id == MAX_VM_ID + 1  # reusing lowers nothing
 
 
-def test_when_every_id_is_in_use_a_new_vm_is_409_and_changes_nothing() -> None:
+def test_when_every_id_is_in_use_a_new_vm_is_409_and_changes_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(policy_mod, "MAX_VMS", MAX_VM_ID + 10)  # ids run out first here
     policy = Policy()
     policy.vms = {f"v{i}": Vm(f"v{i}", f"p{i}", id=i) for i in range(1, MAX_VM_ID + 1)}
     policy.next_vm_id = MAX_VM_ID + 1
@@ -1033,3 +1037,40 @@ def test_a_stored_learned_mac_is_dropped_when_a_mac_is_configured() -> None:
 def test_vm_from_state_refuses_what_rest_would(raw: Any) -> None:
     with pytest.raises(InvalidInput):
         vm_from_state("a", raw)
+
+
+# --- limits and address spellings (issue 10, point 9) ---------------------------------------
+
+
+def test_a_scoped_ipv6_address_is_refused() -> None:
+    with pytest.raises(policy_mod.InvalidInput, match="scope id"):
+        policy_mod.validate_ips(["fe80::1%eth0"])
+    assert policy_mod.validate_ips(["fe80::1"]) == ("fe80::1",)
+
+
+def test_two_spellings_of_one_address_are_one_address() -> None:
+    assert policy_mod.validate_ips(["2001:DB8:0::1"]) == ("2001:db8::1",)
+    with pytest.raises(policy_mod.InvalidInput, match="listed twice"):
+        policy_mod.validate_ips(["2001:db8::1", "2001:DB8:0:0::1"])
+
+
+def test_too_many_ips_for_one_vm_are_refused() -> None:
+    many = [f"198.18.{i // 250}.{i % 250 + 1}" for i in range(policy_mod.MAX_IPS_PER_VM + 1)]
+    with pytest.raises(policy_mod.InvalidInput, match=f"at most {policy_mod.MAX_IPS_PER_VM}"):
+        policy_mod.validate_ips(many)
+    assert len(policy_mod.validate_ips(many[:-1])) == policy_mod.MAX_IPS_PER_VM
+
+
+def test_the_number_of_vms_and_pairs_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(policy_mod, "MAX_VMS", 2)
+    monkeypatch.setattr(policy_mod, "MAX_PAIRS", 1)
+    p = policy_mod.Policy()
+    p.put_vm(policy_mod.Vm("a", "tapa"))
+    p.put_vm(policy_mod.Vm("b", "tapb"))
+    with pytest.raises(policy_mod.Conflict, match="most VMs"):
+        p.put_vm(policy_mod.Vm("c", "tapc"))
+    p.put_vm(policy_mod.Vm("a", "tapa2"))  # an update is not a new VM
+    p.add_pair(policy_mod.PairRequest("a", "b"))
+    with pytest.raises(policy_mod.Conflict, match="most pairs"):
+        p.add_pair(policy_mod.PairRequest("b", "a"))
+    assert sorted(p.vms) == ["a", "b"] and len(p.pairs) == 1
