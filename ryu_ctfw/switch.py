@@ -377,17 +377,22 @@ class SwitchManager:
             result.errors.append(f"switch refused a meter: {e}")
             self.log.error("switch %s: %s", dpid_str(sw.dpid), result.errors[-1])
             return False
-        msgs = [wire.flow_add(f) for f in diff.add]
+        # Deletes first: a stale entry whose match bytes differ from ours but mean the same
+        # match (another OVS writing fields in another order) is the very flow an add below
+        # puts back; deleted after the add, it would take the wanted flow with it. The
+        # bundle is atomic and ordered, so traffic never sees the gap.
+        msgs = [wire.flow_delete(*r.key, r.cookie) for r in stale]
         msgs += [wire.flow_delete(*wire.wire_key(f), f.cookie) for f in diff.delete]
-        msgs += [wire.flow_delete(*r.key, r.cookie) for r in stale]
+        msgs += [wire.flow_add(f) for f in diff.add]
         sw.errors.clear()
         try:
             self._bundle(sw, msgs)
             return True
         except SwitchError as e:
             # The bundle is atomic: the switch applied none of it. Name what it refused.
-            what = [*(f.text() for f in diff.add), *(f"deleting {f.text()}" for f in diff.delete)]
-            what += [f"deleting table={r.key[0]}, priority={r.key[1]}" for r in stale]
+            what = [f"deleting table={r.key[0]}, priority={r.key[1]}" for r in stale]
+            what += [f"deleting {f.text()}" for f in diff.delete]
+            what += [f.text() for f in diff.add]
             by_xid = dict(zip(e.args[1], what, strict=True))
             for xid, text in sw.errors.items():
                 if xid in by_xid:

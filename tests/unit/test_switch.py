@@ -19,6 +19,7 @@ from ryu.ofproto import ofproto_v1_3 as ofp
 from ryu.ofproto import ofproto_v1_3_parser as parser
 from shapes import MAC1, MAC2, MAC3, MAC5
 
+from ryu_ctfw import wire
 from ryu_ctfw.compiler import CONTROLLER, Attachment, Flow, Match, Meter, Output, cookie
 from ryu_ctfw.flowset import Diff
 from ryu_ctfw.policy import Policy, Vm
@@ -332,3 +333,24 @@ def test_a_connecting_switch_is_told_to_show_l4_ports_of_first_fragments() -> No
         assert mgr.switches[1].meters == set()  # read nothing about meters yet: ensure again
     finally:
         hub.kill(mgr.switches[1].worker)
+
+
+def test_stale_entries_are_deleted_before_the_flows_that_replace_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A switch that writes match fields in another order hands back bytes that differ from
+    # ours for the same match: the reconcile deletes its entry and adds ours. Sent the other
+    # way round, the strict delete would remove the flow the add had just put back.
+    mgr, sw, _dp = meter_manager()
+    bundles: list[list[bytes]] = []
+    monkeypatch.setattr(mgr, "_bundle", lambda sw, msgs: bundles.append(msgs))
+    key = wire.wire_key(PORT_FLOW)
+    swapped = (key[0], key[1], key[2][:4] + key[2][4:][::-1])  # same flow, other byte order
+    stale = wire.RawFlow(swapped, PORT_FLOW.cookie, b"", 0, 0, 0.0)
+    assert mgr._send_diff(sw, Diff(add=[PORT_FLOW], delete=[LEARN_FLOW]), [stale], SyncResult(1))
+    (msgs,) = bundles
+    assert msgs == [
+        wire.flow_delete(*swapped, PORT_FLOW.cookie),
+        wire.flow_delete(*wire.wire_key(LEARN_FLOW), LEARN_FLOW.cookie),
+        wire.flow_add(PORT_FLOW),
+    ]
