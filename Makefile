@@ -8,7 +8,7 @@ SYSPY   := /usr/bin/python3
 DEBS    := openvswitch-switch mininet iputils-ping ethtool iproute2 python3-venv
 STAMP   := $(VENV)/.installed
 
-.PHONY: all deps venv test unit integration demo bench bench-smoke lint clean
+.PHONY: all deps venv test unit integration demo bench bench-smoke lint config-sample clean
 
 all: test
 
@@ -69,6 +69,10 @@ bench-smoke: venv
 lint: venv
 	$(VENV)/bin/ruff check ryu_ctfw tests mininet bench
 	$(VENV)/bin/ruff format --check ryu_ctfw tests mininet bench
+
+# The sample config file, from the registered options (a unit test checks it is current).
+config-sample: venv
+	$(VENV)/bin/oslo-config-generator --namespace ryu_ctfw --output-file etc/ryu-ctfw.conf.sample
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

@@ -7,7 +7,6 @@ and the REST API mounted on Ryu's WSGI server. OpenFlow 1.3 only.
 from __future__ import annotations
 
 import gc
-from pathlib import Path
 from typing import Any
 
 from ryu import cfg
@@ -22,30 +21,13 @@ from ryu.controller.handler import (
 )
 from ryu.ofproto import ofproto_v1_3
 
-from ryu_ctfw import rest
+from ryu_ctfw import config, rest, store
 from ryu_ctfw.firewall import Firewall
 from ryu_ctfw.store import StateFileError
 
-DEFAULT_STATE_FILE = "/var/lib/ryu-ctfw/state.json"
-
-# ryu-manager parses its command line before loading apps, so an app cannot add flags;
-# like Ryu's own apps, ours read a [ctfw] section of the file given with --config-file.
-cfg.CONF.register_opts(
-    [
-        cfg.StrOpt(
-            "state_file",
-            default=DEFAULT_STATE_FILE,
-            help="where VMs and pairs are stored (JSON, replaced atomically)",
-        ),
-        cfg.StrOpt(
-            "api_token",
-            default=None,
-            secret=True,
-            help="when set, PUT/POST/DELETE need 'Authorization: Bearer <api_token>'",
-        ),
-    ],
-    group="ctfw",
-)
+# Options and their checks live in config.py; registered at import, as Ryu's apps do, so
+# oslo.config has them before the app's __init__ reads them.
+config.register(cfg.CONF)
 # Ryu listens on all interfaces by default; a firewall's API should not. --wsapi-host
 # still overrides this.
 cfg.CONF.set_default("wsapi_host", "127.0.0.1")
@@ -58,20 +40,23 @@ class CtfwApp(app_manager.RyuApp):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        state_file = Path(cfg.CONF.ctfw.state_file)
         try:
-            self.fw = Firewall(state_file, self.logger)
-        except StateFileError as e:
-            # Starting with an empty policy would silently open or close every pair.
-            self.logger.error("%s", e)
+            settings = config.check(cfg.CONF)
+            # Before Firewall touches the folder (stale temporary files, compaction): those
+            # may be another running instance's, which this one must leave alone.
+            self._state_lock = store.lock(settings.state_file)
+            self.fw = Firewall(settings.state_file, self.logger)
+        except (config.ConfigError, StateFileError) as e:
+            # Starting anyway would silently open the API or lose or mix up the policy.
+            self.logger.error("ryu-ctfw: %s", e)
             raise SystemExit(f"ryu-ctfw: {e}") from None
         self.logger.info(
             "ryu-ctfw: %d VMs, %d pairs from %s",
             len(self.fw.policy.vms),
             len(self.fw.policy.pairs),
-            state_file,
+            settings.state_file,
         )
-        rest.register(kwargs["wsgi"], self.fw, cfg.CONF.ctfw.api_token)
+        rest.register(kwargs["wsgi"], self.fw, settings.api_token)
         tune_gc()
 
     @set_ev_cls(ofp_event.EventOFPSwitchFeatures, CONFIG_DISPATCHER)

@@ -23,6 +23,7 @@ change that triggers a compaction is appended to the new, empty journal after it
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import re
@@ -57,6 +58,47 @@ def journal_path(path: Path) -> Path:
 
 def has_journal(path: Path) -> bool:
     return journal_path(path).exists()
+
+
+def lock_path(path: Path) -> Path:
+    return path.with_name(path.name + ".lock")
+
+
+class StateFileLocked(StateFileError):
+    """Another process (a running ryu-ctfw) holds the state file's lock."""
+
+
+def lock(path: Path) -> int:
+    """Take the state file's lock for this process's life; the locked descriptor.
+
+    An OS lock (flock) on `<state>.lock`, which holds the pid of its holder: the OS drops
+    it when the process dies, SIGKILL included, so a stale lock file never blocks a start.
+    Take it before anything else touches the state's folder (remove_stale_temps, compact):
+    the other instance's temporary file is a save in progress. Keep the descriptor open:
+    closing it releases the lock.
+    """
+    lpath = lock_path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(lpath, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except OSError as e:
+        raise StateFileError(f"cannot open lock file {lpath}: {e.strerror}") from e
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise StateFileLocked(
+            f"state file {path} is in use by another ryu-ctfw (pid {holder}, lock {lpath});"
+            " stop it first, or give this one another state_file"
+        ) from None
+    except BaseException:
+        os.close(fd)
+        raise
+    # Ours now: the pid only tells the next one who holds it (the lock is the flock).
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
 
 
 def remove_stale_temps(path: Path) -> list[Path]:

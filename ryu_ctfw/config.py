@@ -1,0 +1,128 @@
+"""The app's options (the `[ctfw]` group of ryu-manager's --config-file) and their checks.
+
+ryu-manager parses its command line before loading apps, so an app cannot add flags; like
+Ryu's own apps, ours read a `[ctfw]` section of the files given with --config-file. But
+oslo.config ignores options nobody registered, so `api_tokn = x` would leave the API open
+without a word: `check()` refuses unknown options and bad values before anything starts.
+
+This module imports oslo.config only (not Ryu, not eventlet): oslo-config-generator loads
+`list_opts()` through the `oslo.config.opts` entry point to write etc/ryu-ctfw.conf.sample.
+"""
+
+from __future__ import annotations
+
+import copy
+import glob
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from oslo_config import cfg
+
+GROUP = "ctfw"
+DEFAULT_STATE_FILE = "/var/lib/ryu-ctfw/state.json"
+
+OPTS = [
+    cfg.StrOpt(
+        "state_file",
+        default=DEFAULT_STATE_FILE,
+        help="Where VMs, pairs and conntrack zones are stored: a JSON snapshot, replaced"
+        " atomically, and a journal beside it (<state_file>.journal). Its folder is created"
+        " if missing and must be writable. One ryu-ctfw at a time may use a state file: it"
+        " holds a lock on <state_file>.lock while it runs.",
+    ),
+    cfg.StrOpt(
+        "api_token",
+        default=None,
+        secret=True,
+        help="When set, every PUT, POST and DELETE of the REST API needs the header"
+        " 'Authorization: Bearer <api_token>'. Unset, the API takes changes from anyone who"
+        " can reach it. Must not be empty.",
+    ),
+]
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used as written; starting anyway would hide that."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    state_file: Path
+    api_token: str | None
+
+
+def register(conf: cfg.ConfigOpts) -> None:
+    conf.register_opts(OPTS, group=GROUP)
+
+
+def list_opts() -> list[tuple[str, list[cfg.Opt]]]:
+    """The options by group, for oslo-config-generator (`--namespace ryu_ctfw`)."""
+    return [(GROUP, copy.deepcopy(OPTS))]
+
+
+def check(conf: cfg.ConfigOpts) -> Settings:
+    """The settings, once every config file's [ctfw] names only known options and the
+    values are usable; raises ConfigError naming the file and option otherwise."""
+    known = sorted(opt.dest for opt in OPTS)
+    for path in config_files(conf):
+        for name in ctfw_options(path):
+            if name not in known:
+                raise ConfigError(
+                    f"unknown option {name!r} in [{GROUP}] of {path}; known: {', '.join(known)}"
+                )
+    token = conf.ctfw.api_token
+    if token is not None and not token.strip():
+        raise ConfigError(
+            "api_token in [ctfw] is empty: remove the line to leave the API open, or set a token"
+        )
+    state_file = Path(conf.ctfw.state_file)
+    check_state_folder(state_file)
+    return Settings(state_file, token)
+
+
+def config_files(conf: cfg.ConfigOpts) -> list[str]:
+    """The files oslo.config read, in its order: --config-file ones, then --config-dir's."""
+    files = [f for f in conf.config_file or [] if os.path.exists(f)]
+    dirs = conf.config_dir or []
+    for folder in [dirs] if isinstance(dirs, str) else dirs:  # a list in oslo.config >= 5
+        files += sorted(glob.glob(os.path.join(folder, "*.conf")))
+    return files
+
+
+def ctfw_options(path: str) -> list[str]:
+    """The option names written in a file's [ctfw] section(s).
+
+    ConfigOpts keeps what it parsed in private attributes only (`_namespace`), and has no
+    public way to list a group's keys. So the file is read again with oslo.config's own
+    (public) `cfg.ConfigParser`, which gives exactly the sections and keys oslo.config saw
+    (Python's configparser disagrees on details: repeated keys, `%`, continuation lines).
+    Group names are matched as oslo.config does, case-insensitively (except DEFAULT).
+    """
+    sections: dict[str, dict[str, list[str]]] = {}
+    try:
+        cfg.ConfigParser(path, sections).parse()
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {path}: {e.strerror}") from e
+    names: list[str] = []
+    for section, values in sections.items():
+        if section != "DEFAULT" and section.lower() == GROUP:
+            names += values
+    return names
+
+
+def check_state_folder(state_file: Path) -> None:
+    """The state file's folder exists (created if need be) and takes a new file."""
+    folder = state_file.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        # An unnamed file where the OS supports it (O_TMPFILE): nothing shows up in the
+        # folder, so nothing another instance owns or looks for is touched.
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        raise ConfigError(
+            f"state_file {state_file}: its folder {folder} cannot be created or written:"
+            f" {e.strerror or e}"
+        ) from e
