@@ -35,11 +35,23 @@ NAME_PARAM = {
 PAIR_ID_PARAM = {"name": "pair_id", "in": "path", "required": True,
                  "schema": {"type": "integer", "minimum": 1}}  # fmt: skip
 AUTH = [{"bearer": []}]
+# Every call, reads included (rest.CtfwController._check_host).
+REBINDING = _error(
+    "the API listens on loopback and the Host header is not a loopback name (DNS rebinding)"
+)
 COMMON_ERRORS = {
     "400": _error("the body is not valid JSON or breaks a rule; the message names the field"),
     "401": _error("api_token is set and the call did not bring it"),
+    "403": _error(
+        "a browser sent it from another site (Origin not this API's own, or Sec-Fetch-Site "
+        "cross-site/same-site), or the Host is not loopback while the API listens on loopback"
+    ),
     "405": _error("method not allowed on this path"),
     "413": _error("body larger than 64 KiB"),
+    "415": _error(
+        "the body is not declared 'Content-Type: application/json' (clients that send no "
+        "Origin and no Sec-Fetch-* may also send none, or application/x-www-form-urlencoded)"
+    ),
     "502": _error("a switch refused the change; nothing of it was applied"),
 }
 
@@ -160,12 +172,12 @@ def _list(key: str, item: str) -> dict[str, Any]:
 PATHS: dict[str, Any] = {
     f"{API}/vms": {
         "get": {"operationId": "list_vms",
-                "responses": {"200": _json(_list("vms", "Vm"), "all VMs")}},
+                "responses": {"200": _json(_list("vms", "Vm"), "all VMs"), "403": REBINDING}},
     },
     f"{API}/vms/{{name}}": {
         "parameters": [NAME_PARAM],
         "get": {"operationId": "get_vm", "responses": {
-            "200": _json(_ref("Vm"), "the VM"), "404": _error("no such VM")}},
+            "200": _json(_ref("Vm"), "the VM"), "404": _error("no such VM"), "403": REBINDING}},
         "put": {"operationId": "put_vm", "security": AUTH,
                 "requestBody": {"required": True, "content": {
                     "application/json": {"schema": _ref("VmBody")}}},
@@ -179,7 +191,7 @@ PATHS: dict[str, Any] = {
     },
     f"{API}/pairs": {
         "get": {"operationId": "list_pairs",
-                "responses": {"200": _json(_list("pairs", "Pair"), "all pairs")}},
+                "responses": {"200": _json(_list("pairs", "Pair"), "all pairs"), "403": REBINDING}},
         "post": {"operationId": "add_pair", "security": AUTH,
                  "requestBody": {"required": True, "content": {
                      "application/json": {"schema": _ref("PairBody")}}},
@@ -191,22 +203,24 @@ PATHS: dict[str, Any] = {
     f"{API}/pairs/{{pair_id}}": {
         "parameters": [PAIR_ID_PARAM],
         "get": {"operationId": "get_pair", "responses": {
-            "200": _json(_ref("Pair"), "the pair"), "404": _error("no such pair")}},
+            "200": _json(_ref("Pair"), "the pair"), "404": _error("no such pair"),
+            "403": REBINDING}},
         "delete": {"operationId": "delete_pair", "security": AUTH, "responses": {
             "204": {"description": "deleted"}, "404": _error("no such pair"), **COMMON_ERRORS}},
     },
     f"{API}/switches": {
         "get": {"operationId": "list_switches",
-                "responses": {"200": _json(_list("switches", "Switch"), "known switches")}},
+                "responses": {"200": _json(_list("switches", "Switch"), "known switches"),
+                              "403": REBINDING}},
     },
     f"{API}/flows": {
         "get": {"operationId": "list_flows", "responses": {
             "200": _json(_list("flows", "Flow"), "the app's flows, read from the switches"),
-            "502": _error("a switch did not answer")}},
+            "403": REBINDING, "502": _error("a switch did not answer")}},
     },
     f"{API}/openapi.json": {
         "get": {"operationId": "openapi",
-                "responses": {"200": {"description": "this description"}}},
+                "responses": {"200": {"description": "this description"}, "403": REBINDING}},
     },
 }  # fmt: skip
 

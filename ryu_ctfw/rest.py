@@ -8,11 +8,14 @@ not, is JSON.
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import json
 import logging
 import re
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
+from ryu import cfg
 from ryu.app.wsgi import ControllerBase, Response, WSGIApplication
 
 from ryu_ctfw import openapi
@@ -24,6 +27,7 @@ if TYPE_CHECKING:
 API = "/ctfw/v1"
 APP_KEY = "ctfw_app"
 TOKEN_KEY = "ctfw_api_token"
+LOOPBACK_KEY = "ctfw_listens_on_loopback"
 MUTATING = ("PUT", "POST", "DELETE")
 # Path (under API) -> method -> handler. The routes, the 405 answers and the OpenAPI
 # description (openapi.py, checked against this table by the tests) all come from here.
@@ -80,6 +84,7 @@ class CtfwController(ControllerBase):
             # Routes' `$` also matches before a final newline: "vm3\n" is not "vm3".
             return self.unknown_path(req)
         try:
+            self._check_host(req)
             methods = ROUTES[template]
             if req.method not in methods:
                 allow = ", ".join(sorted(methods))
@@ -87,7 +92,9 @@ class CtfwController(ControllerBase):
                     405, f"method {req.method} not allowed here; use {allow}", {"Allow": allow}
                 )
             if req.method in MUTATING:
+                _check_same_origin(req)
                 self._authorize(req)
+                _check_content_type(req)
             return getattr(self, methods[req.method])(req, **params)
         except HttpError as e:
             return json_response(e.status, {"error": str(e)}, e.headers)
@@ -108,6 +115,21 @@ class CtfwController(ControllerBase):
                 401,
                 "this call needs 'Authorization: Bearer <api_token>'",
                 {"WWW-Authenticate": 'Bearer realm="ryu-ctfw"'},
+            )
+
+    def _check_host(self, req: Any) -> None:
+        """DNS rebinding: a page at evil.example whose name is rebound to 127.0.0.1 is
+        same-origin to the browser, so neither Origin nor CORS stops it reading (or writing);
+        but its requests still say `Host: evil.example`. While we listen on loopback only
+        a loopback name can be right, so any other Host is refused, reads included."""
+        if not self.data.get(LOOPBACK_KEY):
+            return
+        host = _split_host(req.host)
+        if host is None or not _is_loopback(host[0]):
+            raise HttpError(
+                403,
+                f"Host {req.host!r} is not a loopback name; the API listens on loopback "
+                "and answers only localhost, 127.0.0.1 or [::1] (DNS rebinding guard)",
             )
 
     def unknown_path(self, req: Any, **_: Any) -> Response:
@@ -164,14 +186,150 @@ def _path(req: Any) -> str:
     return raw.encode("latin-1", "replace").decode("utf-8", "replace")
 
 
+# --- cross-site and rebinding guards ---------------------------------------------------------
+# The API has no token by default and listens on 127.0.0.1, which every web page open in a
+# browser on the host can reach. Browsers mark what they send: Origin on every cross-origin
+# write (and on same-origin POST/PUT/DELETE), Sec-Fetch-Site on everything (since 2020-23);
+# curl, urllib and other scripts send neither. So a write that a browser marks as coming
+# from another site is refused, and unmarked requests work exactly as before.
+DEFAULT_PORTS = {"http": 80, "https": 443}
+CROSS_SITE = ("cross-site", "same-site")  # same-site: another port or subdomain, not us
+JSON = "application/json"
+# What curl -d and urllib send by default (and requests' data= sends no Content-Type).
+SCRIPT_TYPES = ("", "application/x-www-form-urlencoded")
+
+
+def _split_host(hostport: str) -> tuple[str, int | None] | None:
+    """'Host: a:8080' / '[::1]:80' -> (host lower-cased, port or None); None if malformed."""
+    try:
+        parts = urlsplit("//" + hostport)
+        return (parts.hostname or "").rstrip("."), parts.port
+    except ValueError:
+        return None
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _origin(scheme: str, host: str, port: int | None) -> tuple[str, str, int | None]:
+    return scheme, host, port if port is not None else DEFAULT_PORTS.get(scheme)
+
+
+def _own_origin(req: Any) -> tuple[str, str, int | None] | None:
+    """scheme://host:port this request was addressed to (the Host header, as browsers see it)."""
+    host = _split_host(req.host)
+    return None if host is None else _origin(req.scheme, *host)
+
+
+def _parse_origin(value: str) -> tuple[str, str, int | None] | None:
+    """An Origin header as (scheme, host, port); None for 'null' or anything malformed."""
+    try:
+        parts = urlsplit(value.strip())
+        if parts.path or parts.query or parts.fragment or not parts.hostname:
+            return None
+        return _origin(parts.scheme.lower(), parts.hostname.rstrip("."), parts.port)
+    except ValueError:
+        return None
+
+
+def _check_same_origin(req: Any) -> None:
+    """CSRF: refuse a write a browser says comes from another origin or site (nothing has
+    changed yet: this runs before the handler). No Origin at all is a script: allowed."""
+    site = req.headers.get("Sec-Fetch-Site", "").strip().lower()
+    if site in CROSS_SITE:
+        raise HttpError(
+            403, f"cross-site write refused: Sec-Fetch-Site is {site!r}; "
+            "this API takes changes only from its own origin or from non-browser clients",
+        )  # fmt: skip
+    origin = req.headers.get("Origin")
+    if origin is None:
+        return
+    own = _own_origin(req)
+    if own is None or _parse_origin(origin) != own:
+        where = f"{own[0]}://{req.host}" if own else "this API"
+        raise HttpError(
+            403, f"cross-origin write refused: Origin {origin!r} is not {where}; "
+            "this API takes changes only from its own origin or from non-browser clients",
+        )  # fmt: skip
+
+
+def _from_a_browser(req: Any) -> bool:
+    return "Origin" in req.headers or any(k.lower().startswith("sec-fetch-") for k in req.headers)
+
+
+def _check_content_type(req: Any) -> None:
+    """A body must be declared JSON. Without this, a page can send a JSON text as text/plain
+    (a "simple" request: no CORS preflight, so the browser sends it without asking; Origin
+    is then the only line of defence, and old browsers omit it on form posts).
+
+    Decision: requests that no browser marked (no Origin, no Sec-Fetch-*) may also send no
+    Content-Type or application/x-www-form-urlencoded, which is what `curl -d`, urllib and
+    requests send unless told otherwise. Every existing script and the README's examples
+    keep working, as the API promised, and it opens nothing: a browser sends Sec-Fetch-*
+    (or Origin) with every write, and an HTML form, the one writer that may lack both in an
+    old browser, percent-encodes its fields, so its body is never valid JSON. text/plain
+    and everything else are refused from everyone: no client sends them by accident."""
+    if not _has_body(req):
+        return
+    declared = _declared_content_type(req)
+    media = declared.partition(";")[0].strip().lower()
+    if media == JSON or (media in SCRIPT_TYPES and not _from_a_browser(req)):
+        return
+    given = f"Content-Type {declared!r}" if declared else "no Content-Type"
+    raise HttpError(415, f"{given}: the body must be sent as 'Content-Type: {JSON}'")
+
+
+def _declared_content_type(req: Any) -> str:
+    """The Content-Type the client sent, "" for none. eventlet's server fills CONTENT_TYPE
+    with 'text/plain' when none was sent (the email package's default), so a DELETE from
+    curl would look like a text/plain post; its headers_raw has what really came."""
+    raw = req.environ.get("headers_raw")
+    if raw is not None:
+        return next((v for k, v in raw if k.lower() == "content-type"), "")
+    return str(req.environ.get("CONTENT_TYPE", ""))
+
+
+def _has_body(req: Any) -> bool:
+    """A declared body: a length, chunks, or a Content-Type (empty bodies are 400 later)."""
+    return bool(
+        req.content_length
+        or req.environ.get("HTTP_TRANSFER_ENCODING")
+        or _declared_content_type(req)
+    )
+
+
 def _pair_id(text: str) -> int:
     if not re.fullmatch(r"[0-9]{1,12}", text):
         raise HttpError(404, f"no pair with id {text!r}")
     return int(text)
 
 
-def register(wsgi: WSGIApplication, fw: Firewall, api_token: str | None = None) -> None:
-    wsgi.register(CtfwController, {APP_KEY: fw, TOKEN_KEY: api_token})
+def listens_on_loopback(host: str) -> bool:
+    """ryu's --wsapi-host: '127.0.0.1' (our default), '::1', 'localhost' are loopback;
+    '0.0.0.0', '' or a real address are not (then Host names can be anything)."""
+    return _is_loopback(host.strip("[]").lower().rstrip("."))
+
+
+def register(
+    wsgi: WSGIApplication,
+    fw: Firewall,
+    api_token: str | None = None,
+    listen_host: str | None = None,
+) -> None:
+    """listen_host: where the API listens; by default ryu's --wsapi-host (parsed by the time
+    ryu-manager creates the apps). It only decides whether the rebinding guard applies."""
+    if listen_host is None:
+        listen_host = cfg.CONF.wsapi_host
+    wsgi.register(
+        CtfwController,
+        {APP_KEY: fw, TOKEN_KEY: api_token, LOOPBACK_KEY: listens_on_loopback(listen_host)},
+    )
     for template in ROUTES:
         # Any method: dispatch() answers a wrong one with 405 (Ryu's own routing would 404).
         wsgi.mapper.connect(
