@@ -21,7 +21,7 @@ from ryu.controller.handler import (
 )
 from ryu.ofproto import ofproto_v1_3
 
-from ryu_ctfw import config, rest, store
+from ryu_ctfw import config, policy, rest, store
 from ryu_ctfw.firewall import Firewall
 from ryu_ctfw.store import StateFileError
 
@@ -42,6 +42,7 @@ class CtfwApp(app_manager.RyuApp):
         super().__init__(*args, **kwargs)
         try:
             settings = config.check(cfg.CONF)
+            policy.set_limits(settings.max_vms, settings.max_pairs, settings.max_ips_per_vm)
             # Before Firewall touches the folder (stale temporary files, compaction): those
             # may be another running instance's, which this one must leave alone.
             self._state_lock = store.lock(settings.state_file)

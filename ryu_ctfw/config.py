@@ -40,6 +40,13 @@ OPTS = [
         " 'Authorization: Bearer <api_token>'. Unset, the API takes changes from anyone who"
         " can reach it. Must not be empty.",
     ),
+    # Bounds on what one request or the whole policy may hold: each IP costs a VM about
+    # four flows, each VM about twenty, each pair a few (see README, "Performance").
+    cfg.IntOpt("max_vms", default=10_000, min=1, help="The most VMs the policy may hold."),
+    cfg.IntOpt("max_pairs", default=100_000, min=1, help="The most pairs the policy may hold."),
+    cfg.IntOpt(
+        "max_ips_per_vm", default=64, min=1, max=4096, help="The most IPs one VM may be given."
+    ),
 ]
 
 
@@ -51,6 +58,9 @@ class ConfigError(Exception):
 class Settings:
     state_file: Path
     api_token: str | None
+    max_vms: int = 10_000
+    max_pairs: int = 100_000
+    max_ips_per_vm: int = 64
 
 
 def register(conf: cfg.ConfigOpts) -> None:
@@ -79,7 +89,11 @@ def check(conf: cfg.ConfigOpts) -> Settings:
         )
     state_file = Path(conf.ctfw.state_file)
     check_state_folder(state_file)
-    return Settings(state_file, token)
+    try:
+        c = conf.ctfw
+        return Settings(state_file, token, c.max_vms, c.max_pairs, c.max_ips_per_vm)
+    except cfg.ConfigFileValueError as e:  # e.g. "max_vms = 0": say so, not a traceback
+        raise ConfigError(f"bad value in [{GROUP}]: {e}") from e
 
 
 def config_files(conf: cfg.ConfigOpts) -> list[str]:

@@ -43,6 +43,13 @@ MAX_VMS = 10_000
 MAX_PAIRS = 100_000
 
 
+def set_limits(vms: int, pairs: int, ips_per_vm: int) -> None:
+    """The bounds from the configuration ([ctfw] max_vms, max_pairs, max_ips_per_vm), set
+    once at start."""
+    global MAX_VMS, MAX_PAIRS, MAX_IPS_PER_VM
+    MAX_VMS, MAX_PAIRS, MAX_IPS_PER_VM = vms, pairs, ips_per_vm
+
+
 MAX_VM_ID = 0xFFFE  # a VM id is 16 bits of a connection's ct_mark; 0xffff is "blocked"
 
 

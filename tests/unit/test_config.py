@@ -59,7 +59,7 @@ def test_an_unknown_option_is_refused_with_the_file_and_the_known_ones(
         config.check(conf)
     assert str(err.value) == (
         f"unknown option {typo!r} in [ctfw] of {tmp_path / 'ctfw0.conf'};"
-        " known: api_token, state_file"
+        " known: api_token, max_ips_per_vm, max_pairs, max_vms, state_file"
     )
 
 
@@ -196,3 +196,20 @@ def test_the_os_releases_the_lock_of_a_killed_process(tmp_path: Path) -> None:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
     os.close(store.lock(state))
+
+
+def test_the_limits_are_options(tmp_path: Path) -> None:
+    conf = parsed(
+        tmp_path, state_conf(tmp_path, "max_vms = 5\nmax_pairs = 7\nmax_ips_per_vm = 2\n")
+    )
+    settings = config.check(conf)
+    assert (settings.max_vms, settings.max_pairs, settings.max_ips_per_vm) == (5, 7, 2)
+    defaults = config.check(parsed(tmp_path, state_conf(tmp_path)))
+    assert (defaults.max_vms, defaults.max_pairs, defaults.max_ips_per_vm) == (10_000, 100_000, 64)
+
+
+@pytest.mark.parametrize("line", ["max_vms = 0", "max_pairs = -1", "max_ips_per_vm = many"])
+def test_a_bad_limit_is_refused(tmp_path: Path, line: str) -> None:
+    conf = parsed(tmp_path, state_conf(tmp_path, line + "\n"))
+    with pytest.raises(ConfigError, match="bad value in \\[ctfw\\]"):
+        config.check(conf)
