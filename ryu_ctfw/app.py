@@ -10,7 +10,6 @@ import gc
 from typing import Any
 
 from ryu import cfg
-from ryu.app.wsgi import WSGIApplication
 from ryu.base import app_manager
 from ryu.controller import ofp_event
 from ryu.controller.handler import (
@@ -21,7 +20,7 @@ from ryu.controller.handler import (
 )
 from ryu.ofproto import ofproto_v1_3
 
-from ryu_ctfw import config, policy, rest, store
+from ryu_ctfw import config, policy, rest, store, wsgi_limits
 from ryu_ctfw.firewall import Firewall
 from ryu_ctfw.store import StateFileError
 
@@ -36,7 +35,9 @@ cfg.CONF.set_default("wsapi_host", "127.0.0.1")
 class CtfwApp(app_manager.RyuApp):
     # Ryu reads these class attributes by name.
     OFP_VERSIONS = [ofproto_v1_3.OFP_VERSION]  # noqa: RUF012
-    _CONTEXTS = {"wsgi": WSGIApplication}  # noqa: RUF012
+    # Not Ryu's WSGIApplication itself: Ryu then starts no server of its own, and start()
+    # below serves the API with timeouts and a connection bound (wsgi_limits.py says why).
+    _CONTEXTS = {"wsgi": wsgi_limits.LimitedWSGIApplication}  # noqa: RUF012
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -57,8 +58,17 @@ class CtfwApp(app_manager.RyuApp):
             len(self.fw.policy.pairs),
             settings.state_file,
         )
-        rest.register(kwargs["wsgi"], self.fw, settings.api_token)
+        self._wsgi = kwargs["wsgi"]
+        rest.register(self._wsgi, self.fw, settings.api_token)
         tune_gc()
+
+    def start(self) -> Any:
+        super().start()
+        # Returned, as Ryu's OpenFlow handler returns its server: ryu-manager then waits on
+        # it, as it waited on the WSGI server it used to start itself.
+        server = wsgi_limits.start(self._wsgi, self.logger)
+        self.threads.append(server)
+        return server
 
     @set_ev_cls(ofp_event.EventOFPSwitchFeatures, CONFIG_DISPATCHER)
     def _features(self, ev: Any) -> None:

@@ -60,9 +60,7 @@ def json_response(status: int, body: Any = None, headers: dict[str, str] | None 
 
 
 def parse_body(req: Any) -> Any:
-    if req.content_length is not None and req.content_length > MAX_BODY:
-        raise HttpError(413, f"body larger than {MAX_BODY} bytes")
-    raw = req.body_file.read(MAX_BODY + 1)
+    raw = _read_body(req)
     if len(raw) > MAX_BODY:
         raise HttpError(413, f"body larger than {MAX_BODY} bytes")
     if not raw.strip():
@@ -71,6 +69,36 @@ def parse_body(req: Any) -> Any:
         return json.loads(raw)
     except (ValueError, UnicodeDecodeError, RecursionError) as e:
         raise HttpError(400, f"body is not valid JSON: {e}") from None
+
+
+def _read_body(req: Any) -> bytes:
+    """At most MAX_BODY + 1 bytes of the body, sent with Content-Length or chunked.
+
+    webob reads a body without Content-Length only when the server sets
+    `wsgi.input_terminated`, which eventlet does not: a chunked body would read as empty.
+    eventlet's wsgi.input itself decodes chunks and ends at the last one, so a chunked body
+    is read from it directly, with the same cap."""
+    encoding = req.environ.get("HTTP_TRANSFER_ENCODING", "").strip().lower()
+    if encoding:
+        if encoding != "chunked":
+            raise HttpError(
+                411, f"Transfer-Encoding {encoding!r} is not supported; send the body with "
+                "Content-Length or 'Transfer-Encoding: chunked'",
+            )  # fmt: skip
+        if req.environ.get("CONTENT_LENGTH"):
+            # RFC 9112 6.3: a request with both is ambiguous (request smuggling): refuse it.
+            raise HttpError(400, "both Content-Length and Transfer-Encoding given; send one")
+        body = req.environ["wsgi.input"]
+    else:
+        if req.content_length is not None and req.content_length > MAX_BODY:
+            raise HttpError(413, f"body larger than {MAX_BODY} bytes")
+        body = req.body_file
+    try:
+        return bytes(body.read(MAX_BODY + 1))
+    except (OSError, ValueError) as e:
+        # A client that stopped sending (socket timeout), cut the connection, or sent
+        # malformed chunks (eventlet's ChunkReadError is a ValueError).
+        raise HttpError(400, f"body could not be read: {e}") from None
 
 
 class CtfwController(ControllerBase):
