@@ -82,7 +82,7 @@ class CtfwApp(app_manager.RyuApp):
             # Ryu moves here once it has the switch's port list (dp.ports).
             self.fw.switches.connected(dp)
         elif dp.id is not None:
-            self.fw.switches.disconnected(dp.id)
+            self.fw.switches.disconnected(dp)
 
     @set_ev_cls(ofp_event.EventOFPPortStatus, MAIN_DISPATCHER)
     def _port_status(self, ev: Any) -> None:

@@ -78,7 +78,10 @@ class _Asked:
 @dataclass
 class Switch:
     dpid: int
-    dp: Any = None  # ryu Datapath while connected
+    dp: Any = None  # ryu Datapath while connected: the connection in use
+    # Other open connections from this dpid, oldest first: a bridge with two controller
+    # targets, or an old connection that died unnoticed. One takes over if `dp` closes.
+    standby: list[Any] = field(default_factory=list)
     name: str | None = None  # bridge name (its LOCAL port)
     ports: dict[str, int] = field(default_factory=dict)  # port name -> ofport
     learning: set[str] = field(default_factory=set)  # VMs whose learned MAC is being stored
@@ -131,10 +134,34 @@ class SwitchManager:
 
     # --- events from Ryu (never block) -----------------------------------------------------
     def connected(self, dp: Any) -> None:
-        """The switch finished its handshake and Ryu has its port list."""
+        """The switch finished its handshake and Ryu has its port list.
+
+        Connections are tracked per connection, not per dpid: a new connection from a
+        known dpid (a second controller target, or a reconnect before Ryu noticed the old
+        connection die) replaces the one in use, which stays on standby until it closes."""
         sw = self.switches.setdefault(dp.id, Switch(dp.id))
+        if sw.dp is dp:
+            return
+        if sw.dp is not None:
+            self.log.warning(
+                "switch %s connected again: the new connection replaces the one in use",
+                dpid_str(dp.id),
+            )
+            sw.standby.append(sw.dp)
+        self._use(sw, dp)
+
+    def _use(self, sw: Switch, dp: Any) -> None:
+        """Make `dp` the switch's connection: what was asked on another one fails, its
+        worker ends, and `dp` is read back and synced from scratch."""
+        if dp in sw.standby:
+            sw.standby.remove(dp)
         if sw.worker is not None:
             hub.kill(sw.worker)
+            sw.worker = None
+        for pending in sw.pending.values():  # e.g. a flows view waiting on the old one
+            pending.error = pending.error or "switch reconnected"
+            pending.done.set()
+        sw.errors.clear()
         sw.dp = dp
         sw.connected_at = time.monotonic()
         sw.flows = None  # read it back before changing anything
@@ -151,14 +178,35 @@ class SwitchManager:
         )
         ofp, parser = dp.ofproto, dp.ofproto_parser
         self._send(dp, parser.OFPSetConfig(dp, OFPC_FRAG_NX_MATCH, ofp.OFPCML_NO_BUFFER))
-        sw.worker = hub.spawn(self._worker, sw)
+        sw.worker = hub.spawn(self._worker, sw, dp)
         self.request_sync(sw.dpid)
 
-    def disconnected(self, dpid: int) -> None:
+    def disconnected(self, dp: Any) -> None:
+        """A connection closed: the switch is gone only if it was the one in use and no
+        other connection from the switch is open."""
+        dpid = dp.id
         sw = self.switches.get(dpid)
-        if sw is None or sw.dp is None:
+        if sw is None:
+            return
+        if dp in sw.standby:
+            sw.standby.remove(dp)
+            self.log.info(
+                "switch %s: a connection not in use closed; still connected", dpid_str(dpid)
+            )
+            return
+        if sw.dp is not dp:
+            return
+        live = [d for d in sw.standby if getattr(d, "is_active", True)]
+        if live:
+            self.log.warning(
+                "switch %s: the connection in use closed; using its other connection",
+                dpid_str(dpid),
+            )
+            sw.standby = live
+            self._use(sw, live[-1])
             return
         self.log.info("switch %s disconnected", dpid_str(dpid))
+        sw.standby.clear()
         sw.dp = None
         sw.flows = None
         for pending in sw.pending.values():
@@ -218,9 +266,10 @@ class SwitchManager:
             sw.learning.discard(vm_name)
 
     def reply(self, dp: Any, msg: Any) -> None:
-        """A multipart, barrier or bundle reply: hand it to whoever waits for that xid."""
+        """A multipart, barrier or bundle reply: hand it to whoever waits for that xid
+        (only from the connection in use: xids are per connection)."""
         sw = self.switches.get(dp.id)
-        pending = sw.pending.get(msg.xid) if sw else None
+        pending = sw.pending.get(msg.xid) if sw is not None and sw.dp is dp else None
         if pending is None:
             return
         pending.replies.append(msg)
@@ -231,8 +280,8 @@ class SwitchManager:
     def error(self, dp: Any, msg: Any) -> None:
         sw = self.switches.get(dp.id)
         text = _error_text(dp, msg)
-        if sw is None:
-            self.log.error("switch %s error: %s", dpid_str(dp.id), text)
+        if sw is None or sw.dp is not dp:
+            self.log.error("switch %s error (connection not in use): %s", dpid_str(dp.id), text)
             return
         pending = sw.pending.get(msg.xid)
         if pending is not None:
@@ -265,11 +314,12 @@ class SwitchManager:
                 results.append(sw.results.get(gen) or SyncResult(sw.dpid))
         return results
 
-    def _worker(self, sw: Switch) -> None:
-        while sw.dp is not None:
+    def _worker(self, sw: Switch, dp: Any) -> None:
+        """Syncs `sw` while `dp` is its connection."""
+        while sw.dp is dp:
             sw.wake.wait()
             sw.wake.clear()
-            if sw.dp is None:
+            if sw.dp is not dp:
                 break
             target = sw.requested
             try:

@@ -9,6 +9,7 @@ switch besides flows.
 from __future__ import annotations
 
 import logging
+import time
 from types import SimpleNamespace
 from typing import Any
 
@@ -22,7 +23,7 @@ from shapes import MAC1, MAC2, MAC3, MAC5
 from ryu_ctfw import wire
 from ryu_ctfw.compiler import CONTROLLER, Attachment, Flow, Match, Meter, Output, cookie
 from ryu_ctfw.flowset import Diff
-from ryu_ctfw.policy import Policy, Vm
+from ryu_ctfw.policy import PairRequest, Policy, Vm
 from ryu_ctfw.switch import (
     LEARN_BURST,
     LEARN_RATE,
@@ -354,3 +355,158 @@ def test_stale_entries_are_deleted_before_the_flows_that_replace_them(
         wire.flow_delete(*wire.wire_key(LEARN_FLOW), LEARN_FLOW.cookie),
         wire.flow_add(PORT_FLOW),
     ]
+
+
+# --- connections are tracked per connection, not per dpid -----------------------------------
+
+
+class SyncingDp(FakeDp):
+    """A FakeDp a sync can run against: it answers flow-stats (the switch holds none of
+    our flows) and bundle commits at once, or, with `answer=False`, nothing at all (a
+    connection that died unnoticed)."""
+
+    def __init__(self, mgr: SwitchManager, answer: bool = True) -> None:
+        super().__init__(mgr)
+        self.answer = answer
+        self.is_active = True
+        self.raw: list[bytes] = []
+        names = {ofp.OFPP_LOCAL: b"br0", 2: b"tap2", 3: b"tap3"}
+        self.ports = {no: SimpleNamespace(port_no=no, name=n) for no, n in names.items()}
+
+    def send(self, data: bytes) -> None:  # bundled flow-mods, packed by wire.py
+        self.raw.append(data)
+
+    def send_msg(self, msg: Any) -> None:
+        if not self.answer:
+            self.sent.append(msg)
+            return
+        super().send_msg(msg)
+        if isinstance(msg, parser.OFPFlowStatsRequest):
+            reply = parser.OFPFlowStatsReply(self)
+            reply.xid, reply.flags, reply.body = msg.xid, 0, []
+            self.mgr.reply(self, reply)
+        elif isinstance(msg, parser.ONFBundleCtrlMsg) and msg.type == ofp.ONF_BCT_COMMIT_REQUEST:
+            self.mgr.reply(self, SimpleNamespace(xid=msg.xid))
+
+    def asked(self, kind: type) -> list[Any]:
+        return [m for m in self.sent if isinstance(m, kind)]
+
+
+def pair_policy() -> Policy:
+    policy = Policy()
+    policy.put_vm(Vm("vm1", "tap2", MAC1, ips=("198.18.0.1",)))
+    policy.put_vm(Vm("vm2", "tap3", MAC2, ips=("198.18.0.2",)))
+    policy.add_pair(PairRequest("vm1", "vm2"))
+    return policy
+
+
+def syncing_manager() -> SwitchManager:
+    policy = pair_policy()
+    return SwitchManager(logging.getLogger("test"), lambda: policy, lambda dpid: 1)
+
+
+def view_flows(mgr: SwitchManager) -> Any:
+    try:
+        return mgr.flow_stats(1)
+    except SwitchError as e:
+        return e
+
+
+def settle(mgr: SwitchManager, until: Any, rounds: int = 200) -> None:
+    for _ in range(rounds):
+        if until():
+            return
+        hub.sleep(0.01)
+    raise AssertionError("the workers did not get there")
+
+
+def kill_workers(mgr: SwitchManager) -> None:
+    for sw in mgr.switches.values():
+        if sw.worker is not None:
+            hub.kill(sw.worker)
+
+
+def test_a_second_connection_replaces_the_first_and_a_late_disconnect_leaves_it() -> None:
+    mgr = syncing_manager()
+    old, new = SyncingDp(mgr, answer=False), SyncingDp(mgr)
+    try:
+        mgr.connected(old)
+        sw = mgr.switches[1]
+        settle(mgr, lambda: old.asked(parser.OFPFlowStatsRequest))  # read-back on its way
+        view = hub.spawn(view_flows, mgr)  # a flows view waiting on the old connection
+        settle(mgr, lambda: len(sw.pending) == 2)
+        old_worker = sw.worker
+        t0 = time.monotonic()
+        mgr.connected(new)
+        # What was asked on the old connection fails now, not after a timeout.
+        failed = view.wait()
+        assert isinstance(failed, SwitchError) and "reconnected" in str(failed)
+        assert time.monotonic() - t0 < 1
+        assert old_worker.dead and sw.worker is not old_worker
+        assert sw.dp is new and sw.standby == [old]
+        # The new connection is read back and synced: the whole policy in one bundle.
+        (result,) = mgr.sync_all(timeout=2)
+        assert result.errors == []
+        assert new.asked(parser.OFPFlowStatsRequest) and new.raw
+        assert sw.flows is not None and len(sw.flows.flows()) > 0
+        # A late answer and a late error on the old connection change nothing.
+        stale_xid = old.asked(parser.OFPFlowStatsRequest)[0].xid
+        mgr.reply(old, SimpleNamespace(xid=stale_xid, flags=0))
+        mgr.error(old, SimpleNamespace(xid=stale_xid, type=1, code=1))
+        assert sw.errors == {}
+        # The old connection's late disconnect leaves the switch connected on the new one.
+        mgr.disconnected(old)
+        assert sw.connected and sw.dp is new and sw.standby == []
+        assert sw.flows is not None and not sw.worker.dead
+        # And the new one closing is a disconnect.
+        mgr.disconnected(new)
+        assert not sw.connected and sw.flows is None
+    finally:
+        kill_workers(mgr)
+
+
+def test_when_the_connection_in_use_closes_the_other_open_one_takes_over() -> None:
+    # A bridge with two controller targets: both connections stay open; closing the one in
+    # use (the newer) falls back to the other, which is read back and synced again.
+    mgr = syncing_manager()
+    first, second = SyncingDp(mgr), SyncingDp(mgr)
+    try:
+        mgr.connected(first)
+        assert mgr.sync_all(timeout=2)[0].errors == []
+        mgr.connected(second)
+        assert mgr.sync_all(timeout=2)[0].errors == []
+        sw = mgr.switches[1]
+        first.sent.clear()
+        mgr.disconnected(second)
+        assert sw.connected and sw.dp is first and sw.standby == []
+        assert sw.flows is None  # read back again before changing anything
+        assert mgr.sync_all(timeout=2)[0].errors == []
+        assert first.asked(parser.OFPFlowStatsRequest) and sw.flows is not None
+        # A connection that Ryu already marked dead does not take over.
+        third = SyncingDp(mgr)
+        mgr.connected(third)
+        first.is_active = False
+        mgr.disconnected(third)
+        assert not sw.connected
+        mgr.disconnected(first)  # its own late disconnect: nothing left to do
+        assert not sw.connected
+    finally:
+        kill_workers(mgr)
+
+
+def test_replies_and_errors_from_a_connection_not_in_use_are_ignored() -> None:
+    mgr = syncing_manager()
+    dp, other = SyncingDp(mgr, answer=False), SyncingDp(mgr, answer=False)
+    try:
+        mgr.connected(dp)
+        sw = mgr.switches[1]
+        settle(mgr, lambda: len(sw.pending) == 1)
+        (xid,) = sw.pending
+        pending = sw.pending[xid]
+        other.id = dp.id  # same dpid, another connection (xids are per connection)
+        mgr.reply(other, SimpleNamespace(xid=xid, flags=0))
+        mgr.error(other, SimpleNamespace(xid=xid, type=1, code=1))
+        assert not pending.done.is_set() and pending.replies == [] and pending.error is None
+        assert sw.errors == {}
+    finally:
+        kill_workers(mgr)
