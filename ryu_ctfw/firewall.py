@@ -23,9 +23,18 @@ T = TypeVar("T")
 
 
 class SwitchRejected(PolicyError):
-    """A switch refused the flows of a change, or did not confirm them."""
+    """A switch refused the flows of a change: it applied none of them (bundles are atomic),
+    and the change was undone everywhere."""
 
     status = 502
+
+
+class OutcomeUnknown(PolicyError):
+    """A switch neither confirmed nor refused a change in time (a lost reply, a timeout, a
+    disconnect mid-commit). The change is kept in the store; the switch is read back and
+    brought to the stored policy when it answers again."""
+
+    status = 504
 
 
 class Firewall:
@@ -55,13 +64,26 @@ class Firewall:
             result = mutate(candidate)  # raises PolicyError before anything changed
             store.record(self.state_file, before, candidate)
             self.policy = candidate
-            errors = [e for r in self.switches.sync_all() for e in r.errors]
-            if errors:
-                self.log.error("change refused by a switch, rolling back: %s", errors)
+            results = self.switches.sync_all()
+            refused = [e for r in results for e in r.errors]
+            if refused:
+                # Nothing of it was applied where it was refused; a switch whose outcome is
+                # unknown is read back by this resync and converges to the old policy too.
+                self.log.error("change refused by a switch, rolling back: %s", refused)
                 store.record(self.state_file, candidate, before)
                 self.policy = before
                 self.switches.sync_all()
-                raise SwitchRejected("; ".join(errors))
+                raise SwitchRejected("; ".join(refused))
+            unknown = [(r.dpid, e) for r in results for e in r.unknown]
+            if unknown:
+                for dpid, _ in unknown:
+                    self.switches.request_sync(dpid)  # read back and converge meanwhile
+                what = "; ".join(f"switch {dpid_str(d)}: {e}" for d, e in unknown)
+                self.log.warning("change stored, not confirmed by every switch: %s", what)
+                raise OutcomeUnknown(
+                    f"the change is stored, but not confirmed: {what}; the switch is brought"
+                    " to the stored policy when it answers"
+                )
             return result
 
     def put_vm(self, vm: Vm) -> bool:

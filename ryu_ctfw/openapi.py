@@ -53,6 +53,10 @@ COMMON_ERRORS = {
         "Origin and no Sec-Fetch-* may also send none, or application/x-www-form-urlencoded)"
     ),
     "502": _error("a switch refused the change; nothing of it was applied"),
+    "504": _error(
+        "a switch neither confirmed nor refused the change in time: the change is stored,"
+        " and the switch is brought to the stored policy when it answers"
+    ),
 }
 
 SCHEMAS: dict[str, Any] = {

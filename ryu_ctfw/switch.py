@@ -32,6 +32,7 @@ from ryu_ctfw.flowset import Diff, FlowSet
 from ryu_ctfw.policy import Policy, PolicyError, validate_mac
 
 REPLY_TIMEOUT = 5.0
+SYNC_TIMEOUT = 600.0  # a backstop: every step of a sync has a timeout of its own
 SEND_CHUNK = 1 << 16  # bytes of bundled flow-mods handed to Ryu's send queue at once
 # A learning port's packet-ins, limited in the switch (meter id = the port's ofport): a port
 # that floods ARPs costs the controller at most this many packets a second.
@@ -48,13 +49,18 @@ def dpid_str(dpid: int) -> str:
 
 
 class SwitchError(Exception):
-    """The switch refused or did not confirm a change."""
+    """The switch did not confirm a request: no answer in time, or the connection went."""
+
+
+class SwitchRefused(SwitchError):
+    """The switch answered a request with an error: it did not do it."""
 
 
 @dataclass
 class SyncResult:
     dpid: int
-    errors: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)  # refused: the switch applied none of it
+    unknown: list[str] = field(default_factory=list)  # neither confirmed nor refused
 
 
 @dataclass
@@ -212,7 +218,7 @@ class SwitchManager:
         for pending in sw.pending.values():
             pending.done.set()
         sw.wake.set()  # lets the worker see the switch is gone and end
-        self._finish(sw, sw.requested, SyncResult(dpid, ["switch disconnected"]))
+        self._finish(sw, sw.requested, SyncResult(dpid, unknown=["switch disconnected"]))
 
     def port_status(self, dp: Any, reason: int, port: Any) -> None:
         sw = self.switches.get(dp.id)
@@ -297,8 +303,11 @@ class SwitchManager:
         sw.wake.set()
         return sw.requested
 
-    def sync_all(self, timeout: float = REPLY_TIMEOUT * 2) -> list[SyncResult]:
-        """Sync every connected switch and wait until each has confirmed (or failed)."""
+    def sync_all(self, timeout: float = SYNC_TIMEOUT) -> list[SyncResult]:
+        """Sync every connected switch and wait until each has confirmed (or failed).
+
+        The worker's own requests time out on silence, and a bundle's commit gets time in
+        proportion to its size, so a sync always ends; `timeout` is only a backstop."""
         waits = []
         for sw in self.switches.values():
             if sw.connected:
@@ -309,7 +318,7 @@ class SwitchManager:
         results = []
         for sw, gen, ev in waits:
             if not ev.wait(timeout=timeout):
-                results.append(SyncResult(sw.dpid, ["switch did not confirm in time"]))
+                results.append(SyncResult(sw.dpid, unknown=["switch did not confirm in time"]))
             else:
                 results.append(sw.results.get(gen) or SyncResult(sw.dpid))
         return results
@@ -324,14 +333,19 @@ class SwitchManager:
             target = sw.requested
             try:
                 result = self._sync(sw)
-            except SwitchError as e:
+            except SwitchRefused as e:
                 sw.flows = None
                 result = SyncResult(sw.dpid, [str(e)])
+            except SwitchError as e:
+                sw.flows = None  # read back before the next change
+                result = SyncResult(sw.dpid, unknown=[str(e)])
             except Exception as e:  # a bug must not kill the worker for good
                 self.log.exception("sync of switch %s failed", dpid_str(sw.dpid))
                 sw.flows = None
                 # The answer reaches API clients: the details stay in the log.
-                result = SyncResult(sw.dpid, [f"internal error ({type(e).__name__}); see the log"])
+                result = SyncResult(
+                    sw.dpid, unknown=[f"internal error ({type(e).__name__}); see the log"]
+                )
             self._finish(sw, target, result)
 
     def _finish(self, sw: Switch, target: int, result: SyncResult) -> None:
@@ -423,9 +437,13 @@ class SwitchManager:
         try:
             self._ensure_meters(sw, {a.meter_id for f in diff.add for a in f.actions
                                      if isinstance(a, Meter)})  # fmt: skip
-        except SwitchError as e:
+        except SwitchRefused as e:
             result.errors.append(f"switch refused a meter: {e}")
             self.log.error("switch %s: %s", dpid_str(sw.dpid), result.errors[-1])
+            return False
+        except SwitchError as e:
+            result.unknown.append(f"switch did not confirm a meter: {e}")
+            self.log.error("switch %s: %s", dpid_str(sw.dpid), result.unknown[-1])
             return False
         # Deletes first: a stale entry whose match bytes differ from ours but mean the same
         # match (another OVS writing fields in another order) is the very flow an add below
@@ -438,7 +456,7 @@ class SwitchManager:
         try:
             self._bundle(sw, msgs)
             return True
-        except SwitchError as e:
+        except SwitchRefused as e:
             # The bundle is atomic: the switch applied none of it. Name what it refused.
             what = [f"deleting table={r.key[0]}, priority={r.key[1]}" for r in stale]
             what += [f"deleting {f.text()}" for f in diff.delete]
@@ -469,9 +487,9 @@ class SwitchManager:
                 if error is None:
                     break
                 if "METER_EXISTS" not in error:
-                    raise SwitchError(f"meter {meter_id}: {error}")
+                    raise SwitchRefused(f"meter {meter_id}: {error}")
             else:
-                raise SwitchError(f"meter {meter_id} exists and cannot be modified")
+                raise SwitchRefused(f"meter {meter_id} exists and cannot be modified")
             sw.meters.add(meter_id)
 
     def _bundle(self, sw: Switch, msgs: list[bytes]) -> list[int]:
@@ -506,7 +524,7 @@ class SwitchManager:
             # Committing tens of thousands of flows takes the switch a while.
             self._request(sw, commit, timeout=REPLY_TIMEOUT + len(msgs) / 2000)
         except SwitchError as e:
-            raise SwitchError(str(e), xids) from e
+            raise type(e)(str(e), xids) from e
         return xids
 
     def _send(self, dp: Any, msg: Any) -> int:
@@ -544,7 +562,7 @@ class SwitchManager:
                     raise SwitchError("switch did not answer in time")
                 seen = len(pending.replies)
             if pending.error:
-                raise SwitchError(pending.error)
+                raise SwitchRefused(pending.error)
             if sw.dp is not asked.dp:
                 raise SwitchError("switch disconnected")
             return pending.replies

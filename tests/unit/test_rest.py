@@ -412,6 +412,44 @@ def test_a_change_a_switch_refuses_is_502_and_rolled_back(
     assert (vms, pairs, content) == before[:3]  # rewritten, with the old content
 
 
+def test_a_change_no_switch_confirmed_is_504_and_kept(
+    populated: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A lost reply or a timeout: the switch may or may not have applied it. Saying 502
+    # ("refused, nothing changed") would be a lie; the change is kept and the switch is
+    # read back, so it converges to what the store holds.
+    resynced: list[int] = []
+    monkeypatch.setattr(
+        populated.fw.switches,
+        "sync_all",
+        lambda: [SyncResult(7, unknown=["switch did not confirm in time"])],
+    )
+    monkeypatch.setattr(populated.fw.switches, "request_sync", resynced.append)
+    message = assert_error(populated.call("DELETE", "/pairs/1"), 504)
+    assert "stored" in message and "did not confirm in time" in message
+    assert resynced == [7]
+    assert 1 not in populated.fw.policy.pairs
+    assert 1 not in store.load(populated.fw.state_file).pairs, "kept in the store"
+
+
+def test_a_refusal_wins_over_an_unknown_outcome(
+    populated: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[int] = []
+
+    def mixed() -> list[SyncResult]:
+        calls.append(1)
+        if len(calls) > 1:
+            return []
+        return [SyncResult(1, ["OFPET_BAD_MATCH OFPBMC_BAD_FIELD"]),
+                SyncResult(2, unknown=["switch disconnected"])]  # fmt: skip
+
+    monkeypatch.setattr(populated.fw.switches, "sync_all", mixed)
+    assert_error(populated.call("DELETE", "/pairs/1"), 502)
+    assert 1 in populated.fw.policy.pairs, "rolled back everywhere"
+    assert 1 in store.load(populated.fw.state_file).pairs
+
+
 def test_non_ascii_digit_pair_id_is_404(populated: Api) -> None:
     before = populated.snapshot()
     # %B9 is '\u00b9' (superscript one) in the latin-1 PATH_INFO that WSGI gives.
