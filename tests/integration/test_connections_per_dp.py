@@ -105,7 +105,8 @@ def test_a_cut_and_restored_connection_during_changes_ends_with_the_stored_polic
         stop.set()
         worker.join(60)
     assert not worker.is_alive()
-    assert len(answers) > 10 and set(answers) <= {201, 204, 404, 409, 502}, answers
+    # 504: a change in flight when its connection went (kept, and the switch converges).
+    assert len(answers) > 10 and set(answers) <= {201, 204, 404, 409, 502, 504}, answers
     assert 201 in answers
     lab.wait_for(lambda: connected(labenv), 20, "the switch to reconnect")
 
