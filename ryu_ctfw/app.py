@@ -20,7 +20,7 @@ from ryu.controller.handler import (
 )
 from ryu.ofproto import ofproto_v1_3
 
-from ryu_ctfw import config, policy, rest, store, wsgi_limits
+from ryu_ctfw import config, policy, rest, ryu_compat, store, wsgi_limits
 from ryu_ctfw.firewall import Firewall
 from ryu_ctfw.store import StateFileError
 
@@ -42,14 +42,19 @@ class CtfwApp(app_manager.RyuApp):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         try:
+            # First: a Ryu of another shape would otherwise fail only at the first switch,
+            # inside Ryu's receive loop.
+            ryu_compat.check()
+            ryu_compat.install_raw_flow_stats_parser()
             settings = config.check(cfg.CONF)
             policy.set_limits(settings.max_vms, settings.max_pairs, settings.max_ips_per_vm)
             # Before Firewall touches the folder (stale temporary files, compaction): those
             # may be another running instance's, which this one must leave alone.
             self._state_lock = store.lock(settings.state_file)
             self.fw = Firewall(settings.state_file, self.logger)
-        except (config.ConfigError, StateFileError) as e:
-            # Starting anyway would silently open the API or lose or mix up the policy.
+        except (ryu_compat.RyuShapeError, config.ConfigError, StateFileError) as e:
+            # Starting anyway would silently open the API, lose or mix up the policy, or
+            # fail at the first switch.
             self.logger.error("ryu-ctfw: %s", e)
             raise SystemExit(f"ryu-ctfw: {e}") from None
         self.logger.info(

@@ -11,12 +11,14 @@ their change. The worker:
   compares only the VMs and pairs it touched;
 - sends every difference as one atomic bundle of hand-packed flow-mods, confirmed by the
   bundle's commit reply.
+
+What talks to the datapath (requests, replies, errors, bundles, meters) is channel.py;
+decoding what the switch holds is wire.py; the hook into Ryu's parser is ryu_compat.py.
 """
 
 from __future__ import annotations
 
 import logging
-import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,36 +26,18 @@ from typing import Any
 
 from ryu.lib import hub
 from ryu.lib.packet import arp, ethernet, icmpv6, packet
-from ryu.ofproto import ofproto_v1_3, ofproto_v1_3_parser
 
-from ryu_ctfw import wire
-from ryu_ctfw.compiler import COOKIE_MASK, COOKIE_TAG, Attachment, Flow, Meter
+from ryu_ctfw import channel, wire
+from ryu_ctfw.channel import Pending, SwitchError, SwitchRefused, dpid_str
+from ryu_ctfw.compiler import Attachment, Flow, Meter
 from ryu_ctfw.flowset import Diff, FlowSet
 from ryu_ctfw.policy import Policy, PolicyError, validate_mac
 
-REPLY_TIMEOUT = 5.0
 SYNC_TIMEOUT = 600.0  # a backstop: every step of a sync has a timeout of its own
-SEND_CHUNK = 1 << 16  # bytes of bundled flow-mods handed to Ryu's send queue at once
-# A learning port's packet-ins, limited in the switch (meter id = the port's ofport): a port
-# that floods ARPs costs the controller at most this many packets a second.
-LEARN_RATE = 20
-LEARN_BURST = 20
 # OVS's fragment handling that shows the L4 ports of a first fragment to the flow table
 # (OFPC_FRAG_NX_MATCH): a port-restricted pair then checks them; later fragments follow
 # their first one through conntrack's reassembly (compiler.pair_flows).
 OFPC_FRAG_NX_MATCH = 3
-
-
-def dpid_str(dpid: int) -> str:
-    return f"{dpid:016x}"
-
-
-class SwitchError(Exception):
-    """The switch did not confirm a request: no answer in time, or the connection went."""
-
-
-class SwitchRefused(SwitchError):
-    """The switch answered a request with an error: it did not do it."""
 
 
 @dataclass
@@ -61,24 +45,6 @@ class SyncResult:
     dpid: int
     errors: list[str] = field(default_factory=list)  # refused: the switch applied none of it
     unknown: list[str] = field(default_factory=list)  # neither confirmed nor refused
-
-
-@dataclass
-class _Pending:
-    """Replies collected for one request (by xid)."""
-
-    done: hub.Event = field(default_factory=hub.Event)
-    replies: list[Any] = field(default_factory=list)
-    error: Any = None
-
-
-@dataclass
-class _Asked:
-    """A request on its way: the datapath it went to, its xid, its replies."""
-
-    dp: Any
-    xid: int
-    pending: _Pending
 
 
 @dataclass
@@ -93,7 +59,7 @@ class Switch:
     learning: set[str] = field(default_factory=set)  # VMs whose learned MAC is being stored
     meters: set[int] = field(default_factory=set)  # meters known to exist on the switch
     flows: FlowSet | None = None  # what the switch holds; None: not read back yet
-    pending: dict[int, _Pending] = field(default_factory=dict)
+    pending: dict[int, Pending] = field(default_factory=dict)
     errors: dict[int, Any] = field(default_factory=dict)  # xid -> error msg, during a sync
     wake: hub.Event = field(default_factory=hub.Event)
     requested: int = 0
@@ -136,7 +102,6 @@ class SwitchManager:
         # green thread of its own: storing waits for the switches.
         self.learned = learned
         self.switches: dict[int, Switch] = {}
-        install_raw_flow_stats_parser()
 
     # --- events from Ryu (never block) -----------------------------------------------------
     def connected(self, dp: Any) -> None:
@@ -164,9 +129,7 @@ class SwitchManager:
         if sw.worker is not None:
             hub.kill(sw.worker)
             sw.worker = None
-        for pending in sw.pending.values():  # e.g. a flows view waiting on the old one
-            pending.error = pending.error or "switch reconnected"
-            pending.done.set()
+        channel.fail_pending(sw, "switch reconnected")  # e.g. a flows view on the old one
         sw.errors.clear()
         sw.dp = dp
         sw.connected_at = time.monotonic()
@@ -183,7 +146,7 @@ class SwitchManager:
             sorted(sw.ports.items(), key=lambda kv: kv[1]),
         )
         ofp, parser = dp.ofproto, dp.ofproto_parser
-        self._send(dp, parser.OFPSetConfig(dp, OFPC_FRAG_NX_MATCH, ofp.OFPCML_NO_BUFFER))
+        channel.send(dp, parser.OFPSetConfig(dp, OFPC_FRAG_NX_MATCH, ofp.OFPCML_NO_BUFFER))
         sw.worker = hub.spawn(self._worker, sw, dp)
         self.request_sync(sw.dpid)
 
@@ -215,8 +178,7 @@ class SwitchManager:
         sw.standby.clear()
         sw.dp = None
         sw.flows = None
-        for pending in sw.pending.values():
-            pending.done.set()
+        channel.fail_pending(sw, None)  # their answers see the connection gone
         sw.wake.set()  # lets the worker see the switch is gone and end
         self._finish(sw, sw.requested, SyncResult(dpid, unknown=["switch disconnected"]))
 
@@ -272,28 +234,18 @@ class SwitchManager:
             sw.learning.discard(vm_name)
 
     def reply(self, dp: Any, msg: Any) -> None:
-        """A multipart, barrier or bundle reply: hand it to whoever waits for that xid
-        (only from the connection in use: xids are per connection)."""
+        """A multipart, barrier or bundle reply (channel.py hands it to its request)."""
         sw = self.switches.get(dp.id)
-        pending = sw.pending.get(msg.xid) if sw is not None and sw.dp is dp else None
-        if pending is None:
-            return
-        pending.replies.append(msg)
-        multipart = isinstance(msg, dp.ofproto_parser.OFPMultipartReply)
-        if not (multipart and msg.flags & dp.ofproto.OFPMPF_REPLY_MORE):
-            pending.done.set()
+        if sw is not None:
+            channel.deliver_reply(sw, dp, msg)
 
     def error(self, dp: Any, msg: Any) -> None:
         sw = self.switches.get(dp.id)
-        text = _error_text(dp, msg)
+        text = channel.error_text(dp, msg)
         if sw is None or sw.dp is not dp:
             self.log.error("switch %s error (connection not in use): %s", dpid_str(dp.id), text)
             return
-        pending = sw.pending.get(msg.xid)
-        if pending is not None:
-            pending.error = text
-            pending.done.set()
-        sw.errors[msg.xid] = text
+        channel.deliver_error(sw, msg.xid, text)
 
     # --- sync ------------------------------------------------------------------------------
     def request_sync(self, dpid: int) -> int:
@@ -404,11 +356,11 @@ class SwitchManager:
         # Ask for our flows first and compile while the switch dumps its table. Pausing now
         # and then lets Ryu read the dump as it comes: unread, it would stall in the
         # socket and the switch would send the rest only after the compile.
-        asked = self._ask(sw, _our_flows(sw.dp), raw=True)
+        asked = channel.ask(sw, channel.our_flows(sw.dp), raw=True)
         flows = FlowSet.build(policy, attached, zone, pause=lambda: hub.sleep(0))
         want = _by_bytes(flows, pause=lambda: hub.sleep(0))
         t_compile = time.monotonic() - t0
-        held = {entry.key: entry for reply in self._answer(sw, asked) for entry in reply.body}
+        held = {entry.key: entry for reply in channel.answer(sw, asked) for entry in reply.body}
         t_read = time.monotonic() - t0
         found = len(held)
         diff = Diff()
@@ -435,7 +387,7 @@ class SwitchManager:
     ) -> bool:
         """Send a diff as one bundle; on refusal, name the flows refused in `result`."""
         try:
-            self._ensure_meters(sw, {a.meter_id for f in diff.add for a in f.actions
+            channel.ensure_meters(sw, {a.meter_id for f in diff.add for a in f.actions
                                      if isinstance(a, Meter)})  # fmt: skip
         except SwitchRefused as e:
             result.errors.append(f"switch refused a meter: {e}")
@@ -454,7 +406,7 @@ class SwitchManager:
         msgs += [wire.flow_add(f) for f in diff.add]
         sw.errors.clear()
         try:
-            self._bundle(sw, msgs)
+            channel.bundle(sw, msgs)
             return True
         except SwitchRefused as e:
             # The bundle is atomic: the switch applied none of it. Name what it refused.
@@ -470,106 +422,6 @@ class SwitchManager:
                 self.log.error("switch %s: %s", dpid_str(sw.dpid), text)
             return False
 
-    def _ensure_meters(self, sw: Switch, meter_ids: set[int]) -> None:
-        """Create the meters that flows about to be added use (a flow naming a missing meter
-        is refused). Meter-mods cannot go in a bundle, so they go first; a meter left by an
-        earlier run is set to our rate instead. Never deleted: a handful, and deleting a
-        meter deletes the flows that use it."""
-        dp = sw.dp
-        ofp, parser = dp.ofproto, dp.ofproto_parser
-        for meter_id in sorted(meter_ids - sw.meters):
-            bands = [parser.OFPMeterBandDrop(rate=LEARN_RATE, burst_size=LEARN_BURST)]
-            flags = ofp.OFPMF_PKTPS | ofp.OFPMF_BURST
-            for command in (ofp.OFPMC_ADD, ofp.OFPMC_MODIFY):
-                xid = self._send(dp, parser.OFPMeterMod(dp, command, flags, meter_id, bands))
-                self._request(sw, parser.OFPBarrierRequest(dp))
-                error = sw.errors.pop(xid, None)
-                if error is None:
-                    break
-                if "METER_EXISTS" not in error:
-                    raise SwitchRefused(f"meter {meter_id}: {error}")
-            else:
-                raise SwitchRefused(f"meter {meter_id} exists and cannot be modified")
-            sw.meters.add(meter_id)
-
-    def _bundle(self, sw: Switch, msgs: list[bytes]) -> list[int]:
-        """Send flow-mods (wire.py bytes) as one atomic ONF bundle; wait for the commit.
-
-        The switch applies all of them or none; the commit reply is the confirmation (it
-        comes after the bundle took effect, so no barrier is needed). Returns the xids of
-        the messages; raises SwitchError(reason, xids) if the switch refused.
-        """
-        dp = sw.dp
-        ofp, parser = dp.ofproto, dp.ofproto_parser
-        sw.bundle_id = (sw.bundle_id + 1) & 0xFFFFFFFF
-        flags = ofp.ONF_BF_ATOMIC | ofp.ONF_BF_ORDERED
-        self._send(
-            dp, parser.ONFBundleCtrlMsg(dp, sw.bundle_id, ofp.ONF_BCT_OPEN_REQUEST, flags, [])
-        )
-        xids = _take_xids(dp, len(msgs))
-        chunk: list[bytes] = []
-        size = 0
-        for xid, msg in zip(xids, msgs, strict=True):
-            add = wire.bundle_add(sw.bundle_id, flags, msg, xid)
-            chunk.append(add)
-            size += len(add)
-            if size >= SEND_CHUNK:
-                dp.send(b"".join(chunk))
-                chunk, size = [], 0
-                hub.sleep(0)  # Ryu's send loop writes this chunk while we pack the next
-        if chunk:
-            dp.send(b"".join(chunk))
-        commit = parser.ONFBundleCtrlMsg(dp, sw.bundle_id, ofp.ONF_BCT_COMMIT_REQUEST, flags, [])
-        try:
-            # Committing tens of thousands of flows takes the switch a while.
-            self._request(sw, commit, timeout=REPLY_TIMEOUT + len(msgs) / 2000)
-        except SwitchError as e:
-            raise type(e)(str(e), xids) from e
-        return xids
-
-    def _send(self, dp: Any, msg: Any) -> int:
-        dp.set_xid(msg)
-        dp.send_msg(msg)
-        return msg.xid
-
-    def _request(
-        self, sw: Switch, msg: Any, timeout: float = REPLY_TIMEOUT, raw: bool = False
-    ) -> list[Any]:
-        """Send `msg`, wait for its whole answer; `timeout` is the longest silence allowed
-        (a long multipart answer may take longer as a whole, as long as parts keep coming).
-        `raw`: a flow-stats request whose entries come back as wire.RawFlow."""
-        return self._answer(sw, self._ask(sw, msg, raw), timeout)
-
-    def _ask(self, sw: Switch, msg: Any, raw: bool = False) -> _Asked:
-        """Send a request; `_answer` collects its answer (work may go on in between)."""
-        dp = sw.dp
-        if dp is None:
-            raise SwitchError("switch disconnected")
-        dp.set_xid(msg)
-        asked = _Asked(dp, msg.xid, _Pending())
-        sw.pending[msg.xid] = asked.pending
-        if raw:
-            dp.__dict__.setdefault(RAW_XIDS, set()).add(msg.xid)
-        dp.send_msg(msg)
-        return asked
-
-    def _answer(self, sw: Switch, asked: _Asked, timeout: float = REPLY_TIMEOUT) -> list[Any]:
-        pending = asked.pending
-        try:
-            seen = -1
-            while not pending.done.wait(timeout=timeout):
-                if len(pending.replies) == seen:
-                    raise SwitchError("switch did not answer in time")
-                seen = len(pending.replies)
-            if pending.error:
-                raise SwitchRefused(pending.error)
-            if sw.dp is not asked.dp:
-                raise SwitchError("switch disconnected")
-            return pending.replies
-        finally:
-            sw.pending.pop(asked.xid, None)
-            asked.dp.__dict__.get(RAW_XIDS, set()).discard(asked.xid)
-
     def flow_stats(self, dpid: int) -> list[tuple[wire.RawFlow, Flow | None]]:
         """Every flow of ours on the switch, with the Flow it is (None: not one we make).
 
@@ -578,7 +430,7 @@ class SwitchManager:
         sw = self.switches.get(dpid)
         if sw is None or sw.dp is None:
             raise SwitchError(f"switch {dpid_str(dpid)} is not connected")
-        replies = self._request(sw, _our_flows(sw.dp), raw=True)
+        replies = channel.request(sw, channel.our_flows(sw.dp), raw=True)
         by_bytes = {} if sw.flows is None else _by_bytes(sw.flows)
         out = []
         for reply in replies:
@@ -612,15 +464,6 @@ class SwitchManager:
         sw.ports[name] = port.port_no
 
 
-def _our_flows(dp: Any) -> Any:
-    """A flow-stats request for every flow carrying our cookie tag, in all tables."""
-    ofp, parser = dp.ofproto, dp.ofproto_parser
-    return parser.OFPFlowStatsRequest(
-        dp, 0, ofp.OFPTT_ALL, ofp.OFPP_ANY, ofp.OFPG_ANY, COOKIE_TAG, COOKIE_MASK,
-        parser.OFPMatch(),
-    )  # fmt: skip
-
-
 def _by_bytes(
     flows: FlowSet, pause: Callable[[], object] = lambda: None
 ) -> dict[wire.WireKey, Flow]:
@@ -632,55 +475,6 @@ def _by_bytes(
         if n % 4096 == 0:
             pause()
     return out
-
-
-def _take_xids(dp: Any, count: int) -> list[int]:
-    """`count` consecutive xids from the datapath's counter (what set_xid does one by one)."""
-    first = dp.xid + 1
-    dp.xid = (dp.xid + count) & dp.ofproto.MAX_XID
-    return [(first + i) & dp.ofproto.MAX_XID for i in range(count)]
-
-
-# --- raw flow stats --------------------------------------------------------------------------
-RAW_XIDS = "ctfw_raw_flow_stats_xids"  # Datapath attribute: xids whose replies stay raw
-
-
-def install_raw_flow_stats_parser() -> None:
-    """Let the sync read flow stats without Ryu decoding every entry.
-
-    Ryu parses each flow-stats entry into an object tree (tens of microseconds apiece, most
-    of a resync at scale), while the sync only compares bytes (wire.py). Ryu looks its
-    parser up per message type in a table at every message, so this wraps the one for
-    multipart replies: a flow-stats reply to an xid its datapath lists under RAW_XIDS gets
-    wire.RawFlow entries as its body; every other message, of this app or any other, is
-    parsed by Ryu as before.
-    """
-    parsers = ofproto_v1_3_parser._MSG_PARSERS
-    ryu_parser = parsers[ofproto_v1_3.OFPT_MULTIPART_REPLY]
-    if getattr(ryu_parser, "ctfw_raw", False):
-        return
-
-    def parse(datapath: Any, version: int, msg_type: int, msg_len: int, xid: int, buf: Any) -> Any:
-        if xid not in getattr(datapath, RAW_XIDS, ()) or not wire.is_flow_stats_reply(buf):
-            return ryu_parser(datapath, version, msg_type, msg_len, xid, buf)
-        msg = ofproto_v1_3_parser.OFPFlowStatsReply(datapath)
-        msg.set_headers(version, msg_type, msg_len, xid)
-        msg.set_buf(buf)
-        msg.type, msg.flags = struct.unpack_from("!HH", buf, 8)
-        try:
-            msg.body = list(wire.flow_stats_entries(bytes(buf)))
-        except wire.MalformedReply as e:
-            # Raised out of Ryu's receive loop, it ends this connection; the switch
-            # reconnects and is read back again.
-            logging.getLogger("ryu_ctfw").error(
-                "switch %s sent a malformed flow-stats reply, closing: %s",
-                dpid_str(getattr(datapath, "id", 0) or 0), e,
-            )  # fmt: skip
-            raise
-        return msg
-
-    parse.ctfw_raw = True  # type: ignore[attr-defined]
-    parsers[ofproto_v1_3.OFPT_MULTIPART_REPLY] = parse
 
 
 def _sender_mac(data: bytes) -> str | None:
@@ -705,24 +499,3 @@ def _sender_mac(data: bytes) -> str | None:
 def _name(port: Any) -> str:
     name = port.name
     return name.decode("utf-8", "replace") if isinstance(name, bytes) else str(name)
-
-
-def _error_text(dp: Any, msg: Any) -> str:
-    ofp = dp.ofproto
-    if getattr(msg, "exp_type", None) is not None:  # an extension's error (bundles are ONF's)
-        return f"experimenter 0x{msg.experimenter:x} error {msg.exp_type}"
-    types = {v: k for k, v in vars(ofp).items() if k.startswith("OFPET_") and isinstance(v, int)}
-    type_name = types.get(msg.type, str(msg.type))
-    prefix = {
-        "OFPET_BAD_REQUEST": "OFPBRC_",
-        "OFPET_BAD_ACTION": "OFPBAC_",
-        "OFPET_BAD_INSTRUCTION": "OFPBIC_",
-        "OFPET_BAD_MATCH": "OFPBMC_",
-        "OFPET_FLOW_MOD_FAILED": "OFPFMFC_",
-        "OFPET_METER_MOD_FAILED": "OFPMMFC_",
-    }.get(type_name)
-    code_name = str(msg.code)
-    if prefix:
-        codes = {v: k for k, v in vars(ofp).items() if k.startswith(prefix) and isinstance(v, int)}
-        code_name = codes.get(msg.code, code_name)
-    return f"{type_name} {code_name}"

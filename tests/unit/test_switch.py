@@ -20,13 +20,12 @@ from ryu.ofproto import ofproto_v1_3 as ofp
 from ryu.ofproto import ofproto_v1_3_parser as parser
 from shapes import MAC1, MAC2, MAC3, MAC5
 
-from ryu_ctfw import wire
+from ryu_ctfw import channel, wire
+from ryu_ctfw.channel import LEARN_BURST, LEARN_RATE
 from ryu_ctfw.compiler import CONTROLLER, Attachment, Flow, Match, Meter, Output, cookie
 from ryu_ctfw.flowset import Diff
 from ryu_ctfw.policy import PairRequest, Policy, Vm
 from ryu_ctfw.switch import (
-    LEARN_BURST,
-    LEARN_RATE,
     OFPC_FRAG_NX_MATCH,
     Switch,
     SwitchError,
@@ -265,8 +264,8 @@ def meter_mods(dp: FakeDp) -> list[tuple[int, int]]:
 
 
 def test_meters_are_created_once_at_the_learning_rate() -> None:
-    mgr, sw, dp = meter_manager()
-    mgr._ensure_meters(sw, {7, 5})
+    _mgr, sw, dp = meter_manager()
+    channel.ensure_meters(sw, {7, 5})
     assert meter_mods(dp) == [(ofp.OFPMC_ADD, 5), (ofp.OFPMC_ADD, 7)]
     mod = next(m for m in dp.sent if isinstance(m, parser.OFPMeterMod))
     assert mod.flags == ofp.OFPMF_PKTPS | ofp.OFPMF_BURST
@@ -275,21 +274,21 @@ def test_meters_are_created_once_at_the_learning_rate() -> None:
     ]
     assert sw.meters == {5, 7}
     dp.sent.clear()
-    mgr._ensure_meters(sw, {5, 7})
+    channel.ensure_meters(sw, {5, 7})
     assert dp.sent == []  # known to exist
 
 
 def test_a_meter_left_by_an_earlier_run_is_set_to_our_rate() -> None:
-    mgr, sw, dp = meter_manager(existing={5})
-    mgr._ensure_meters(sw, {5})
+    _mgr, sw, dp = meter_manager(existing={5})
+    channel.ensure_meters(sw, {5})
     assert meter_mods(dp) == [(ofp.OFPMC_ADD, 5), (ofp.OFPMC_MODIFY, 5)]
     assert sw.meters == {5}
 
 
 def test_a_meter_the_switch_refuses_is_a_switch_error() -> None:
-    mgr, sw, _dp = meter_manager(refuse="OFPET_METER_MOD_FAILED OFPMMFC_OUT_OF_METERS")
+    _mgr, sw, _dp = meter_manager(refuse="OFPET_METER_MOD_FAILED OFPMMFC_OUT_OF_METERS")
     with pytest.raises(SwitchError, match=r"meter 5.*OUT_OF_METERS"):
-        mgr._ensure_meters(sw, {5})
+        channel.ensure_meters(sw, {5})
     assert sw.meters == set()
 
 
@@ -302,8 +301,8 @@ def test_meters_are_ensured_before_the_flows_that_use_them(
 ) -> None:
     mgr, sw, _dp = meter_manager()
     calls: list[Any] = []
-    monkeypatch.setattr(mgr, "_ensure_meters", lambda sw, ids: calls.append(("meters", ids)))
-    monkeypatch.setattr(mgr, "_bundle", lambda sw, msgs: calls.append(("bundle", len(msgs))))
+    monkeypatch.setattr(channel, "ensure_meters", lambda sw, ids: calls.append(("meters", ids)))
+    monkeypatch.setattr(channel, "bundle", lambda sw, msgs: calls.append(("bundle", len(msgs))))
     assert mgr._send_diff(sw, Diff(add=[PORT_FLOW, LEARN_FLOW]), [], SyncResult(1))
     assert calls == [("meters", {5}), ("bundle", 2)]
     calls.clear()
@@ -314,7 +313,7 @@ def test_meters_are_ensured_before_the_flows_that_use_them(
 def test_a_refused_meter_sends_no_flows(monkeypatch: pytest.MonkeyPatch) -> None:
     mgr, sw, _dp = meter_manager(refuse="OFPET_METER_MOD_FAILED OFPMMFC_OUT_OF_METERS")
     bundles: list[Any] = []
-    monkeypatch.setattr(mgr, "_bundle", lambda sw, msgs: bundles.append(msgs))
+    monkeypatch.setattr(channel, "bundle", lambda sw, msgs: bundles.append(msgs))
     result = SyncResult(1)
     assert not mgr._send_diff(sw, Diff(add=[LEARN_FLOW]), [], result)
     assert bundles == []
@@ -344,7 +343,7 @@ def test_stale_entries_are_deleted_before_the_flows_that_replace_them(
     # way round, the strict delete would remove the flow the add had just put back.
     mgr, sw, _dp = meter_manager()
     bundles: list[list[bytes]] = []
-    monkeypatch.setattr(mgr, "_bundle", lambda sw, msgs: bundles.append(msgs))
+    monkeypatch.setattr(channel, "bundle", lambda sw, msgs: bundles.append(msgs))
     key = wire.wire_key(PORT_FLOW)
     swapped = (key[0], key[1], key[2][:4] + key[2][4:][::-1])  # same flow, other byte order
     stale = wire.RawFlow(swapped, PORT_FLOW.cookie, b"", 0, 0, 0.0)

@@ -25,7 +25,7 @@ from shapes import ROUND_TRIP_FLOWS
 
 from ryu_ctfw import wire
 from ryu_ctfw.compiler import Action, Ct, Flow, Goto, Match, Meter, Output
-from ryu_ctfw.switch import RAW_XIDS, install_raw_flow_stats_parser
+from ryu_ctfw.ryu_compat import RAW_XIDS, install_raw_flow_stats_parser
 
 # The OpenFlow 1.3 layouts, spelled out from the spec rather than taken from wire.py.
 OFP_HEADER = struct.Struct("!BBHI")  # version, type, length, xid

@@ -1,0 +1,122 @@
+"""What ryu-ctfw needs of the installed Ryu, checked at start, and its one hook into Ryu.
+
+Why this exists: the sync reads flow stats raw by wrapping an entry of Ryu's private
+parser table (`ofproto_v1_3_parser._MSG_PARSERS`), and the switch side builds bundles,
+meters and requests with Ryu's message classes. A Ryu of another shape would not fail at
+start but at the first switch, deep in a receive loop. `check()` looks for every name
+used, once, when the app starts, and names what is missing.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+from typing import Any
+
+from ryu.ofproto import ofproto_v1_3, ofproto_v1_3_parser
+
+from ryu_ctfw import wire
+
+RAW_XIDS = "ctfw_raw_flow_stats_xids"  # Datapath attribute: xids whose replies stay raw
+
+# Message classes the switch side sends or receives (channel.py, switch.py, app.py).
+PARSER_CLASSES = (
+    "OFPBarrierRequest",
+    "OFPFlowStatsReply",
+    "OFPFlowStatsRequest",
+    "OFPMatch",
+    "OFPMeterBandDrop",
+    "OFPMeterMod",
+    "OFPMultipartReply",
+    "OFPSetConfig",
+    "ONFBundleCtrlMsg",
+)
+# Constants the same code reads from the datapath's ofproto module.
+OFPROTO_NAMES = (
+    "MAX_XID",
+    "OFPCML_NO_BUFFER",
+    "OFPG_ANY",
+    "OFPMC_ADD",
+    "OFPMC_MODIFY",
+    "OFPMF_BURST",
+    "OFPMF_PKTPS",
+    "OFPMPF_REPLY_MORE",
+    "OFPPR_DELETE",
+    "OFPP_ANY",
+    "OFPP_LOCAL",
+    "OFPP_MAX",
+    "OFPTT_ALL",
+    "OFPT_MULTIPART_REPLY",
+    "ONF_BCT_COMMIT_REQUEST",
+    "ONF_BCT_OPEN_REQUEST",
+    "ONF_BF_ATOMIC",
+    "ONF_BF_ORDERED",
+)
+# What the raw parser does with the reply object it builds (see install_raw_flow_stats_parser).
+REPLY_METHODS = ("set_headers", "set_buf")
+
+
+class RyuShapeError(RuntimeError):
+    """The installed Ryu lacks something ryu-ctfw relies on."""
+
+
+def check(ofproto: Any = ofproto_v1_3, parser: Any = ofproto_v1_3_parser) -> None:
+    """Raise RyuShapeError naming everything missing from the installed Ryu."""
+    missing = [f"ofproto_v1_3.{n}" for n in OFPROTO_NAMES if not hasattr(ofproto, n)]
+    missing += [f"ofproto_v1_3_parser.{n}" for n in PARSER_CLASSES if not hasattr(parser, n)]
+    reply = getattr(parser, "OFPFlowStatsReply", None)
+    if reply is not None:
+        missing += [
+            f"ofproto_v1_3_parser.OFPFlowStatsReply.{m}"
+            for m in REPLY_METHODS
+            if not callable(getattr(reply, m, None))
+        ]
+    parsers = getattr(parser, "_MSG_PARSERS", None)
+    multipart = getattr(ofproto, "OFPT_MULTIPART_REPLY", None)
+    if not hasattr(parsers, "get") or not hasattr(parsers, "__setitem__"):
+        missing.append("ofproto_v1_3_parser._MSG_PARSERS (a table of parsers by message type)")
+    elif multipart is not None and not callable(parsers.get(multipart)):
+        missing.append("ofproto_v1_3_parser._MSG_PARSERS[OFPT_MULTIPART_REPLY] (a parser)")
+    if missing:
+        raise RyuShapeError(
+            "the installed Ryu is not the one ryu-ctfw was written for (Ryu 4.34); missing: "
+            + ", ".join(missing)
+        )
+
+
+def install_raw_flow_stats_parser() -> None:
+    """Let the sync read flow stats without Ryu decoding every entry.
+
+    Ryu parses each flow-stats entry into an object tree (tens of microseconds apiece, most
+    of a resync at scale), while the sync only compares bytes (wire.py). Ryu looks its
+    parser up per message type in a table at every message, so this wraps the one for
+    multipart replies: a flow-stats reply to an xid its datapath lists under RAW_XIDS gets
+    wire.RawFlow entries as its body; every other message, of this app or any other, is
+    parsed by Ryu as before.
+    """
+    parsers = ofproto_v1_3_parser._MSG_PARSERS
+    ryu_parser = parsers[ofproto_v1_3.OFPT_MULTIPART_REPLY]
+    if getattr(ryu_parser, "ctfw_raw", False):
+        return
+
+    def parse(datapath: Any, version: int, msg_type: int, msg_len: int, xid: int, buf: Any) -> Any:
+        if xid not in getattr(datapath, RAW_XIDS, ()) or not wire.is_flow_stats_reply(buf):
+            return ryu_parser(datapath, version, msg_type, msg_len, xid, buf)
+        msg = ofproto_v1_3_parser.OFPFlowStatsReply(datapath)
+        msg.set_headers(version, msg_type, msg_len, xid)
+        msg.set_buf(buf)
+        msg.type, msg.flags = struct.unpack_from("!HH", buf, 8)
+        try:
+            msg.body = list(wire.flow_stats_entries(bytes(buf)))
+        except wire.MalformedReply as e:
+            # Raised out of Ryu's receive loop, it ends this connection; the switch
+            # reconnects and is read back again.
+            logging.getLogger("ryu_ctfw").error(
+                "switch %016x sent a malformed flow-stats reply, closing: %s",
+                getattr(datapath, "id", 0) or 0, e,
+            )  # fmt: skip
+            raise
+        return msg
+
+    parse.ctfw_raw = True  # type: ignore[attr-defined]
+    parsers[ofproto_v1_3.OFPT_MULTIPART_REPLY] = parse
