@@ -285,12 +285,13 @@ class SwitchManager:
             target = sw.requested
             try:
                 result = self._sync(sw)
+            # The reason alone (args[0]): a bundle's error also carries every xid it sent.
             except SwitchRefused as e:
                 sw.flows = None
-                result = SyncResult(sw.dpid, [str(e)])
+                result = SyncResult(sw.dpid, [str(e.args[0])])
             except SwitchError as e:
                 sw.flows = None  # read back before the next change
-                result = SyncResult(sw.dpid, unknown=[str(e)])
+                result = SyncResult(sw.dpid, unknown=[str(e.args[0])])
             except Exception as e:  # a bug must not kill the worker for good
                 self.log.exception("sync of switch %s failed", dpid_str(sw.dpid))
                 sw.flows = None

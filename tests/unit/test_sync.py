@@ -76,9 +76,9 @@ def sync(mgr: SwitchManager) -> SyncResult:
 
 
 def unknown_because(result: SyncResult, why: str) -> bool:
-    """Neither confirmed nor refused, for `why`. (A commit's failure text carries the
-    bundle's xids today, from channel.bundle's SwitchError(reason, xids); so "in".)"""
-    return result.errors == [] and len(result.unknown) == 1 and why in result.unknown[0]
+    """Neither confirmed nor refused, for exactly `why` (the reason alone: the bundle's
+    error also carries its xids, which must not reach a 504's text)."""
+    return result.errors == [] and result.unknown == [why]
 
 
 def bundled(switch: FakeSwitch, n: int = -1) -> list[bytes]:
