@@ -71,6 +71,9 @@ def check(ofproto: Any = ofproto_v1_3, parser: Any = ofproto_v1_3_parser) -> Non
             for m in REPLY_METHODS
             if not callable(getattr(reply, m, None))
         ]
+    if not isinstance(getattr(getattr(parser, "OFPMultipartReply", None), "_STATS_MSG_TYPES",
+                              None), dict):  # fmt: skip
+        missing.append("ofproto_v1_3_parser.OFPMultipartReply._STATS_MSG_TYPES (a dict)")
     parsers = getattr(parser, "_MSG_PARSERS", None)
     multipart = getattr(ofproto, "OFPT_MULTIPART_REPLY", None)
     if not hasattr(parsers, "get") or not hasattr(parsers, "__setitem__"):
@@ -100,22 +103,38 @@ def install_raw_flow_stats_parser() -> None:
         return
 
     def parse(datapath: Any, version: int, msg_type: int, msg_len: int, xid: int, buf: Any) -> Any:
-        if xid not in getattr(datapath, RAW_XIDS, ()) or not wire.is_flow_stats_reply(buf):
-            return ryu_parser(datapath, version, msg_type, msg_len, xid, buf)
-        msg = ofproto_v1_3_parser.OFPFlowStatsReply(datapath)
-        msg.set_headers(version, msg_type, msg_len, xid)
-        msg.set_buf(buf)
-        msg.type, msg.flags = struct.unpack_from("!HH", buf, 8)
         try:
-            msg.body = list(wire.flow_stats_entries(bytes(buf)))
+            return _parse(datapath, version, msg_type, msg_len, xid, bytes(buf))
         except wire.MalformedReply as e:
             # Raised out of Ryu's receive loop, it ends this connection; the switch
             # reconnects and is read back again.
             logging.getLogger("ryu_ctfw").error(
-                "switch %016x sent a malformed flow-stats reply, closing: %s",
+                "switch %016x sent a malformed multipart reply, closing: %s",
                 getattr(datapath, "id", 0) or 0, e,
             )  # fmt: skip
             raise
+
+    def _parse(
+        datapath: Any, version: int, msg_type: int, msg_len: int, xid: int, buf: bytes
+    ) -> Any:
+        if len(buf) < 16:
+            raise wire.MalformedReply(f"multipart reply of {len(buf)} bytes")
+        kind, flags = struct.unpack_from("!HH", buf, 8)
+        if kind not in ofproto_v1_3_parser.OFPMultipartReply._STATS_MSG_TYPES:
+            # Ryu would fail on it with a TypeError deep in its parser.
+            raise wire.MalformedReply(f"multipart reply of unknown type {kind}")
+        if kind != wire.OFPMP_FLOW:
+            return ryu_parser(datapath, version, msg_type, msg_len, xid, buf)
+        # Every flow-stats reply is checked, ours or not: Ryu's own parser would loop
+        # forever on an entry of length 0.
+        entries = list(wire.flow_stats_entries(buf))
+        if xid not in getattr(datapath, RAW_XIDS, ()):
+            return ryu_parser(datapath, version, msg_type, msg_len, xid, buf)
+        msg = ofproto_v1_3_parser.OFPFlowStatsReply(datapath)
+        msg.set_headers(version, msg_type, msg_len, xid)
+        msg.set_buf(buf)
+        msg.type, msg.flags = kind, flags
+        msg.body = entries
         return msg
 
     parse.ctfw_raw = True  # type: ignore[attr-defined]

@@ -3,6 +3,7 @@ is missing (the app turns it into `ryu-ctfw: ...` and exits, as for config error
 
 from __future__ import annotations
 
+import struct
 from types import SimpleNamespace
 from typing import Any
 
@@ -10,7 +11,7 @@ import pytest
 from ryu.ofproto import ofproto_v1_3 as ofp
 from ryu.ofproto import ofproto_v1_3_parser as parser
 
-from ryu_ctfw import app, ryu_compat
+from ryu_ctfw import app, ryu_compat, wire
 
 
 def parser_without(*names: str, **replaced: Any) -> SimpleNamespace:
@@ -71,3 +72,32 @@ def test_the_app_stops_with_the_message_like_a_config_error(
     monkeypatch.setattr(ryu_compat, "check", broken)
     with pytest.raises(SystemExit, match=r"^ryu-ctfw: missing: .*ONFBundleCtrlMsg"):
         app.CtfwApp(wsgi=None)
+
+
+def _multipart(kind: int, body: bytes, xid: int = 9) -> bytes:
+    payload = struct.pack("!HH4x", kind, 0) + body
+    return struct.pack("!BBHI", 4, 19, 8 + len(payload), xid) + payload
+
+
+def _parse(buf: bytes) -> object:
+    ryu_compat.install_raw_flow_stats_parser()
+    dp = SimpleNamespace(id=1)
+    return parser._MSG_PARSERS[19](dp, 4, 19, len(buf), 9, buf)
+
+
+def test_a_multipart_reply_of_unknown_type_is_malformed_not_a_typeerror() -> None:
+    with pytest.raises(wire.MalformedReply, match="unknown type 30583"):
+        _parse(_multipart(0x7777, b""))
+
+
+def test_any_flow_stats_reply_with_a_zero_length_entry_is_malformed() -> None:
+    # Not only the sync's own (raw) replies: Ryu's parser would loop forever on it.
+    entry = bytearray(wire._STATS_ENTRY.size + 8)
+    struct.pack_into("!HH", entry, wire._STATS_ENTRY.size, 1, 4)
+    with pytest.raises(wire.MalformedReply):
+        _parse(_multipart(wire.OFPMP_FLOW, bytes(entry)))
+
+
+def test_other_multipart_replies_are_still_ryus() -> None:
+    msg = _parse(_multipart(13, b""))  # an empty port description
+    assert isinstance(msg, parser.OFPPortDescStatsReply)
