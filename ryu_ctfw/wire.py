@@ -68,7 +68,7 @@ _ACTION_HEADER = struct.Struct("!HH")
 _INSTRUCTION_HEADER = struct.Struct("!HH4x")
 _GOTO = struct.Struct("!HHB3x")
 _METER = struct.Struct("!HHI")
-_CT_MARK_TLV = (fields.NXM_1, 107)
+_CT_MARK_TLV = fields.BY_ATTR["ct_mark"].oxm  # set by ct(commit,exec(set_field...))
 
 
 def _oxm(cls: int, field: int, value: bytes, mask: bytes | None = None) -> bytes:
@@ -85,36 +85,26 @@ def _tlv(attr: str, cls: int, field: int, value: object) -> bytes:
 # The table in three parts, each packed and remembered on its own: a pair's lines share where
 # they go (in_port, MACs), the services of all pairs are few, and so are conntrack states,
 # so most parts are cache hits and a match costs three lookups. (The L4 fields' TLV depends
-# on eth_type and ip_proto, which are in the same part.)
+# on eth_type and ip_proto, which are in the same part.) Per part: a getter of its values
+# from a Match, and (attribute, fixed TLV or None) for each of its fields.
 _PART_ENDS = ("eth_dst", "arp_sha", "ct_mark")
-_PARTS: list[tuple[tuple[fields.Field, int], ...]] = []
-_part: list[tuple[fields.Field, int]] = []
+_PLANS: list[tuple[tuple[str, tuple[int, int] | None], ...]] = [()]
 for _f in fields.FIELDS:
-    _part.append((_f, Match._fields.index(_f.attr)))
+    _PLANS[-1] += ((_f.attr, _f.oxm if isinstance(_f.oxm, tuple) else None),)
     if _f.attr in _PART_ENDS:
-        _PARTS.append(tuple(_part))
-        _part = []
-assert not _part and len(_PARTS) == len(_PART_ENDS), "fields.FIELDS ends each part"
-_WHERE, _WHAT, _STATE = (operator.itemgetter(*(i for _, i in part)) for part in _PARTS)
-
-
-_ETH_TYPE_AT = next(n for n, (f, _) in enumerate(_PARTS[1]) if f.attr == "eth_type")
-_IP_PROTO_AT = next(n for n, (f, _) in enumerate(_PARTS[1]) if f.attr == "ip_proto")
-
-
-# Per part: (position in the part, attribute, fixed TLV or None) of each field.
-_PLANS = tuple(
-    tuple((k, f.attr, f.oxm if isinstance(f.oxm, tuple) else None) for k, (f, _) in
-          enumerate(part))
-    for part in _PARTS
-)  # fmt: skip
+        _PLANS.append(())
+assert _PLANS.pop() == () and len(_PLANS) == len(_PART_ENDS), "fields.FIELDS ends each part"
+_WHERE, _WHAT, _STATE = (
+    operator.itemgetter(*(Match._fields.index(attr) for attr, _ in plan)) for plan in _PLANS
+)
+_ETH_TYPE_AT = [attr for attr, _ in _PLANS[1]].index("eth_type")
+_IP_PROTO_AT = [attr for attr, _ in _PLANS[1]].index("ip_proto")
 
 
 @lru_cache(maxsize=1 << 16)
 def _part_bytes(part: int, values: tuple) -> bytes:
     out = []
-    for k, attr, tlv in _PLANS[part]:
-        value = values[k]
+    for (attr, tlv), value in zip(_PLANS[part], values, strict=True):
         if value is None:
             continue
         if tlv is None:  # an L4 field: its TLV follows this part's eth_type and ip_proto
