@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,12 +26,7 @@ TOKEN = "s3cret"
 GOOD = f"Bearer {TOKEN}"
 
 
-@dataclass
-class Api:
-    wsgi: WSGIApplication
-    fw: Firewall
-    state_file: Path
-
+class Api(wsgi_client.App):
     def call(
         self,
         method: str,
@@ -41,7 +35,7 @@ class Api:
         authorization: str | None = None,
     ) -> Response:
         headers = {"Authorization": authorization} if authorization is not None else None
-        return wsgi_client.call(self.wsgi, method, path, body, headers)
+        return self.request(method, path, body, headers)
 
     def state(self) -> tuple[dict[str, Any], bytes | None, list[str]]:
         """The policy, the state file's bytes and the folder's files (no temp files left)."""
@@ -87,15 +81,7 @@ def assert_401(resp: Response) -> None:
     assert "Traceback" not in resp.text
 
 
-# Each mutating operation, with a body that would succeed on the populated policy.
-MUTATIONS = [
-    ("PUT", "/vms/vm9", {"port": "tap9"}, 201),
-    ("PUT", "/vms/vm3", {"port": "tap6"}, 200),
-    ("DELETE", "/vms/vm3", None, 204),
-    ("POST", "/pairs", {"initiator": "vm2", "responder": "vm3"}, 201),
-    ("DELETE", "/pairs/1", None, 204),
-]
-MUTATION_IDS = [f"{m} {p}" for m, p, _, _ in MUTATIONS]
+MUTATIONS, MUTATION_IDS = wsgi_client.MUTATIONS, wsgi_client.MUTATION_IDS
 
 BAD_AUTHORIZATION = [
     None,  # no header at all

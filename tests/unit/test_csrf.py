@@ -10,7 +10,6 @@ in memory or on disk (snapshot and journal).
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,12 +26,7 @@ GOOD = f"Bearer {TOKEN}"
 JSON = {"Content-Type": "application/json"}
 
 
-@dataclass
-class Api:
-    wsgi: WSGIApplication
-    fw: Firewall
-    state_file: Path
-
+class Api(wsgi_client.App):
     def call(
         self,
         method: str,
@@ -42,7 +36,7 @@ class Api:
         host: str | None = None,
     ) -> Response:
         environ = {"HTTP_HOST": host} if host is not None else None
-        return wsgi_client.call(self.wsgi, method, path, body, headers, environ)
+        return self.request(method, path, body, headers, environ)
 
     def state(self) -> tuple[Any, dict[str, bytes]]:
         """The policy, and every file of the state folder with its bytes (journal too)."""
@@ -77,15 +71,7 @@ def error(resp: Response, status: int) -> str:
     return str(body["error"])
 
 
-# Every mutating route, with a body that would succeed on the populated policy.
-MUTATIONS = [
-    ("PUT", "/vms/vm9", {"port": "tap9"}, 201),
-    ("PUT", "/vms/vm3", {"port": "tap6"}, 200),
-    ("DELETE", "/vms/vm3", None, 204),
-    ("POST", "/pairs", {"initiator": "vm2", "responder": "vm3"}, 201),
-    ("DELETE", "/pairs/1", None, 204),
-]
-IDS = [f"{m} {p}" for m, p, _, _ in MUTATIONS]
+MUTATIONS, IDS = wsgi_client.MUTATIONS, wsgi_client.MUTATION_IDS
 
 
 def test_every_mutating_route_is_covered() -> None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,12 +31,7 @@ MAC1 = "52:54:00:60:84:ff"
 MAC2 = "52:54:00:99:90:78"
 
 
-@dataclass
-class Api:
-    wsgi: WSGIApplication
-    fw: Firewall
-    state_file: Path
-
+class Api(wsgi_client.App):
     def call(
         self,
         method: str,
@@ -45,7 +39,7 @@ class Api:
         body: Any = None,
         environ: dict[str, Any] | None = None,
     ) -> Response:
-        return wsgi_client.call(self.wsgi, method, path, body, environ=environ)
+        return self.request(method, path, body, environ=environ)
 
     def get_json(self, path: str) -> Any:
         resp = self.call("GET", path)
