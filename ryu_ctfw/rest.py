@@ -95,6 +95,9 @@ def _read_body(req: Any) -> bytes:
         body = req.body_file
     try:
         return bytes(body.read(MAX_BODY + 1))
+    except TimeoutError as e:
+        # Silent for the socket timeout, or not all there by the request's deadline.
+        raise HttpError(408, f"body not received in time: {e}") from None
     except (OSError, ValueError) as e:
         # A client that stopped sending (socket timeout), cut the connection, or sent
         # malformed chunks (eventlet's ChunkReadError is a ValueError).

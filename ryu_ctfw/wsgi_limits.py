@@ -20,6 +20,10 @@ The limits:
 - the soft descriptor limit is raised to the hard one at start (`raise_nofile_limit`);
 - every client socket read or write times out after SOCKET_TIMEOUT seconds, so idle
   connections, clients that stop mid-request and idle keep-alive connections are closed;
+- a request must arrive whole (request line, headers and body) within REQUEST_DEADLINE
+  seconds of the server starting to wait for it, so a client that trickles a byte now
+  and then, never silent for SOCKET_TIMEOUT, cannot hold its slot either (it gets a 408
+  and the connection is closed); the time the app takes to answer is not counted;
 - at most `max_connections()` connections are served at once, always RESERVED_FDS below
   the descriptor limit, so the OpenFlow listener, switch connections, the state file and
   the log always have descriptors. Connections beyond that wait in the kernel's listen
@@ -30,8 +34,11 @@ from __future__ import annotations
 
 import logging
 import resource
+import time
+from collections.abc import Callable
 from typing import Any
 
+import eventlet
 import eventlet.wsgi
 from ryu.app import wsgi as ryu_wsgi
 from ryu.lib import hub
@@ -39,6 +46,7 @@ from ryu.lib import hub
 LOG = logging.getLogger("ryu_ctfw.wsgi_limits")
 
 SOCKET_TIMEOUT = 10.0  # seconds a client may stay silent, before or within a request
+REQUEST_DEADLINE = 20.0  # seconds to send a whole request (a 64 KiB body at 3.2 KB/s)
 RESERVED_FDS = 256  # kept free for OpenFlow, the state file and journal, logs, Ryu
 MAX_CONNECTIONS = 8192  # green threads cost memory; more than this is an attack anyway
 
@@ -70,6 +78,89 @@ class LimitedWSGIApplication(ryu_wsgi.WSGIApplication):
     serving to the app (see the module docstring). Routing and controllers are Ryu's."""
 
 
+class RequestTooSlow(TimeoutError):
+    """The client did not send its whole request within REQUEST_DEADLINE."""
+
+
+_408_BODY = b'{"error": "request not received in time; send it whole"}\n'
+RESPONSE_408 = (
+    b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Type: application/json\r\n"
+    b"Content-Length: %d\r\n\r\n%s" % (len(_408_BODY), _408_BODY)
+)
+
+
+class _DeadlineInput:
+    """wsgi.input whose reads end at the request's deadline (a TimeoutError the REST layer
+    answers with 408); everything else is eventlet's Input."""
+
+    def __init__(self, inner: Any, deadline: float, expired: Callable[[], None]) -> None:
+        self._inner = inner
+        self._deadline = deadline
+        self._expired = expired  # the connection is closed after the answer
+
+    def _bounded(self, method: str, *args: Any) -> Any:
+        error = RequestTooSlow(f"request body not received within {REQUEST_DEADLINE:.0f} s")
+        left = self._deadline - time.monotonic()
+        try:
+            if left <= 0:
+                raise error
+            with eventlet.Timeout(left, error):
+                return getattr(self._inner, method)(*args)
+        except TimeoutError:
+            # Not waiting for the rest of the body: eventlet would read it, unbounded, to
+            # keep the connection.
+            self._expired()
+            raise
+
+    def read(self, *args: Any) -> bytes:
+        return self._bounded("read", *args)
+
+    def readline(self, *args: Any) -> bytes:
+        return self._bounded("readline", *args)
+
+    def readlines(self, *args: Any) -> list[bytes]:
+        return self._bounded("readlines", *args)
+
+    def __iter__(self) -> Any:
+        return iter(self.readline, b"")
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+class DeadlineProtocol(eventlet.wsgi.HttpProtocol):
+    """eventlet's HTTP handler with a deadline for receiving each request whole: the
+    request line and headers are read under a timer, the body through _DeadlineInput;
+    the timer stops when the app is called, so a slow change is never cut."""
+
+    def handle_one_request(self) -> None:
+        self._ctfw_deadline = time.monotonic() + REQUEST_DEADLINE
+        self._ctfw_timer = eventlet.Timeout(REQUEST_DEADLINE, RequestTooSlow("headers"))
+        try:
+            super().handle_one_request()
+        except RequestTooSlow:
+            self.close_connection = 1
+            try:
+                self.wfile.write(RESPONSE_408)
+                self.wfile.flush()
+            except OSError:
+                pass
+        finally:
+            self._ctfw_timer.cancel()
+
+    def get_environ(self) -> dict[str, Any]:
+        env = super().get_environ()
+        env["wsgi.input"] = _DeadlineInput(env["wsgi.input"], self._ctfw_deadline, self._close)
+        return env
+
+    def _close(self) -> None:
+        self.close_connection = 1
+
+    def handle_one_response(self) -> None:
+        self._ctfw_timer.cancel()
+        super().handle_one_response()
+
+
 class LimitedWSGIServer(ryu_wsgi.WSGIServer):
     """Ryu's WSGIServer (binds --wsapi-host:--wsapi-port) serving with limits."""
 
@@ -85,6 +176,7 @@ class LimitedWSGIServer(ryu_wsgi.WSGIServer):
             self.logger,
             max_size=self.max_size,
             socket_timeout=SOCKET_TIMEOUT,
+            protocol=DeadlineProtocol,
         )
 
 

@@ -6,11 +6,14 @@ Needs no switch: only ryu-manager and connections to its REST port on 127.0.0.1.
 from __future__ import annotations
 
 import contextlib
+import json
 import resource
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from ryu_ctfw import lab, wsgi_limits
 
@@ -115,6 +118,64 @@ def test_a_slow_client_is_cut_off_and_others_are_served(tmp_path: Path) -> None:
             assert s.recv(1) == b""
             assert time.monotonic() - t < wsgi_limits.SOCKET_TIMEOUT + 5
         assert ctl.stored()["vms"] == []
+    finally:
+        ctl.stop()
+
+
+def trickle(port: int, head: bytes, body: bytes, every: float, out: dict[str, Any]) -> None:
+    """Send `head` at once, then `body` a byte at a time; record when the server hung up
+    and what it answered."""
+    t0 = time.monotonic()
+    with socket.create_connection(("127.0.0.1", port), timeout=60) as s:
+        try:
+            s.sendall(head)
+            for i in range(len(body)):
+                s.sendall(body[i : i + 1])
+                s.settimeout(every)
+                with contextlib.suppress(TimeoutError):
+                    if (data := s.recv(4096)) is not None:
+                        out["answer"] = data
+                        break
+            s.settimeout(60)
+            out["answer"] = out.get("answer", b"") + s.recv(4096)
+        except OSError as e:
+            out["error"] = repr(e)
+    out["after"] = time.monotonic() - t0
+
+
+def test_a_client_trickling_its_request_is_cut_at_the_deadline(tmp_path: Path) -> None:
+    # A byte every 2 s keeps the socket timeout from ever firing; the request's deadline
+    # does, for one trickling its headers and one trickling its body.
+    ctl = lab.Controller(tmp_path).start()
+    port = ctl.api_port
+    body = json.dumps({"port": "tap1", "ips": ["198.18.0.1"]}).encode()
+    head = (
+        b"PUT /ctfw/v1/vms/vm1 HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\n\r\n" % len(body)
+    )
+    slow_head, slow_body = {}, {}  # type: ignore[var-annotated]
+    threads = [
+        threading.Thread(target=trickle, args=(port, b"", head + body, 2.0, slow_head)),
+        threading.Thread(target=trickle, args=(port, head, body, 2.0, slow_body)),
+    ]
+    try:
+        for t in threads:
+            t.start()
+        time.sleep(3)
+        assert ctl.api("GET", "/ctfw/v1/vms") == (200, {"vms": []}), "others are served"
+        for t in threads:
+            t.join(timeout=wsgi_limits.REQUEST_DEADLINE + 20)
+        for out in (slow_head, slow_body):
+            assert "after" in out, "the trickling client was not cut off"
+            assert out["answer"].startswith(b"HTTP/1.1 408"), out
+            assert out["after"] > wsgi_limits.REQUEST_DEADLINE - 1
+            assert out["after"] < wsgi_limits.REQUEST_DEADLINE + 5
+        assert ctl.stored()["vms"] == [], "neither request did anything"
+        # Control: the same request sent whole is taken.
+        status, _ = http(
+            port, head.replace(b"HTTP/1.1\r\n", b"HTTP/1.1\r\nConnection: close\r\n") + body
+        )
+        assert status == 201
     finally:
         ctl.stop()
 
