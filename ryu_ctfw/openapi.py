@@ -47,6 +47,8 @@ COMMON_ERRORS = {
         "cross-site/same-site), or the Host is not loopback while the API listens on loopback"
     ),
     "405": _error("method not allowed on this path"),
+    "408": _error("the request did not arrive whole within 20 s; the connection is closed"),
+    "411": _error("a Transfer-Encoding other than chunked"),
     "413": _error("body larger than 64 KiB"),
     "415": _error(
         "the body is not declared 'Content-Type: application/json' (clients that send no "

@@ -13,9 +13,10 @@ import logging
 import struct
 from typing import Any
 
+from ryu import exception
 from ryu.ofproto import ofproto_v1_3, ofproto_v1_3_parser
 
-from ryu_ctfw import wire
+from ryu_ctfw import multipart, wire
 
 RAW_XIDS = "ctfw_raw_flow_stats_xids"  # Datapath attribute: xids whose replies stay raw
 
@@ -60,6 +61,18 @@ class RyuShapeError(RuntimeError):
     """The installed Ryu lacks something ryu-ctfw relies on."""
 
 
+class ConnectionEndingReply(wire.MalformedReply, exception.OFPTruncatedMessage):
+    """A MalformedReply as raised out of the hook. Ryu's ofproto_parser.msg() logs and drops
+    any exception of a parser (the connection would go on, the reply silently lost), except
+    OFPTruncatedMessage, which it re-raises: out of Datapath._recv_loop, which closes the
+    socket. So this is both, and the switch reconnects."""
+
+    def __init__(self, cause: wire.MalformedReply) -> None:
+        Exception.__init__(self, str(cause))
+        self.ofpmsg, self.residue, self.original_exception = None, b"", cause
+        self.kwargs = {"orig_ex": str(cause)}
+
+
 def check(ofproto: Any = ofproto_v1_3, parser: Any = ofproto_v1_3_parser) -> None:
     """Raise RyuShapeError naming everything missing from the installed Ryu."""
     missing = [f"ofproto_v1_3.{n}" for n in OFPROTO_NAMES if not hasattr(ofproto, n)]
@@ -74,6 +87,8 @@ def check(ofproto: Any = ofproto_v1_3, parser: Any = ofproto_v1_3_parser) -> Non
     if not isinstance(getattr(getattr(parser, "OFPMultipartReply", None), "_STATS_MSG_TYPES",
                               None), dict):  # fmt: skip
         missing.append("ofproto_v1_3_parser.OFPMultipartReply._STATS_MSG_TYPES (a dict)")
+    else:
+        missing += _unchecked_multipart_types(parser.OFPMultipartReply._STATS_MSG_TYPES)
     parsers = getattr(parser, "_MSG_PARSERS", None)
     multipart = getattr(ofproto, "OFPT_MULTIPART_REPLY", None)
     if not hasattr(parsers, "get") or not hasattr(parsers, "__setitem__"):
@@ -85,6 +100,16 @@ def check(ofproto: Any = ofproto_v1_3, parser: Any = ofproto_v1_3_parser) -> Non
             "the installed Ryu is not the one ryu-ctfw was written for (Ryu 4.34); missing: "
             + ", ".join(missing)
         )
+
+
+def _unchecked_multipart_types(ryus: dict) -> list[str]:
+    """Multipart types Ryu parses that multipart.SHAPES does not know: they would all be
+    refused as of unknown type, so a Ryu with others is not the one the checker was made for."""
+    return [
+        f"ofproto_v1_3_parser.OFPMultipartReply._STATS_MSG_TYPES[{t}] (a multipart type"
+        " ryu_ctfw.multipart does not check)"
+        for t in sorted(set(ryus) - set(multipart.SHAPES))
+    ]
 
 
 def install_raw_flow_stats_parser() -> None:
@@ -112,30 +137,35 @@ def install_raw_flow_stats_parser() -> None:
                 "switch %016x sent a malformed multipart reply, closing: %s",
                 getattr(datapath, "id", 0) or 0, e,
             )  # fmt: skip
-            raise
+            if isinstance(e, exception.OFPTruncatedMessage):
+                raise
+            raise ConnectionEndingReply(e) from e
 
     def _parse(
         datapath: Any, version: int, msg_type: int, msg_len: int, xid: int, buf: bytes
     ) -> Any:
-        if len(buf) < 16:
-            raise wire.MalformedReply(f"multipart reply of {len(buf)} bytes")
-        kind, flags = struct.unpack_from("!HH", buf, 8)
-        if kind not in ofproto_v1_3_parser.OFPMultipartReply._STATS_MSG_TYPES:
-            # Ryu would fail on it with a TypeError deep in its parser.
-            raise wire.MalformedReply(f"multipart reply of unknown type {kind}")
-        if kind != wire.OFPMP_FLOW:
-            return ryu_parser(datapath, version, msg_type, msg_len, xid, buf)
-        # Every flow-stats reply is checked, ours or not: Ryu's own parser would loop
-        # forever on an entry of length 0.
-        entries = list(wire.flow_stats_entries(buf))
-        if xid not in getattr(datapath, RAW_XIDS, ()):
-            return ryu_parser(datapath, version, msg_type, msg_len, xid, buf)
-        msg = ofproto_v1_3_parser.OFPFlowStatsReply(datapath)
-        msg.set_headers(version, msg_type, msg_len, xid)
-        msg.set_buf(buf)
-        msg.type, msg.flags = kind, flags
-        msg.body = entries
-        return msg
+        kind = multipart.reply_type(buf)
+        if kind == wire.OFPMP_FLOW and xid in getattr(datapath, RAW_XIDS, ()):
+            # The sync's own flow stats never reach Ryu's parser: wire.flow_stats_entries
+            # checks each entry's lengths as it cuts it (the resync's hot path).
+            return _raw_flow_stats(datapath, version, msg_type, msg_len, xid, buf)
+        # Every other reply, asked for or not, is checked to the depth Ryu parses it:
+        # Ryu's parser loops forever on a length of 0 anywhere in it.
+        multipart.check(buf)
+        return ryu_parser(datapath, version, msg_type, msg_len, xid, buf)
 
     parse.ctfw_raw = True  # type: ignore[attr-defined]
     parsers[ofproto_v1_3.OFPT_MULTIPART_REPLY] = parse
+
+
+def _raw_flow_stats(
+    datapath: Any, version: int, msg_type: int, msg_len: int, xid: int, buf: bytes
+) -> Any:
+    """A flow-stats reply with wire.RawFlow entries as its body."""
+    entries = list(wire.flow_stats_entries(buf))
+    msg = ofproto_v1_3_parser.OFPFlowStatsReply(datapath)
+    msg.set_headers(version, msg_type, msg_len, xid)
+    msg.set_buf(buf)
+    msg.type, msg.flags = struct.unpack_from("!HH", buf, 8)
+    msg.body = entries
+    return msg
