@@ -62,8 +62,13 @@ class Asked:
 # --- replies and errors, as Ryu hands them over --------------------------------------------
 def deliver_reply(sw: Switch, dp: Any, msg: Any) -> None:
     """A multipart, barrier or bundle reply: hand it to whoever waits for that xid
-    (only from the connection in use: xids are per connection)."""
-    pending = sw.pending.get(msg.xid) if sw.dp is dp else None
+    (only from the connection in use: xids are per connection), or a fence's barrier."""
+    if sw.dp is not dp:
+        fenced = sw.fences.get((id(dp), msg.xid))
+        if fenced is not None:
+            fenced.done.set()
+        return
+    pending = sw.pending.get(msg.xid)
     if pending is None:
         return
     pending.replies.append(msg)
@@ -139,6 +144,28 @@ def answer(sw: Switch, asked: Asked, timeout: float | None = None) -> list[Any]:
     finally:
         sw.pending.pop(asked.xid, None)
         asked.dp.__dict__.get(RAW_XIDS, set()).discard(asked.xid)
+
+
+def fence(sw: Switch, old: Any, timeout: float | None = None) -> bool:
+    """Send a barrier on `old`, an open connection of the switch no longer in use, and wait
+    for its reply: then the switch has handled everything sent on `old` before. False if
+    it did not answer within `timeout` (the connection closing ends the wait at once)."""
+    msg = old.ofproto_parser.OFPBarrierRequest(old)
+    old.set_xid(msg)
+    key = (id(old), msg.xid)
+    sw.fences[key] = waiting = Pending()
+    try:
+        old.send_msg(msg)
+        return bool(waiting.done.wait(timeout=REPLY_TIMEOUT if timeout is None else timeout))
+    finally:
+        sw.fences.pop(key, None)
+
+
+def end_fences(sw: Switch, closed: Any) -> None:
+    """`closed` went away: a fence waiting on it is over."""
+    for (dp_id, _xid), waiting in sw.fences.items():
+        if dp_id == id(closed):
+            waiting.done.set()
 
 
 def our_flows(dp: Any) -> Any:

@@ -54,6 +54,10 @@ class Switch:
     # Other open connections from this dpid, oldest first: a bridge with two controller
     # targets, or an old connection that died unnoticed. One takes over if `dp` closes.
     standby: list[Any] = field(default_factory=list)
+    # The connection `dp` replaced while it was still open: what was sent on it (a commit
+    # in flight) may still take effect, so the first read-back waits for it (channel.fence).
+    replaced: Any = None
+    fences: dict[tuple[int, int], Pending] = field(default_factory=dict)  # (id(dp), xid)
     name: str | None = None  # bridge name (its LOCAL port)
     ports: dict[str, int] = field(default_factory=dict)  # port name -> ofport
     learning: set[str] = field(default_factory=set)  # VMs whose learned MAC is being stored
@@ -119,6 +123,7 @@ class SwitchManager:
                 dpid_str(dp.id),
             )
             sw.standby.append(sw.dp)
+            sw.replaced = sw.dp
         self._use(sw, dp)
 
     def _use(self, sw: Switch, dp: Any) -> None:
@@ -159,6 +164,7 @@ class SwitchManager:
             return
         if dp in sw.standby:
             sw.standby.remove(dp)
+            channel.end_fences(sw, dp)  # a closed connection applies nothing more
             self.log.info(
                 "switch %s: a connection not in use closed; still connected", dpid_str(dpid)
             )
@@ -353,6 +359,7 @@ class SwitchManager:
         """First sync after connecting: compare the whole policy with what the switch holds
         (flows carrying our cookie tag) and send only the difference."""
         result = SyncResult(sw.dpid)
+        self._fence_replaced(sw)
         t0 = time.monotonic()
         # Ask for our flows first and compile while the switch dumps its table. Pausing now
         # and then lets Ryu read the dump as it comes: unread, it would stall in the
@@ -382,6 +389,21 @@ class SwitchManager:
             len(stale), t_compile, t_read, t_compare, time.monotonic() - t0,
         )  # fmt: skip
         return result
+
+    def _fence_replaced(self, sw: Switch) -> None:
+        """Before reading back over a new connection, let the switch finish what was sent
+        on the one it replaced, if that one is still open: a bundle committed there just
+        before (for a change since undone, say) would otherwise land after the read-back,
+        unseen, and stay. The switch handles each connection's messages in order, so a
+        barrier's reply on the old connection means all of it is done."""
+        old, sw.replaced = sw.replaced, None
+        if old is None or old not in sw.standby or not getattr(old, "is_active", True):
+            return
+        if not channel.fence(sw, old):
+            self.log.warning(
+                "switch %s: the replaced connection did not answer a barrier in time;"
+                " reading back anyway", dpid_str(sw.dpid),
+            )  # fmt: skip
 
     def _send_diff(
         self, sw: Switch, diff: Diff, stale: list[wire.RawFlow], result: SyncResult

@@ -86,7 +86,10 @@ class FakeSwitch:
     `silence(msg)`: do what this message asks but never answer it (default: answer all);
     `refuse`: (error type, error code) to refuse the next bundles with, naming their first
     flow-mod, as OVS does; None commits; `disconnect(msg)`: the connection goes when this
-    message is sent (it is not answered); `gate`: answers wait while it is clear.
+    message is sent (it is not answered); `gate`: answers wait while it is clear;
+    `hold_commits`: a commit is neither applied nor answered until the next message on
+    this connection (a switch handles a connection's messages in order) or `apply_held()`.
+    Two connections of one switch share its flows: `FakeSwitch(mgr, table=other.table)`.
     """
 
     def __init__(
@@ -96,6 +99,7 @@ class FakeSwitch:
         holds: Iterable[wire.RawFlow] = (),
         dpid: int = 1,
         parts: int = 1,
+        table: dict[wire.WireKey, wire.RawFlow] | None = None,
     ) -> None:
         ryu_compat.install_raw_flow_stats_parser()  # what the app does at start
         self.mgr = mgr
@@ -106,6 +110,8 @@ class FakeSwitch:
         self.xid = 0
         self.is_active = True
         self.table: dict[wire.WireKey, wire.RawFlow] = {r.key: r for r in holds}
+        if table is not None:
+            self.table = table
         self.parts = parts  # flow-stats answers cut in this many multipart replies
         self.sent: list[Any] = []  # every message: Ryu objects and raw bytes, in order
         self.bundles: dict[int, list[tuple[int, FlowMod]]] = {}  # open bundles: (xid, mod)
@@ -114,6 +120,8 @@ class FakeSwitch:
         self.silence: Callable[[Any], bool] = nothing
         self.disconnect: Callable[[Any], bool] = nothing
         self.refuse: tuple[int, int] | None = None
+        self.hold_commits = False
+        self.held: list[Any] = []
         self.gate = hub.Event()
         self.gate.set()
 
@@ -140,6 +148,10 @@ class FakeSwitch:
         self.sent.append(msg)
         if not self.is_active:
             return
+        if self.hold_commits and is_commit(msg):
+            self.held.append(msg)
+            return
+        self.apply_held()
         if self.disconnect(msg):
             self.is_active = False
             hub.spawn(self.mgr.disconnected, self)  # Ryu notices from its own loop
@@ -147,6 +159,12 @@ class FakeSwitch:
         answers = self._answers(msg)  # a silenced commit is still applied: the reply is lost
         if answers and not self.silence(msg):
             hub.spawn(self._deliver, answers)
+
+    def apply_held(self) -> None:
+        """Apply the held commits now; their replies are lost."""
+        held, self.held = self.held, []
+        for msg in held:
+            self._commit(msg)
 
     # --- what a test looks at ---------------------------------------------------------------
     def asked(self, kind: type) -> list[Any]:

@@ -275,6 +275,50 @@ def test_a_switch_reconnecting_after_a_disconnect_mid_commit_is_read_back(
     assert back.holds(compiled(world["policy"]))
 
 
+def test_a_commit_in_flight_on_a_replaced_open_connection_is_waited_for(world: dict) -> None:
+    # A pair's bundle is committed on the connection in use; before the switch applies
+    # it, the pair is revoked and a second connection (a second controller target)
+    # replaces the first, which stays open. Read back at once, the new connection would
+    # miss the pair's flows, and the old commit would add them after: a revoked pair
+    # allowed. The read-back waits for a barrier on the old connection first.
+    mgr = world["mgr"]
+    world["policy"] = two_vms()
+    old = FakeSwitch(mgr)
+    mgr.connected(old)
+    assert sync(mgr) == SyncResult(1)
+    old.hold_commits = True
+    world["policy"] = paired()
+    mgr.request_sync(1)
+    settle(lambda: old.held)  # sent, not yet applied
+    world["policy"] = two_vms()
+    new = FakeSwitch(mgr, table=old.table)
+    mgr.connected(new)
+    assert sync(mgr) == SyncResult(1)
+    old.apply_held()  # whatever the old connection still had takes effect by now at last
+    assert old.asked(parser.OFPBarrierRequest)
+    assert new.holds(compiled(two_vms())), "the revoked pair's flows are gone"
+
+
+def test_a_replaced_connection_that_closes_ends_the_wait(
+    world: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(channel, "REPLY_TIMEOUT", 5.0)  # the close, not a timeout, ends it
+    mgr = world["mgr"]
+    old = FakeSwitch(mgr)
+    mgr.connected(old)
+    assert sync(mgr) == SyncResult(1)
+    old.silence = lambda msg: isinstance(msg, parser.OFPBarrierRequest)
+    new = FakeSwitch(mgr, table=old.table)
+    mgr.connected(new)
+    settle(lambda: old.asked(parser.OFPBarrierRequest))
+    t = time.monotonic()
+    old.is_active = False
+    mgr.disconnected(old)
+    assert sync(mgr) == SyncResult(1)
+    assert time.monotonic() - t < 1.0
+    assert new.asked(parser.OFPFlowStatsRequest)
+
+
 # --- requests made while a sync runs coalesce -------------------------------------------------
 
 
