@@ -11,7 +11,9 @@ The loops of Ryu's parser that this checks, outermost first:
 
 - OFPMultipartReply.parser: the body's entries (length field or fixed size per type);
   DESC, AGGREGATE, GROUP_FEATURES and EXPERIMENTER are one entry each
-  (Ryu takes body[0]: an empty body is an IndexError).
+  (Ryu takes body[0]: an empty body is an IndexError); TABLE, PORT_STATS, QUEUE,
+  METER_FEATURES and PORT_DESC a whole number of fixed-size entries; FLOW, GROUP,
+  GROUP_DESC, METER, METER_CONFIG and TABLE_FEATURES entries carry their length.
 - FLOW (OFPFlowStats): the match's OXM TLVs (OFPMatch.parser, twice); the instructions
   (OFPFlowStats.parser); the actions of write/apply/clear-actions instructions
   (OFPInstructionActions.parser); the actions nested in a Nicira ct action
@@ -34,6 +36,8 @@ Not walked: the bodies of Nicira actions other than ct (learn specs, controller2
 properties): their loops always move on, a truncation there is an error Ryu logs.
 Lengths of fixed-size elements (output 16, goto/meter 8, write-metadata 24, bands 16) must
 be that size: Ryu steps over them by their class's size, not by the length on the wire.
+The sync's own flow-stats replies (ryu_compat's raw path) are not walked here: they never
+reach Ryu's parser, and wire.flow_stats_entries checks their entries as it cuts them.
 """
 
 from __future__ import annotations
