@@ -22,6 +22,9 @@ if TYPE_CHECKING:
 
 # The longest silence a request waits through; read at each call, so tests can shorten it.
 REPLY_TIMEOUT = 5.0
+# How long a new connection's read-back waits for the replaced one's barrier: short, since
+# the usual replaced connection is one that died unnoticed and will never answer.
+FENCE_TIMEOUT = 1.0
 SEND_CHUNK = 1 << 16  # bytes of bundled flow-mods handed to Ryu's send queue at once
 # A learning port's packet-ins, limited in the switch (meter id = the port's ofport): a port
 # that floods ARPs costs the controller at most this many packets a second.
@@ -156,7 +159,7 @@ def fence(sw: Switch, old: Any, timeout: float | None = None) -> bool:
     sw.fences[key] = waiting = Pending()
     try:
         old.send_msg(msg)
-        return bool(waiting.done.wait(timeout=REPLY_TIMEOUT if timeout is None else timeout))
+        return bool(waiting.done.wait(timeout=FENCE_TIMEOUT if timeout is None else timeout))
     finally:
         sw.fences.pop(key, None)
 

@@ -302,7 +302,7 @@ def test_a_commit_in_flight_on_a_replaced_open_connection_is_waited_for(world: d
 def test_a_replaced_connection_that_closes_ends_the_wait(
     world: dict, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(channel, "REPLY_TIMEOUT", 5.0)  # the close, not a timeout, ends it
+    monkeypatch.setattr(channel, "FENCE_TIMEOUT", 5.0)  # the close, not a timeout, ends it
     mgr = world["mgr"]
     old = FakeSwitch(mgr)
     mgr.connected(old)
