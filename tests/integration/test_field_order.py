@@ -20,6 +20,7 @@ import secrets
 import socket
 import struct
 import threading
+from collections.abc import Callable
 
 import frames
 from conftest import Lab
@@ -68,8 +69,11 @@ def rewrite_flow_stats(msg: bytes) -> tuple[bytes, int]:
 class ReorderingProxy:
     """Listens on `port`; each switch connection is relayed to the controller's port."""
 
-    def __init__(self, upstream: int) -> None:
+    def __init__(
+        self, upstream: int, rewrite: Callable[[bytes], tuple[bytes, int]] | None = None
+    ) -> None:
         self.upstream = upstream
+        self.rewrite = rewrite or rewrite_flow_stats
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
         self.rewritten = 0  # flow-stats entries whose bytes the proxy changed
@@ -109,7 +113,7 @@ class ReorderingProxy:
                         break
                     msg, buf = buf[:length], buf[length:]
                     if kind == OFPT_MULTIPART_REPLY and struct.unpack_from("!H", msg, 8)[0] == 1:
-                        msg, changed = rewrite_flow_stats(msg)
+                        msg, changed = self.rewrite(msg)
                         self.rewritten += changed
                     dst.sendall(msg)
         with contextlib.suppress(OSError):
@@ -165,3 +169,38 @@ def test_a_switch_writing_fields_in_another_order_keeps_every_flow(labenv: Lab) 
         labenv.ovs.set_controller(labenv.bridge, labenv.ctl.ofp_port)
         proxy.close()
     lab.wait_for(lambda: labenv.ctl.sync_reports()[-1][1:] == (0, 0), 20, "a direct reconnect")
+
+
+def test_a_malformed_reply_ends_the_connection_and_the_switch_comes_back(labenv: Lab) -> None:
+    # Issue 10, point 8 on the real switch: the first flow-stats reply through the proxy
+    # gets an entry of length 0 (Ryu's parser would loop on it forever).
+    a, b = labenv.vm("a", 2, 1), labenv.vm("b", 3, 2)
+    labenv.pair("a", "b")
+    spoiled: list[int] = []
+
+    def spoil_once(msg: bytes) -> tuple[bytes, int]:
+        if spoiled or len(msg) < 18:
+            return msg, 0
+        spoiled.append(1)
+        return msg[:16] + b"\x00\x00" + msg[18:], 0
+
+    reports = len(labenv.ctl.sync_reports())
+    proxy = ReorderingProxy(labenv.ctl.ofp_port, spoil_once)
+    try:
+        labenv.ovs.set_controller(labenv.bridge, proxy.port)
+        lab.wait_for(
+            lambda: "sent a malformed multipart reply, closing" in labenv.ctl.log_file.read_text(),
+            20,
+            "the malformed reply to be logged",
+        )
+        # The connection ended and the switch came back (through the proxy, unspoiled).
+        found, changed, deleted = labenv.ctl.wait_in_sync(reports)
+        assert spoiled and (changed, deleted) == (0, 0), (found, changed, deleted)
+        assert labenv.ctl.proc is not None and labenv.ctl.proc.poll() is None, "the app lives"
+        assert labenv.ctl.wait_connected(labenv.bridge)["connected"]
+        assert a.ping(b.ip)
+        labenv.pair("b", "a", "icmp")  # changes reach the switch over the new connection
+        assert b.ping(a.ip)
+    finally:
+        labenv.ovs.set_controller(labenv.bridge, labenv.ctl.ofp_port)
+        proxy.close()
