@@ -1,8 +1,13 @@
-"""The policy model: VMs, pairs and their validation. Pure Python, no Ryu.
+"""The policy model: VMs, groups, networks, pairs and their validation. Pure Python, no Ryu.
 
 A VM is a name bound to the name of its NIC's port on a bridge (vm1 -> tap2, as in the
-seed), optionally with its MAC and IP addresses. A pair says "initiator may open
-connections to responder"; replies come back, nothing else.
+seed), optionally with its MAC and IP addresses. A group is a named set of VMs. A network
+is a set of addresses (CIDRs) reached through a port that is no VM's (an uplink to a
+router). A pair says "initiator may open connections to responder", each side a VM, a
+group or a network (not both networks); replies come back, nothing else.
+
+VMs, groups and networks share one namespace of names and one space of ids: an id is
+half of the ct_mark of the connections a pair between two of them admits.
 """
 
 from __future__ import annotations
@@ -50,7 +55,12 @@ def set_limits(vms: int, pairs: int, ips_per_vm: int) -> None:
     MAX_VMS, MAX_PAIRS, MAX_IPS_PER_VM = vms, pairs, ips_per_vm
 
 
-MAX_VM_ID = 0xFFFE  # a VM id is 16 bits of a connection's ct_mark; 0xffff is "blocked"
+# An id (of a VM, group or network) is half of a connection's ct_mark (16 bits), and 15
+# bits of a conjunction id (compiler.conj_id packs two ids and a kind into 32 bits).
+MAX_ID = 0x7FFF
+MAX_VM_ID = MAX_ID
+MAX_CIDRS_PER_NETWORK = 64
+KINDS = ("vm", "group", "network")
 
 
 @dataclass(frozen=True)
@@ -73,6 +83,31 @@ class Vm:
             "name": self.name, "id": self.id, "port": self.port, "mac": self.mac,
             "ips": list(self.ips), "learned_mac": self.learned_mac,
         }  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Network:
+    """Addresses reached through a port that is no VM's: `cidrs` are normalised networks."""
+
+    name: str
+    port: str
+    cidrs: tuple[str, ...]
+    id: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "id": self.id, "port": self.port, "cidrs": list(self.cidrs)}
+
+
+@dataclass(frozen=True)
+class Group:
+    """A named set of VMs (by name), in the order given."""
+
+    name: str
+    members: tuple[str, ...] = ()
+    id: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "id": self.id, "members": list(self.members)}
 
 
 PROTOCOLS = ("any", "tcp", "udp", "icmp")
@@ -108,13 +143,76 @@ class Pair:
         }
 
 
-def validate_vm_name(name: Any) -> str:
+def validate_vm_name(name: Any, what: str = "VM") -> str:
     if not isinstance(name, str) or not VM_NAME_RE.fullmatch(name):
         raise InvalidInput(
-            f"invalid VM name {name!r}: 1-64 characters of letters, digits, '_', '.', '-',"
+            f"invalid {what} name {name!r}: 1-64 characters of letters, digits, '_', '.', '-',"
             " starting with a letter or digit"
         )
     return name
+
+
+def validate_cidrs(cidrs: Any) -> tuple[str, ...]:
+    """A non-empty list of IPv4/IPv6 networks without host bits or scope ids, normalised."""
+    if not isinstance(cidrs, list) or not cidrs:
+        raise InvalidInput(f"invalid cidrs {cidrs!r}: expected a non-empty list of networks")
+    if len(cidrs) > MAX_CIDRS_PER_NETWORK:
+        raise InvalidInput(f"invalid cidrs: {len(cidrs)} networks, at most {MAX_CIDRS_PER_NETWORK}")
+    out: list[str] = []
+    for text in cidrs:
+        if not isinstance(text, str) or "%" in text:
+            raise InvalidInput(f"invalid cidrs: {text!r} is not a network like 198.19.0.0/24")
+        try:
+            net = ipaddress.ip_network(text, strict=True)
+        except ValueError as e:
+            # strict: 198.19.0.1/24 is refused ("has host bits set"): it is either a typo
+            # for the network or for a host, and guessing would allow the wrong addresses.
+            raise InvalidInput(f"invalid cidrs: {text!r}: {e}") from None
+        if str(net) in out:
+            raise InvalidInput(f"invalid cidrs: {text!r} is listed twice")
+        out.append(str(net))
+    return tuple(out)
+
+
+def _only(body: Any, allowed: set[str], required: tuple[str, ...], example: str) -> None:
+    if not isinstance(body, dict):
+        raise InvalidInput(f"body must be a JSON object like {example}")
+    unknown = sorted(set(body) - allowed)
+    if unknown:
+        raise InvalidInput(f"unknown field(s): {', '.join(unknown)}")
+    for key in required:
+        if key not in body:
+            raise InvalidInput(f"missing field: {key}")
+
+
+def network_from_body(name: str, body: Any) -> Network:
+    _only(body, {"port", "cidrs"}, ("port", "cidrs"),
+          '{"port": "uplink0", "cidrs": ["198.19.0.0/24"]}')  # fmt: skip
+    return Network(validate_vm_name(name, "network"), validate_port_name(body["port"]),
+                   validate_cidrs(body["cidrs"]))  # fmt: skip
+
+
+def group_from_body(name: str, body: Any) -> Group:
+    _only(body, {"members"}, ("members",), '{"members": ["vm1", "vm3"]}')
+    members = body["members"]
+    if not isinstance(members, list):
+        raise InvalidInput(f"invalid members {members!r}: expected a list of VM names")
+    if len(members) > MAX_VMS:
+        raise InvalidInput(f"invalid members: {len(members)} names, at most {MAX_VMS}")
+    seen: list[str] = []
+    for member in members:
+        validate_vm_name(member)
+        if member in seen:
+            raise InvalidInput(f"invalid members: {member!r} is listed twice")
+        seen.append(member)
+    return Group(validate_vm_name(name, "group"), tuple(seen))
+
+
+def _state_id(kind: str, name: Any, raw: dict[str, Any]) -> int:
+    value = raw.get("id", 0)
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_ID:
+        raise InvalidInput(f"bad id {value!r} for {kind} {name!r}")
+    return value
 
 
 def validate_port_name(port: Any) -> str:
@@ -172,9 +270,7 @@ def vm_from_state(name: Any, raw: Any) -> Vm:
         raise InvalidInput(f"VM {name!r} is not an object")
     body = {k: v for k, v in raw.items() if k not in ("id", "learned_mac", "name")}
     vm = vm_from_body(name, body)
-    vm_id = raw.get("id", 0)  # absent in state files written before ids
-    if not isinstance(vm_id, int) or isinstance(vm_id, bool) or not 0 <= vm_id <= MAX_VM_ID:
-        raise InvalidInput(f"bad id {vm_id!r} for VM {name!r}")
+    vm_id = _state_id("VM", name, raw)  # absent (0) in state files written before ids
     learned = validate_mac(raw.get("learned_mac"))
     return Vm(vm.name, vm.port, vm.mac, vm.ips, vm_id, None if vm.mac else learned)
 
@@ -239,7 +335,7 @@ def pair_request_from_body(body: Any) -> PairRequest:
         if key not in body:
             raise InvalidInput(f"missing field: {key}")
         if not isinstance(body[key], str):
-            raise InvalidInput(f"invalid {key}: expected a VM name")
+            raise InvalidInput(f"invalid {key}: expected the name of a VM, group or network")
     protocol = body.get("protocol", "any")
     if protocol not in PROTOCOLS:
         raise InvalidInput(f"invalid protocol {protocol!r}: one of {', '.join(PROTOCOLS)}")
@@ -249,18 +345,56 @@ def pair_request_from_body(body: Any) -> PairRequest:
 
 @dataclass
 class Policy:
-    """All VMs and pairs. Methods validate first and change nothing when they raise."""
+    """All VMs, groups, networks and pairs. Methods validate first and change nothing when
+    they raise."""
 
     vms: dict[str, Vm] = field(default_factory=dict)
     pairs: dict[int, Pair] = field(default_factory=dict)
     next_pair_id: int = 1
-    next_vm_id: int = 1
+    next_vm_id: int = 1  # the next id for a VM, group or network (one space of ids)
     # Each bridge's connections live in their own conntrack zone; kept with the policy so
     # a restart finds its connections where it left them.
     zones: dict[int, int] = field(default_factory=dict)
     # Pair.service -> pair id: finds a duplicate without scanning every pair (a restart
     # loads thousands of pairs through add_pair).
     _services: dict[tuple, int] = field(default_factory=dict, repr=False, compare=False)
+    groups: dict[str, Group] = field(default_factory=dict)
+    networks: dict[str, Network] = field(default_factory=dict)
+
+    # --- names ---------------------------------------------------------------------------
+    def kind_of(self, name: str) -> str | None:
+        """ "vm", "group" or "network": what `name` is, or None."""
+        if name in self.vms:
+            return "vm"
+        if name in self.groups:
+            return "group"
+        if name in self.networks:
+            return "network"
+        return None
+
+    def endpoint_id(self, name: str) -> int:
+        thing = self.vms.get(name) or self.groups.get(name) or self.networks.get(name)
+        if thing is None:
+            raise NotFound(f"no VM, group or network named {name!r}")
+        return thing.id
+
+    def members(self, name: str) -> tuple[str, ...]:
+        """The VMs a pair side stands for: the VM itself, a group's members, or none."""
+        if name in self.vms:
+            return (name,)
+        group = self.groups.get(name)
+        return group.members if group is not None else ()
+
+    def _name_free(self, name: str, kind: str) -> None:
+        other = self.kind_of(name)
+        if other is not None and other != kind:
+            raise Conflict(f"the name {name!r} is taken by a {other}")
+
+    def _id_in_use(self, ident: int, name: str) -> bool:
+        return any(
+            o.id == ident and o.name != name
+            for o in (*self.vms.values(), *self.groups.values(), *self.networks.values())
+        )
 
     # --- VMs -------------------------------------------------------------------------
     def get_vm(self, name: str) -> Vm:
@@ -277,9 +411,13 @@ class Policy:
         different bridges are different L2 domains (and conntrack zones), so the same
         addresses there are legitimate.
         """
+        self._name_free(vm.name, "vm")
         for other in self.vms.values():
             if other.name != vm.name and other.port == vm.port:
                 raise Conflict(f"port {vm.port!r} already belongs to VM {other.name!r}")
+        for net in self.networks.values():
+            if net.port == vm.port:
+                raise Conflict(f"port {vm.port!r} is the port of network {net.name!r}")
         old = self.vms.get(vm.name)
         if old is None and len(self.vms) >= MAX_VMS:
             raise Conflict(f"the policy holds the most VMs it may ({MAX_VMS})")
@@ -287,8 +425,8 @@ class Policy:
             learned = old.learned_mac if old and old.port == vm.port and not vm.mac else None
             vm = Vm(vm.name, vm.port, vm.mac, vm.ips, old.id if old else self._new_vm_id(),
                     learned)  # fmt: skip
-        elif any(o.id == vm.id and o.name != vm.name for o in self.vms.values()):
-            raise InvalidInput(f"VM id {vm.id} is given to two VMs")
+        elif self._id_in_use(vm.id, vm.name):
+            raise InvalidInput(f"id {vm.id} is given twice")
         self.vms[vm.name] = vm
         self.next_vm_id = max(self.next_vm_id, vm.id + 1)
         return old is None
@@ -298,10 +436,11 @@ class Policy:
             return self.next_vm_id
         # Ids are not reused while there are fresh ones (a new VM must not match marks of
         # an old one's connections); after that, the lowest free one.
-        used = {vm.id for vm in self.vms.values()}
-        free = next((i for i in range(1, MAX_VM_ID + 1) if i not in used), None)
+        used = {o.id for o in (*self.vms.values(), *self.groups.values(),
+                               *self.networks.values())}  # fmt: skip
+        free = next((i for i in range(1, MAX_ID + 1) if i not in used), None)
         if free is None:
-            raise Conflict(f"all {MAX_VM_ID} VM ids are in use")
+            raise Conflict(f"all {MAX_ID} ids for VMs, groups and networks are in use")
         return free
 
     def learn_mac(self, name: str, mac: str) -> None:
@@ -312,11 +451,80 @@ class Policy:
 
     def delete_vm(self, name: str) -> None:
         self.get_vm(name)
+        groups = [g.name for g in self.groups.values() if name in g.members]
+        if groups:
+            raise Conflict(f"VM {name!r} is a member of group(s) {', '.join(groups)}; remove it"
+                           " from them first")  # fmt: skip
         users = [p.id for p in self.pairs_of(name)]
         if users:
             ids = ", ".join(str(i) for i in users)
             raise Conflict(f"VM {name!r} is used by pair(s) {ids}; delete them first")
         del self.vms[name]
+
+    # --- networks ----------------------------------------------------------------------
+    def get_network(self, name: str) -> Network:
+        try:
+            return self.networks[name]
+        except KeyError:
+            raise NotFound(f"no network named {name!r}") from None
+
+    def put_network(self, net: Network) -> bool:
+        """Create or replace a network; returns True when it was created. Several networks
+        may share a port (a DNS server and an office subnet behind one uplink)."""
+        self._name_free(net.name, "network")
+        for vm in self.vms.values():
+            if vm.port == net.port:
+                raise Conflict(f"port {net.port!r} belongs to VM {vm.name!r}")
+        old = self.networks.get(net.name)
+        if old is None and len(self.networks) >= MAX_VMS:
+            raise Conflict(f"the policy holds the most networks it may ({MAX_VMS})")
+        if net.id == 0:
+            net = Network(net.name, net.port, net.cidrs, old.id if old else self._new_vm_id())
+        elif self._id_in_use(net.id, net.name):
+            raise InvalidInput(f"id {net.id} is given twice")
+        self.networks[net.name] = net
+        self.next_vm_id = max(self.next_vm_id, net.id + 1)
+        return old is None
+
+    def delete_network(self, name: str) -> None:
+        self.get_network(name)
+        self._unused(name, "network")
+        del self.networks[name]
+
+    # --- groups ----------------------------------------------------------------------
+    def get_group(self, name: str) -> Group:
+        try:
+            return self.groups[name]
+        except KeyError:
+            raise NotFound(f"no group named {name!r}") from None
+
+    def put_group(self, group: Group) -> bool:
+        """Create or replace a group (its members must be VMs); True when created."""
+        self._name_free(group.name, "group")
+        for member in group.members:
+            if member not in self.vms:
+                raise NotFound(f"no VM named {member!r} (groups list VMs)")
+        old = self.groups.get(group.name)
+        if old is None and len(self.groups) >= MAX_VMS:
+            raise Conflict(f"the policy holds the most groups it may ({MAX_VMS})")
+        if group.id == 0:
+            group = Group(group.name, group.members, old.id if old else self._new_vm_id())
+        elif self._id_in_use(group.id, group.name):
+            raise InvalidInput(f"id {group.id} is given twice")
+        self.groups[group.name] = group
+        self.next_vm_id = max(self.next_vm_id, group.id + 1)
+        return old is None
+
+    def delete_group(self, name: str) -> None:
+        self.get_group(name)
+        self._unused(name, "group")
+        del self.groups[name]
+
+    def _unused(self, name: str, kind: str) -> None:
+        users = [p.id for p in self.pairs_of(name)]
+        if users:
+            ids = ", ".join(str(i) for i in users)
+            raise Conflict(f"{kind} {name!r} is used by pair(s) {ids}; delete them first")
 
     # --- pairs -----------------------------------------------------------------------
     def get_pair(self, pair_id: int) -> Pair:
@@ -326,10 +534,16 @@ class Policy:
             raise NotFound(f"no pair with id {pair_id}") from None
 
     def add_pair(self, req: PairRequest) -> Pair:
-        if req.initiator == req.responder:
+        kinds = []
+        for name in (req.initiator, req.responder):
+            kind = self.kind_of(name)
+            if kind is None:
+                raise NotFound(f"no VM, group or network named {name!r}")
+            kinds.append(kind)
+        if kinds == ["network", "network"]:
+            raise InvalidInput("a pair cannot join two networks: one side must be a VM or group")
+        if req.initiator == req.responder and kinds[0] == "vm":
             raise InvalidInput(f"a VM cannot be paired with itself ({req.initiator!r})")
-        self.get_vm(req.initiator)
-        self.get_vm(req.responder)
         if len(self.pairs) >= MAX_PAIRS:
             raise Conflict(f"the policy holds the most pairs it may ({MAX_PAIRS})")
         pair = Pair(self.next_pair_id, req.initiator, req.responder, req.protocol, req.ports)
@@ -350,8 +564,14 @@ class Policy:
         del self.pairs[pair_id]
         self._services.pop(pair.service, None)
 
-    def pairs_of(self, vm_name: str) -> list[Pair]:
-        return [p for p in self.pairs.values() if vm_name in (p.initiator, p.responder)]
+    def pairs_of(self, name: str) -> list[Pair]:
+        """The pairs naming `name` (a VM, group or network) as a side."""
+        return [p for p in self.pairs.values() if name in (p.initiator, p.responder)]
+
+    def pair_view(self, pair: Pair) -> dict[str, Any]:
+        """A pair as the API shows it: its fields and what each side is."""
+        return {**pair.to_dict(), "initiator_kind": self.kind_of(pair.initiator),
+                "responder_kind": self.kind_of(pair.responder)}  # fmt: skip
 
     def zone_for(self, dpid: int) -> int:
         """The bridge's conntrack zone, assigning the lowest free one (1-65535) if new."""
@@ -368,7 +588,7 @@ class Policy:
         # VMs and pairs are immutable: copying the dicts is enough, and cheap at scale.
         return Policy(
             dict(self.vms), dict(self.pairs), self.next_pair_id, self.next_vm_id,
-            dict(self.zones), dict(self._services),
+            dict(self.zones), dict(self._services), dict(self.groups), dict(self.networks),
         )  # fmt: skip
 
     def to_dict(self) -> dict[str, Any]:
@@ -376,6 +596,8 @@ class Policy:
             "version": 1,
             "vms": [vm.to_dict() for vm in self.vms.values()],
             "pairs": [p.to_dict() for p in self.pairs.values()],
+            "groups": [g.to_dict() for g in self.groups.values()],
+            "networks": [n.to_dict() for n in self.networks.values()],
             "next_pair_id": self.next_pair_id,
             "next_vm_id": self.next_vm_id,
             "zones": {f"{dpid:016x}": zone for dpid, zone in sorted(self.zones.items())},
@@ -402,6 +624,14 @@ class Policy:
             policy.put_vm(Vm(vm.name, vm.port, vm.mac, vm.ips))
             if vm.learned_mac:
                 policy.learn_mac(vm.name, vm.learned_mac)
+        for raw in _objects(data, "networks"):
+            net = network_from_body(raw.get("name"), _without(raw, "id", "name"))
+            policy.put_network(Network(net.name, net.port, net.cidrs,
+                                       _state_id("network", net.name, raw)))  # fmt: skip
+        for raw in _objects(data, "groups"):
+            group = group_from_body(raw.get("name"), _without(raw, "id", "name"))
+            policy.put_group(Group(group.name, group.members,
+                                   _state_id("group", group.name, raw)))  # fmt: skip
         for raw in data.get("pairs", []):
             pair_id = raw.get("id")
             if (
@@ -430,3 +660,14 @@ class Policy:
             raise InvalidInput(f"bad next_pair_id {next_id!r}")
         policy.next_pair_id = max([next_id, *(p + 1 for p in policy.pairs)])
         return policy
+
+
+def _objects(data: dict[str, Any], key: str) -> list[dict[str, Any]]:
+    items = data.get(key, [])
+    if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
+        raise InvalidInput(f"{key} must be a list of objects")
+    return items
+
+
+def _without(raw: dict[str, Any], *keys: str) -> dict[str, Any]:
+    return {k: v for k, v in raw.items() if k not in keys}

@@ -430,6 +430,8 @@ def test_to_dict(policy: Policy) -> None:
         "pairs": [
             {"id": 1, "initiator": "vm1", "responder": "vm2", "protocol": "any", "ports": None}
         ],
+        "groups": [],
+        "networks": [],
         "next_pair_id": 2,
         "next_vm_id": 4,
         "zones": {},
@@ -603,8 +605,8 @@ def test_good_pair_requests_are_normalised(extra: dict[str, Any], expected: Pair
         ({"protocol": "tcp", "ports": [22]}, "ports", 'like "22"'),
         ({"protocol": "tcp", "ports": {"from": 1}}, "ports", 'like "22"'),
         ({"port": "22"}, "port", "unknown field"),
-        ({"initiator": 5}, "initiator", "expected a VM name"),
-        ({"responder": None}, "responder", "expected a VM name"),
+        ({"initiator": 5}, "initiator", "expected the name of a VM, group or network"),
+        ({"responder": None}, "responder", "expected the name of a VM, group or network"),
     ],
 )
 def test_bad_pair_requests_are_400_naming_the_field(
@@ -879,7 +881,7 @@ def test_when_every_id_is_in_use_a_new_vm_is_409_and_changes_nothing(
     policy = Policy()
     policy.vms = {f"v{i}": Vm(f"v{i}", f"p{i}", id=i) for i in range(1, MAX_VM_ID + 1)}
     policy.next_vm_id = MAX_VM_ID + 1
-    with pytest.raises(Conflict, match="VM ids"):
+    with pytest.raises(Conflict, match="ids for VMs, groups and networks"):
         put(policy, "one-more", {"port": "px"})
     assert "one-more" not in policy.vms
     assert put(policy, "v7", {"port": "p7", "ips": ["10.0.0.7"]}) is False  # updates still work
