@@ -414,6 +414,87 @@ class Vm:
         return self._started(lab_cmd("udp-listen", str(port), str(timeout)), "udp listener")
 
 
+# --- a router on a port that is no VM, and the outside world behind it ---------------------
+
+GATEWAY4, GATEWAY6 = "198.18.0.254", "2001:db8::fe"  # the VMs' default gateway
+OUTSIDE4, OUTSIDE6 = "198.19.0.1", "2001:db8:19::1"  # a host behind it, in the network
+OUTSIDE4_OTHER = "198.19.0.77"  # another address of that host, in the network too
+BEYOND4 = "198.20.0.1"  # an address behind the router that is outside the network's CIDRs
+OUTSIDE_CIDRS = ["198.19.0.0/24", "2001:db8:19::/48"]
+
+
+def default_route(vm: Vm, gateway4: str = GATEWAY4, gateway6: str = GATEWAY6) -> None:
+    """Give `vm` default routes via the gateway (IPv6 only when it has an IPv6 address)."""
+    vm.exec(["ip", "route", "replace", "default", "via", gateway4, "dev", "eth0"])
+    if any(":" in ip for ip in vm.ips):
+        vm.exec(["ip", "-6", "route", "replace", "default", "via", gateway6, "dev", "eth0"])
+
+
+@dataclass
+class Uplink:
+    """A router namespace whose eth0 is the bridge port `port` (a network's port: no VM),
+    with GATEWAY4/GATEWAY6 on that side and IP forwarding on, and a second veth to an
+    "outside" namespace that holds OUTSIDE4, OUTSIDE4_OTHER, BEYOND4 and OUTSIDE6 and
+    routes everything back via the router.
+
+    `router` and `outside` are Vms (their eth0 is sniffable, `send_frame` from the router
+    puts a frame on the bridge port); `destroy()` removes both namespaces and the veths.
+    """
+
+    router: Vm
+    outside: Vm
+
+    @classmethod
+    def named(cls, prefix: str, port: str) -> Uplink:
+        """Namespaces `<prefix>-router` / `<prefix>-outside`; `port` is the bridge end."""
+        router = Vm(ns=f"{prefix}-router", port=port, mac="52:54:00:fe:00:01",
+                    ips=[f"{GATEWAY4}/24", f"{GATEWAY6}/64"])  # fmt: skip
+        # The outside's veth is made in this namespace (as a Vm's is) and its host end is
+        # then moved into the router, so the router has eth0 (bridge) and `<port>o`.
+        outside = Vm(ns=f"{prefix}-outside", port=f"{port}o", mac="52:54:00:fe:00:02",
+                     ips=[f"{OUTSIDE4}/24", f"{OUTSIDE4_OTHER}/24", f"{BEYOND4}/24",
+                          f"{OUTSIDE6}/64"])  # fmt: skip
+        return cls(router, outside)
+
+    @property
+    def port(self) -> str:
+        return self.router.port
+
+    @property
+    def mac(self) -> str:
+        return self.router.mac
+
+    def create(self) -> Uplink:
+        try:
+            self.router.create()
+            self.outside.create()
+            inner = self.outside.port
+            run(["ip", "link", "set", inner, "netns", self.router.ns])
+            r = self.router.exec
+            r(["sysctl", "-qw", f"net.ipv6.conf.{inner}.accept_dad=0"])
+            r(["ip", "addr", "add", "198.19.0.254/24", "dev", inner])
+            r(["ip", "-6", "addr", "add", "2001:db8:19::fe/64", "dev", inner, "nodad"])
+            r(["ip", "link", "set", inner, "up"])
+            r(["ethtool", "-K", inner, "tx", "off"])  # as Vm.create: checksums done here
+            r(["ip", "route", "add", "198.20.0.0/24", "via", OUTSIDE4, "dev", inner])
+            r(["sysctl", "-qw", "net.ipv4.ip_forward=1"])
+            r(["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"])
+            o = self.outside.exec
+            o(["ip", "route", "add", "default", "via", "198.19.0.254", "dev", "eth0"])
+            o(["ip", "-6", "route", "add", "default", "via", "2001:db8:19::fe", "dev", "eth0"])
+        except BaseException:
+            self.destroy()
+            raise
+        return self
+
+    def destroy(self) -> None:
+        self.router.destroy()
+        self.outside.destroy()
+
+    def plug(self, ovs: Ovs, bridge: str, ofport: int | None = None) -> int:
+        return self.router.plug(ovs, bridge, ofport)
+
+
 def lab_cmd(*args: str) -> list[str]:
     """This module's traffic programs (below), run with the same interpreter."""
     return [sys.executable, "-m", "ryu_ctfw.lab", *args]

@@ -104,6 +104,40 @@ class Lab:
     def drop_counter(self) -> int:
         return self.counter("priority=0 actions=drop")
 
+    # --- networks, groups and the world behind an uplink (issue 11) ----------------------
+    def network(self, name: str, port: str, cidrs: list[str]) -> dict:
+        """PUT a network: addresses `cidrs` reached through bridge port `port`."""
+        return self.ctl.ok("PUT", f"/ctfw/v1/networks/{name}", {"port": port, "cidrs": cidrs})
+
+    def group(self, name: str, members: list[str]) -> dict:
+        """PUT a group with exactly these members (VM names)."""
+        return self.ctl.ok("PUT", f"/ctfw/v1/groups/{name}", {"members": members})
+
+    def uplink(
+        self, ofport: int = 9, network: str | None = "outside", bridge: str | None = None
+    ) -> lab.Uplink:
+        """A router namespace on `ofport` (lab.GATEWAY4 / lab.GATEWAY6 on the bridge side)
+        and an outside namespace behind it (lab.OUTSIDE4, lab.OUTSIDE6, ...). Every VM made
+        so far gets its default routes via the router (later ones: `lab.default_route`).
+        Registered as network `network` with lab.OUTSIDE_CIDRS unless that is None. Torn
+        down with the VMs (it sits in `vms` under "uplink:router" and "uplink:outside",
+        names no VM can have)."""
+        up = lab.Uplink.named(f"ctfw-{self.token}", f"ct{self.token}up")
+        vms = list(self.vms.values())
+        up.create()
+        self.vms["uplink:router"], self.vms["uplink:outside"] = up.router, up.outside
+        up.plug(self.ovs, bridge or self.bridge, ofport)
+        for vm in vms:
+            lab.default_route(vm)
+        if network is not None:
+            self.network(network, up.port, lab.OUTSIDE_CIDRS)
+        return up
+
+    def drops(self, table: int = 0) -> int:
+        """Packets of all of `table`'s lines that drop (whatever their match)."""
+        flows = [f for f in self.flows() if f["table"] == table]
+        return sum(f["packets"] for f in flows if f["text"].endswith("actions=drop"))
+
 
 def _connect_logs(ovs: lab.Ovs, ctl: lab.Controller) -> str:
     """What both sides logged, for a bridge that never connected."""

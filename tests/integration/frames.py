@@ -128,3 +128,27 @@ def nd_frame(kind: int, src_mac: str, src_ip: str, target: str, option_mac: str 
     if option_mac is not None:
         body += struct.pack("!BB6s", 1 if kind == 135 else 2, 1, _mac(option_mac))
     return _icmp6_frame(src_mac, dst_mac, src_ip, dst_ip, body) + padding  # a trailer
+
+
+def flow_marker(src: str, dst: str, sport: int | None = None, dport: int | None = None) -> bytes:
+    """The bytes every IPv4 or IPv6 packet from `src` to `dst` carries in a row (source and
+    destination address, and, for TCP and UDP without IP options or IPv6 extension headers,
+    the ports right after them): a Sniffer marker that catches the SYN of a refused TCP
+    connection or the echo request of a refused ping, which carry no marker of their own."""
+    out = ipaddress.ip_address(src).packed + ipaddress.ip_address(dst).packed
+    if sport is not None or dport is not None:
+        if sport is None or dport is None:
+            raise ValueError("give both ports or neither")
+        out += struct.pack("!HH", sport, dport)
+    return out
+
+
+def udp6_frame(src_mac: str, dst_mac: str, src_ip: str, dst_ip: str, payload: bytes,
+               dst_port: int = 7777, src_port: int = 40000) -> bytes:  # fmt: skip
+    """An IPv6 UDP datagram with its (mandatory) checksum."""
+    src, dst = ipaddress.IPv6Address(src_ip).packed, ipaddress.IPv6Address(dst_ip).packed
+    seg = struct.pack("!HHHH", src_port, dst_port, 8 + len(payload), 0) + payload
+    pseudo = src + dst + struct.pack("!IxxxB", len(seg), 17)
+    seg = seg[:6] + struct.pack("!H", checksum(pseudo + seg) or 0xFFFF) + seg[8:]
+    ip6 = struct.pack("!IHBB16s16s", 0x60000000, len(seg), 17, 64, src, dst)
+    return ethernet(dst_mac, src_mac, 0x86DD, ip6 + seg)

@@ -1,0 +1,293 @@
+"""VMs and the world outside the bridge (issue 11): a network is the addresses (CIDRs)
+reached through a port that is no VM. A router namespace sits on that port (the VMs'
+default gateway, 198.18.0.254 / 2001:db8::fe) and routes to an "outside" namespace holding
+198.19.0.1, 198.19.0.77 and 2001:db8:19::1 (in the network) and 198.20.0.1 (behind the same
+router, outside the network's CIDRs).
+
+As in test_isolation.py: every allowed exchange also sniffs a port that must stay silent,
+every refusal shows (Sniffer) that the destination saw nothing and comes with a control
+that shows the same path delivers, and every forged frame comes with an honest one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import secrets
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import frames
+import pytest
+from conftest import Lab
+from frames import flow_marker
+from sniff import Sniffer
+
+from ryu_ctfw import lab
+
+NET = "outside"
+OUT4, OUT6 = lab.OUTSIDE4, lab.OUTSIDE6
+
+
+@dataclass
+class World:
+    env: Lab
+    vm1: lab.Vm
+    vm2: lab.Vm
+    up: lab.Uplink
+
+    @property
+    def out(self) -> lab.Vm:
+        return self.up.outside
+
+
+@pytest.fixture
+def world(labenv: Lab) -> World:
+    """vm1 and vm2 (dual-stack) routed via the router on ofport 9, network "outside"."""
+    vm1 = labenv.vm("vm1", 2, 1, ipv6=True)
+    vm2 = labenv.vm("vm2", 3, 2, ipv6=True)
+    up = labenv.uplink(9, NET)
+    return World(labenv, vm1, vm2, up)
+
+
+def v6(vm: lab.Vm) -> str:
+    return next(ip.split("/")[0] for ip in vm.ips if ":" in ip)
+
+
+def marker() -> bytes:
+    return b"ctfw-networks-" + secrets.token_hex(6).encode()
+
+
+@contextlib.contextmanager
+def servers(vm: lab.Vm, *specs: tuple[str, int]) -> Iterator[None]:
+    procs = [vm.serve(proto, port) for proto, port in specs]
+    try:
+        yield
+    finally:
+        for p in procs:
+            p.kill()
+
+
+def sniff(mark: bytes, *vms: lab.Vm) -> list[Sniffer]:
+    return [Sniffer(vm, mark) for vm in vms]
+
+
+def seen(sniffers: list[Sniffer]) -> list[int]:
+    return [len(s.frames()) for s in sniffers]
+
+
+def test_a_vm_may_open_udp53_to_the_network_and_nothing_more(world: World) -> None:
+    env, vm1, vm2, out = world.env, world.vm1, world.vm2, world.out
+    env.pair("vm1", NET, "udp", "53")
+    with servers(out, ("udp", 53), ("tcp", 22)), servers(vm1, ("tcp", 22), ("udp", 53)):
+        # Allowed, to any address of the network, both families: the requests reach the
+        # outside host (by the uplink), the replies come back, and vm2 sees none of it.
+        watch = sniff(lab.PROBE, out, vm2)
+        assert vm1.udp(OUT4, 53), "vm1 -> 198.19.0.1 udp/53 (the reply came back)"
+        assert vm1.udp(lab.OUTSIDE4_OTHER, 53), "another address in the network's CIDRs"
+        assert vm1.udp(OUT6, 53), "vm1 -> 2001:db8:19::1 udp/53"
+        assert seen(watch) == [3, 0], "the three requests reached the outside, vm2 none"
+
+        # Refused (the control is the udp/53 exchange above on the same path): another
+        # service, an address behind the router outside the CIDRs, a VM with no pair.
+        denied = [
+            (vm1, vm1.ip, OUT4, "tcp", 22, 40122),
+            (vm1, v6(vm1), OUT6, "tcp", 22, 40123),
+            (vm1, vm1.ip, lab.BEYOND4, "udp", 53, 40124),
+            (vm2, vm2.ip, OUT4, "udp", 53, 40125),
+        ]
+        watch = [Sniffer(out, flow_marker(src, dst, sport, port))
+                 for _, src, dst, _, port, sport in denied]  # fmt: skip
+        for vm, _, dst, proto, port, sport in denied:
+            client = vm.tcp if proto == "tcp" else vm.udp
+            assert not client(dst, port, timeout=1, sport=sport), f"{proto} {dst}:{port}"
+        assert seen(watch) == [0, 0, 0, 0], "the outside saw none of the refused attempts"
+
+        # The outside cannot start anything towards vm1, though vm1's replies came back
+        # from there a moment ago (the control).
+        watch = sniff(flow_marker(OUT4, vm1.ip), vm1) + sniff(flow_marker(OUT6, v6(vm1)), vm1)
+        assert not out.tcp(vm1.ip, 22, timeout=1)
+        assert not out.udp(vm1.ip, 53, timeout=1)
+        assert not out.ping(vm1.ip, count=1)
+        assert not out.tcp(v6(vm1), 22, timeout=1)
+        assert not out.ping(v6(vm1), count=1)
+        assert seen(watch) == [0, 0], "vm1 saw nothing the outside started"
+        assert vm1.udp(OUT4, 53), "and vm1's own service still works"
+
+
+def test_the_network_may_open_tcp443_to_vm2_and_nothing_else(world: World) -> None:
+    env, vm1, vm2, out = world.env, world.vm1, world.vm2, world.out
+    env.pair(NET, "vm2", "tcp", "443")
+    with (
+        servers(vm2, ("tcp", 443), ("tcp", 444), ("udp", 443)),
+        servers(vm1, ("tcp", 443)),
+        servers(out, ("tcp", 443)),
+    ):
+        watch = sniff(lab.PROBE, vm1)
+        assert out.tcp(vm2.ip, 443), "198.19.0.1 -> vm2 tcp/443"
+        assert out.tcp(v6(vm2), 443), "2001:db8:19::1 -> vm2 tcp/443"
+        assert seen(watch) == [0], "vm1 saw none of it"
+
+        # Nothing else: another port, udp, icmp, and vm1 on the same port.
+        watch = [
+            Sniffer(vm2, flow_marker(OUT4, vm2.ip, 40444, 444)),
+            Sniffer(vm2, flow_marker(OUT4, vm2.ip, 40445, 443)),
+            Sniffer(vm2, flow_marker(OUT6, v6(vm2), 40446, 444)),
+            Sniffer(vm1, flow_marker(OUT4, vm1.ip)),
+        ]
+        assert not out.tcp(vm2.ip, 444, timeout=1, sport=40444), "tcp/444"
+        assert not out.udp(vm2.ip, 443, timeout=1, sport=40445), "udp/443"
+        assert not out.tcp(v6(vm2), 444, timeout=1, sport=40446), "tcp/444 over IPv6"
+        assert not out.tcp(vm1.ip, 443, timeout=1), "vm1 is not the pair's responder"
+        assert seen(watch) == [0, 0, 0, 0]
+        assert out.tcp(vm2.ip, 443), "control: tcp/443 still goes through"
+
+        # vm2 may only answer: it cannot start anything towards the outside.
+        watch = sniff(flow_marker(vm2.ip, OUT4), out)
+        assert not vm2.tcp(OUT4, 443, timeout=1)
+        assert not vm2.ping(OUT4, count=1)
+        assert seen(watch) == [0]
+
+
+def test_vms_resolve_their_gateway_and_ping_through_it(world: World) -> None:
+    env, vm1, vm2, out, up = world.env, world.vm1, world.vm2, world.out, world.up
+    env.pair("vm1", NET, "icmp")
+    # The ping through the router needs ARP and ND between vm1 and the uplink both ways.
+    watch = sniff(flow_marker(vm1.ip, OUT4), vm2) + sniff(flow_marker(OUT4, vm1.ip), vm2)
+    assert vm1.ping(OUT4), "vm1 pings 198.19.0.1 via 198.18.0.254"
+    assert vm1.ping(OUT6), "vm1 pings 2001:db8:19::1 via 2001:db8::fe"
+    assert seen(watch) == [0, 0], "requests and replies went by port, vm2 saw none"
+    for gateway in (lab.GATEWAY4, lab.GATEWAY6):
+        neigh = vm1.exec(["ip", "neigh", "show", gateway]).stdout
+        assert f"lladdr {up.mac}" in neigh, f"vm1 resolved {gateway}: {neigh!r}"
+    for addr in (vm1.ip, v6(vm1)):
+        neigh = up.router.exec(["ip", "neigh", "show", addr]).stdout
+        assert f"lladdr {vm1.mac}" in neigh, f"the router resolved {addr}: {neigh!r}"
+
+    # vm2 has no pair: it resolves its gateway (ARP and ND are no policy) but its ping
+    # does not reach the outside.
+    watch = sniff(flow_marker(vm2.ip, OUT4), out) + sniff(flow_marker(v6(vm2), OUT6), out)
+    assert not vm2.ping(OUT4, count=1)
+    assert not vm2.ping(OUT6, count=1)
+    assert seen(watch) == [0, 0]
+    for gateway in (lab.GATEWAY4, lab.GATEWAY6):
+        neigh = vm2.exec(["ip", "neigh", "show", gateway]).stdout
+        assert f"lladdr {up.mac}" in neigh, f"vm2 resolved {gateway}: {neigh!r}"
+
+
+def test_forged_frames_from_the_uplink_are_dropped(world: World) -> None:
+    env, vm1, vm2, up = world.env, world.vm1, world.vm2, world.up
+    env.pair(NET, "vm1", "udp", "7777")
+    mark = marker()
+    r = up.router
+    vm1_6, vm2_6 = v6(vm1), v6(vm2)
+    honest = [
+        frames.udp_frame(up.mac, vm1.mac, "198.19.0.9", vm1.ip, mark),
+        frames.udp6_frame(up.mac, vm1.mac, "2001:db8:19::9", vm1_6, mark),
+        frames.arp_frame(up.mac, "ff:ff:ff:ff:ff:ff", 1, up.mac, lab.GATEWAY4, vm1.ip, mark),
+        frames.nd_frame(136, up.mac, lab.GATEWAY6, lab.GATEWAY6, up.mac, padding=mark),
+    ]
+    forged = [
+        frames.udp_frame(up.mac, vm1.mac, vm2.ip, vm1.ip, mark),  # a VM's address
+        frames.udp_frame(up.mac, vm1.mac, "198.20.0.9", vm1.ip, mark),  # outside the CIDRs
+        frames.udp_frame(vm2.mac, vm1.mac, "198.19.0.9", vm1.ip, mark),  # a VM's MAC
+        frames.udp6_frame(up.mac, vm1.mac, vm2_6, vm1_6, mark),
+        frames.udp6_frame(up.mac, vm1.mac, "2001:db8:20::9", vm1_6, mark),
+        frames.udp6_frame(vm2.mac, vm1.mac, "2001:db8:19::9", vm1_6, mark),
+        # The gateway claims vm2's address (ARP, ND) or its MAC (as the ARP sender, in
+        # the target link-layer option of its own advertisement).
+        frames.arp_frame(up.mac, "ff:ff:ff:ff:ff:ff", 2, up.mac, vm2.ip, vm1.ip, mark),
+        frames.arp_frame(up.mac, "ff:ff:ff:ff:ff:ff", 1, vm2.mac, lab.GATEWAY4, vm1.ip, mark),
+        frames.nd_frame(136, up.mac, lab.GATEWAY6, vm2_6, up.mac, padding=mark),
+        frames.nd_frame(136, up.mac, lab.GATEWAY6, lab.GATEWAY6, vm2.mac, padding=mark),
+    ]
+    before = env.drops(table=0)
+    watch = sniff(mark, vm1, vm2)
+    for frame in forged:
+        r.send_frame(frame)
+    for frame in honest:
+        r.send_frame(frame)
+    # vm1: the two datagrams from the network, the ARP request and the advertisement;
+    # vm2: the (flooded) ARP request and advertisement. Nothing forged.
+    assert seen(watch) == [4, 2]
+    lab.wait_for(
+        lambda: env.drops(table=0) >= before + len(forged),
+        5,
+        f"table 0's drop lines to count the {len(forged)} forged frames",
+    )
+
+
+def test_tagged_frames_from_a_vm_do_not_leave_by_the_uplink(world: World) -> None:
+    env, vm1, up = world.env, world.vm1, world.up
+    env.pair("vm1", NET, "udp", "53")
+    mark = marker()
+    plain = frames.udp_frame(vm1.mac, up.mac, vm1.ip, OUT4, mark, dst_port=53)
+    watch = sniff(mark, up.router, world.vm2)
+    vm1.send_frame(plain)  # control
+    for tci, tpid in ((5, 0x8100), (0, 0x8100), (5, 0x88A8)):
+        vm1.send_frame(frames.tagged(plain, tci, tpid))
+    assert seen(watch) == [1, 0], "only the untagged datagram reaches the uplink"
+
+
+DURATION = 6.0
+
+
+def stream_times(proc: subprocess.Popen[str]) -> list[float]:
+    out, _ = proc.communicate(timeout=DURATION + 10)
+    return [float(line) for line in out.split() if re.fullmatch(r"\d+\.\d+", line)]
+
+
+def test_deleting_a_network_pair_cuts_its_open_connections(world: World) -> None:
+    env, vm1, vm2, out = world.env, world.vm1, world.vm2, world.out
+    outbound = env.pair("vm1", NET, "tcp", "5000")
+    inbound = env.pair(NET, "vm2", "tcp", "443")
+    env.pair("vm2", NET, "tcp", "5001")  # stays
+    with servers(out, ("tcp", 5000), ("tcp", 5001)), servers(vm2, ("tcp", 443)):
+        s4 = vm1.stream(OUT4, 5000, DURATION)
+        s6 = vm1.stream(OUT6, 5000, DURATION)
+        s_in = out.stream(vm2.ip, 443, DURATION)
+        s_keep = vm2.stream(OUT4, 5001, DURATION)
+        time.sleep(2)
+        cut_out = time.time()
+        assert env.ctl.api("DELETE", f"/ctfw/v1/pairs/{outbound}")[0] == 204
+        cut_in = time.time()
+        assert env.ctl.api("DELETE", f"/ctfw/v1/pairs/{inbound}")[0] == 204
+        got = {name: stream_times(p) for name, p in
+               (("vm1 -> outside v4", s4), ("vm1 -> outside v6", s6),
+                ("outside -> vm2", s_in), ("vm2 -> outside (pair kept)", s_keep))}  # fmt: skip
+    for name, cut in (("vm1 -> outside v4", cut_out), ("vm1 -> outside v6", cut_out),
+                      ("outside -> vm2", cut_in)):  # fmt: skip
+        assert any(t < cut for t in got[name]), f"{name} never worked before the cut"
+        late = [t - cut for t in got[name] if t > cut + 1.0]
+        assert not late, f"{name} still passed after the cut (s after): {late}"
+    kept = got["vm2 -> outside (pair kept)"]
+    assert any(t > cut_in + 2 for t in kept), f"the kept pair's stream died: {kept}"
+
+
+def test_network_api_and_a_network_in_use(world: World) -> None:
+    env, up = world.env, world.up
+    net = env.ctl.ok("GET", f"/ctfw/v1/networks/{NET}")
+    assert (net["port"], net["cidrs"], net["ofport"]) == (up.port, lab.OUTSIDE_CIDRS, 9)
+    assert net["dpid"] is not None
+    assert [n["name"] for n in env.ctl.ok("GET", "/ctfw/v1/networks")["networks"]] == [NET]
+    pair_id = env.pair("vm1", NET, "udp", "53")
+    pair = env.ctl.ok("GET", f"/ctfw/v1/pairs/{pair_id}")
+    assert (pair["initiator_kind"], pair["responder_kind"]) == ("vm", "network")
+    status, answer = env.ctl.api("DELETE", f"/ctfw/v1/networks/{NET}")
+    assert status == 409, answer
+    assert env.ctl.ok("GET", f"/ctfw/v1/networks/{NET}")["name"] == NET, "still there"
+    # Network to network is no pair; a VM's port is no network's.
+    env.network("office", up.port, ["198.19.1.0/24"])
+    status, answer = env.ctl.api(
+        "POST", "/ctfw/v1/pairs", {"initiator": NET, "responder": "office"}
+    )
+    assert status == 400, answer
+    status, answer = env.ctl.api(
+        "PUT", "/ctfw/v1/networks/bad", {"port": world.vm1.port, "cidrs": ["198.19.2.0/24"]}
+    )
+    assert status == 409, answer
+    assert env.ctl.api("DELETE", f"/ctfw/v1/pairs/{pair_id}")[0] == 204
+    assert env.ctl.api("DELETE", f"/ctfw/v1/networks/{NET}")[0] == 204
+    assert env.ctl.api("GET", f"/ctfw/v1/networks/{NET}")[0] == 404
