@@ -16,7 +16,7 @@ from ryu.lib import hub
 
 from ryu_ctfw import store, wire
 from ryu_ctfw.compiler import Flow
-from ryu_ctfw.policy import Conflict, Policy, PolicyError, Vm
+from ryu_ctfw.policy import Conflict, Network, Policy, PolicyError, Vm
 from ryu_ctfw.switch import SwitchError, SwitchManager, dpid_str
 
 T = TypeVar("T")
@@ -133,11 +133,16 @@ class Firewall:
 
     # --- views -----------------------------------------------------------------------------
     def vm_view(self, vm: Vm) -> dict[str, Any]:
-        where = self.switches.locate(vm.port)
-        view = vm.to_dict()
-        view["dpid"] = dpid_str(where[0]) if where else None
-        view["ofport"] = where[1] if where else None
-        return view
+        return {**vm.to_dict(), **self._where(vm.port)}
+
+    def network_view(self, net: Network) -> dict[str, Any]:
+        return {**net.to_dict(), **self._where(net.port)}
+
+    def _where(self, port: str) -> dict[str, Any]:
+        """Where a port is right now: dpid and ofport, null while no connected switch has it."""
+        where = self.switches.locate(port)
+        return {"dpid": dpid_str(where[0]) if where else None,
+                "ofport": where[1] if where else None}  # fmt: skip
 
     def switches_view(self) -> list[dict[str, Any]]:
         by_port = {vm.port: vm.name for vm in self.policy.vms.values()}

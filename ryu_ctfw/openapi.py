@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ryu_ctfw.policy import PROTOCOLS
+from ryu_ctfw.policy import KINDS, MAX_CIDRS_PER_NETWORK, PORT_NAME_RE, PROTOCOLS, VM_NAME_RE
 
 API = "/ctfw/v1"
 
@@ -26,12 +26,11 @@ def _error(description: str) -> dict[str, Any]:
 
 
 NULLABLE_STR = {"type": "string", "nullable": True}
-NAME_PARAM = {
-    "name": "name",
-    "in": "path",
-    "required": True,
-    "schema": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"},
-}
+# VMs, groups and networks share one rule for names (and one namespace).
+NAME = {"type": "string", "pattern": VM_NAME_RE.pattern}
+NAME_PARAM = {"name": "name", "in": "path", "required": True, "schema": NAME}
+PORT = {"type": "string", "pattern": PORT_NAME_RE.pattern}
+KIND = {"type": "string", "enum": list(KINDS)}
 PAIR_ID_PARAM = {"name": "pair_id", "in": "path", "required": True,
                  "schema": {"type": "integer", "minimum": 1}}  # fmt: skip
 AUTH = [{"bearer": []}]
@@ -72,11 +71,7 @@ SCHEMAS: dict[str, Any] = {
         "required": ["port"],
         "additionalProperties": False,
         "properties": {
-            "port": {
-                "type": "string",
-                "pattern": "^[A-Za-z0-9_.:@-]{1,15}$",
-                "description": "name of the VM's NIC's port on the bridge",
-            },
+            "port": {**PORT, "description": "name of the VM's NIC's port on the bridge"},
             "mac": {
                 "type": "string",
                 "nullable": True,
@@ -105,13 +100,66 @@ SCHEMAS: dict[str, Any] = {
             "learned_mac": NULLABLE_STR,
         },
     },
+    "NetworkBody": {
+        "type": "object",
+        "required": ["port", "cidrs"],
+        "additionalProperties": False,
+        "properties": {
+            "port": {**PORT, "description": "the port (no VM's) the network is reached through"},
+            "cidrs": {
+                "type": "array",
+                "minItems": 1,
+                "maxItems": MAX_CIDRS_PER_NETWORK,
+                "items": {"type": "string"},
+                "description": "IPv4 and/or IPv6 networks without host bits or scope ids,"
+                ' like "198.19.0.0/24" and "2001:db8:19::/48"',
+            },
+        },
+    },
+    "Network": {
+        "type": "object",
+        "properties": {
+            "name": {"type": "string"},
+            "id": {
+                "type": "integer",
+                "description": "given by the controller; its half of the connections' ct_mark",
+            },
+            "port": {"type": "string"},
+            "cidrs": {"type": "array", "items": {"type": "string"}},
+            "dpid": NULLABLE_STR,
+            "ofport": {"type": "integer", "nullable": True},
+        },
+    },
+    "GroupBody": {
+        "type": "object",
+        "required": ["members"],
+        "additionalProperties": False,
+        "properties": {
+            "members": {
+                "type": "array",
+                "items": NAME,
+                "description": "names of VMs, each once (may be empty)",
+            },
+        },
+    },
+    "Group": {
+        "type": "object",
+        "properties": {
+            "name": {"type": "string"},
+            "id": {
+                "type": "integer",
+                "description": "given by the controller; its half of the connections' ct_mark",
+            },
+            "members": {"type": "array", "items": {"type": "string"}},
+        },
+    },
     "PairBody": {
         "type": "object",
         "required": ["initiator", "responder"],
         "additionalProperties": False,
         "properties": {
-            "initiator": {"type": "string"},
-            "responder": {"type": "string"},
+            "initiator": {"type": "string", "description": "a VM, group or network"},
+            "responder": {"type": "string", "description": "a VM, group or network"},
             "protocol": {"type": "string", "enum": list(PROTOCOLS), "default": "any"},
             "ports": {
                 "oneOf": [
@@ -130,6 +178,8 @@ SCHEMAS: dict[str, Any] = {
             "responder": {"type": "string"},
             "protocol": {"type": "string", "enum": list(PROTOCOLS)},
             "ports": NULLABLE_STR,
+            "initiator_kind": KIND,
+            "responder_kind": KIND,
         },
     },
     "Switch": {
@@ -189,11 +239,55 @@ PATHS: dict[str, Any] = {
                     "application/json": {"schema": _ref("VmBody")}}},
                 "responses": {"201": _json(_ref("Vm"), "created"),
                               "200": _json(_ref("Vm"), "updated"),
-                              "409": _error("the port, or the MAC on its bridge, is taken"),
+                              "409": _error("the name is a group's or a network's, the port is"
+                                            " another VM's or a network's, or the MAC is"
+                                            " another VM's on its bridge"),
                               **COMMON_ERRORS}},
         "delete": {"operationId": "delete_vm", "security": AUTH, "responses": {
             "204": {"description": "deleted"}, "404": _error("no such VM"),
-            "409": _error("a pair uses the VM"), **COMMON_ERRORS}},
+            "409": _error("a pair uses the VM, or a group lists it"), **COMMON_ERRORS}},
+    },
+    f"{API}/networks": {
+        "get": {"operationId": "list_networks", "responses": {
+            "200": _json(_list("networks", "Network"), "all networks"), "403": REBINDING}},
+    },
+    f"{API}/networks/{{name}}": {
+        "parameters": [NAME_PARAM],
+        "get": {"operationId": "get_network", "responses": {
+            "200": _json(_ref("Network"), "the network"), "404": _error("no such network"),
+            "403": REBINDING}},
+        "put": {"operationId": "put_network", "security": AUTH,
+                "requestBody": {"required": True, "content": {
+                    "application/json": {"schema": _ref("NetworkBody")}}},
+                "responses": {"201": _json(_ref("Network"), "created"),
+                              "200": _json(_ref("Network"), "updated"),
+                              "409": _error("the name is a VM's or a group's, or the port is a"
+                                            " VM's"),
+                              **COMMON_ERRORS}},
+        "delete": {"operationId": "delete_network", "security": AUTH, "responses": {
+            "204": {"description": "deleted"}, "404": _error("no such network"),
+            "409": _error("a pair uses the network"), **COMMON_ERRORS}},
+    },
+    f"{API}/groups": {
+        "get": {"operationId": "list_groups", "responses": {
+            "200": _json(_list("groups", "Group"), "all groups"), "403": REBINDING}},
+    },
+    f"{API}/groups/{{name}}": {
+        "parameters": [NAME_PARAM],
+        "get": {"operationId": "get_group", "responses": {
+            "200": _json(_ref("Group"), "the group"), "404": _error("no such group"),
+            "403": REBINDING}},
+        "put": {"operationId": "put_group", "security": AUTH,
+                "requestBody": {"required": True, "content": {
+                    "application/json": {"schema": _ref("GroupBody")}}},
+                "responses": {"201": _json(_ref("Group"), "created"),
+                              "200": _json(_ref("Group"), "updated"),
+                              "404": _error("a member is no VM"),
+                              "409": _error("the name is a VM's or a network's"),
+                              **COMMON_ERRORS}},
+        "delete": {"operationId": "delete_group", "security": AUTH, "responses": {
+            "204": {"description": "deleted"}, "404": _error("no such group"),
+            "409": _error("a pair uses the group"), **COMMON_ERRORS}},
     },
     f"{API}/pairs": {
         "get": {"operationId": "list_pairs",
@@ -202,7 +296,7 @@ PATHS: dict[str, Any] = {
                  "requestBody": {"required": True, "content": {
                      "application/json": {"schema": _ref("PairBody")}}},
                  "responses": {"201": _json(_ref("Pair"), "created"),
-                               "404": _error("no such VM"),
+                               "404": _error("no VM, group or network of that name"),
                                "409": _error("the same pair and service exists"),
                                **COMMON_ERRORS}},
     },
@@ -235,8 +329,9 @@ SPEC: dict[str, Any] = {
     "info": {
         "title": "ryu-ctfw",
         "version": "1",
-        "description": "Stateful (conntrack) firewall for Open vSwitch: VMs and the pairs "
-        'that may open connections. Every error is JSON {"error": ...}.',
+        "description": "Stateful (conntrack) firewall for Open vSwitch: VMs, groups of VMs, "
+        "networks behind uplink ports, and the pairs of them that may open connections. "
+        'Every error is JSON {"error": ...}.',
     },
     "paths": PATHS,
     "components": {

@@ -19,7 +19,14 @@ from ryu import cfg
 from ryu.app.wsgi import ControllerBase, Response, WSGIApplication
 
 from ryu_ctfw import openapi
-from ryu_ctfw.policy import PolicyError, pair_request_from_body, validate_vm_name, vm_from_body
+from ryu_ctfw.policy import (
+    PolicyError,
+    group_from_body,
+    network_from_body,
+    pair_request_from_body,
+    validate_vm_name,
+    vm_from_body,
+)
 
 if TYPE_CHECKING:
     from ryu_ctfw.firewall import Firewall
@@ -34,6 +41,10 @@ MUTATING = ("PUT", "POST", "DELETE")
 ROUTES: dict[str, dict[str, str]] = {
     "/vms": {"GET": "list_vms"},
     "/vms/{name}": {"GET": "get_vm", "PUT": "put_vm", "DELETE": "delete_vm"},
+    "/networks": {"GET": "list_networks"},
+    "/networks/{name}": {"GET": "get_network", "PUT": "put_network", "DELETE": "delete_network"},
+    "/groups": {"GET": "list_groups"},
+    "/groups/{name}": {"GET": "get_group", "PUT": "put_group", "DELETE": "delete_group"},
     "/pairs": {"GET": "list_pairs", "POST": "add_pair"},
     "/pairs/{pair_id}": {"GET": "get_pair", "DELETE": "delete_pair"},
     "/switches": {"GET": "list_switches"},
@@ -185,16 +196,55 @@ class CtfwController(ControllerBase):
         self.fw.change(lambda policy: policy.delete_vm(name))
         return json_response(204)
 
+    def list_networks(self, req: Any) -> Response:
+        policy = self.fw.policy
+        return json_response(
+            200, {"networks": [self.fw.network_view(n) for n in policy.networks.values()]}
+        )
+
+    def get_network(self, req: Any, name: str) -> Response:
+        return json_response(200, self.fw.network_view(self.fw.policy.get_network(name)))
+
+    def put_network(self, req: Any, name: str) -> Response:
+        net = network_from_body(name, parse_body(req))
+        created = self.fw.change(lambda policy: policy.put_network(net))
+        view = self.fw.network_view(self.fw.policy.networks[name])
+        return json_response(201 if created else 200, view)
+
+    def delete_network(self, req: Any, name: str) -> Response:
+        validate_vm_name(name, "network")
+        self.fw.change(lambda policy: policy.delete_network(name))
+        return json_response(204)
+
+    def list_groups(self, req: Any) -> Response:
+        return json_response(200, {"groups": [g.to_dict() for g in self.fw.policy.groups.values()]})
+
+    def get_group(self, req: Any, name: str) -> Response:
+        return json_response(200, self.fw.policy.get_group(name).to_dict())
+
+    def put_group(self, req: Any, name: str) -> Response:
+        group = group_from_body(name, parse_body(req))
+        created = self.fw.change(lambda policy: policy.put_group(group))
+        return json_response(201 if created else 200, self.fw.policy.groups[name].to_dict())
+
+    def delete_group(self, req: Any, name: str) -> Response:
+        validate_vm_name(name, "group")
+        self.fw.change(lambda policy: policy.delete_group(name))
+        return json_response(204)
+
     def list_pairs(self, req: Any) -> Response:
-        return json_response(200, {"pairs": [p.to_dict() for p in self.fw.policy.pairs.values()]})
+        policy = self.fw.policy
+        return json_response(200, {"pairs": [policy.pair_view(p) for p in policy.pairs.values()]})
 
     def get_pair(self, req: Any, pair_id: str) -> Response:
-        return json_response(200, self.fw.policy.get_pair(_pair_id(pair_id)).to_dict())
+        policy = self.fw.policy
+        return json_response(200, policy.pair_view(policy.get_pair(_pair_id(pair_id))))
 
     def add_pair(self, req: Any) -> Response:
         request = pair_request_from_body(parse_body(req))
         pair = self.fw.change(lambda policy: policy.add_pair(request))
-        return json_response(201, pair.to_dict(), {"Location": f"{API}/pairs/{pair.id}"})
+        view = self.fw.policy.pair_view(pair)
+        return json_response(201, view, {"Location": f"{API}/pairs/{pair.id}"})
 
     def delete_pair(self, req: Any, pair_id: str) -> Response:
         ident = _pair_id(pair_id)

@@ -6,7 +6,8 @@ fsynced, so after a crash it holds either the old policy or the new one, never a
 
 Rewriting the snapshot costs O(policy), so a change is instead appended to the journal
 (`state.json.journal`, next to it): one JSON record a line, each setting one entity (a VM,
-a pair, the zones, the next pair id) to its new value, null meaning deleted. A change's
+a group, a network, a pair, the zones, the next pair id) to its new value, null meaning
+deleted. A change's
 records go in one write, then an fsync, before the change is answered; a crash in the
 middle leaves a last line without its newline, which loading ignores, so a change is in
 or out, never half. Any other bad line is an error: skipping it would lose a change that
@@ -32,8 +33,11 @@ from pathlib import Path
 from typing import Any
 
 from ryu_ctfw.policy import (
+    MAX_ID,
     Policy,
     PolicyError,
+    group_from_body,
+    network_from_body,
     pair_request_from_body,
     validate_vm_name,
     vm_from_state,
@@ -152,6 +156,13 @@ def _read_snapshot(path: Path) -> Any:
 
 
 Record = tuple[str, Any, Any]  # (kind, key, value): ("vm", name, {...} | None), ...
+# The entities journalled one by one: record kind -> the snapshot's list and its key.
+ENTITIES = {
+    "vm": ("vms", "name"),
+    "group": ("groups", "name"),
+    "network": ("networks", "name"),
+    "pair": ("pairs", "id"),
+}
 
 
 def _read_journal(path: Path) -> list[Record] | None:
@@ -186,6 +197,14 @@ def _record_from_json(obj: Any) -> Record:
             _check_entity(value, "name", name)
             vm_from_state(name, value)
         return ("vm", name, value)
+    for kind, from_body in (("group", group_from_body), ("network", network_from_body)):
+        if keys == {kind, "value"}:
+            name, value = validate_vm_name(obj[kind], kind), obj["value"]
+            if value is not None:
+                _check_entity(value, "name", name)
+                _check_id(kind, value)
+                from_body(name, {k: v for k, v in value.items() if k not in ("id", "name")})
+            return (kind, name, value)
     if keys == {"pair", "value"}:
         pair_id, value = obj["pair"], obj["value"]
         if not _is_count(pair_id):
@@ -215,6 +234,14 @@ def _check_entity(value: Any, key: str, expected: Any) -> None:
         raise ValueError(f"value {value!r} is not the {key} {expected!r} it is recorded for")
 
 
+def _check_id(kind: str, value: dict[str, Any]) -> None:
+    # Groups and networks were journalled with their ids from the start: unlike an old
+    # VM record, one without an id is not from an earlier version but damaged.
+    ident = value.get("id")
+    if not _is_count(ident) or ident > MAX_ID:
+        raise ValueError(f"bad id {ident!r} for {kind} {value['name']!r}")
+
+
 def _is_count(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
@@ -223,7 +250,8 @@ def _replay(path: Path, raw: Any, records: list[Record]) -> dict[str, Any]:
     """The snapshot's JSON with the journal applied, still to be validated as a whole."""
     if not isinstance(raw, dict):
         raise StateFileError(f"state file {path} is corrupt: not a JSON object")
-    entities = {"vm": _keyed(path, raw, "vms", "name"), "pair": _keyed(path, raw, "pairs", "id")}
+    # A snapshot from before groups and networks has no lists for them: empty ones.
+    entities = {kind: _keyed(path, raw, field, key) for kind, (field, key) in ENTITIES.items()}
     out = dict(raw)
     for kind, key, value in records:
         if kind in entities:
@@ -233,13 +261,13 @@ def _replay(path: Path, raw: Any, records: list[Record]) -> dict[str, Any]:
                 entities[kind][key] = value  # in place if known, else at the end
         else:
             out[kind] = value
-    out["vms"] = list(entities["vm"].values())
-    out["pairs"] = list(entities["pair"].values())
+    for kind, (field, _) in ENTITIES.items():
+        out[field] = list(entities[kind].values())
     return out
 
 
 def _keyed(path: Path, raw: dict[str, Any], field: str, key: str) -> dict[Any, Any]:
-    """The snapshot's list of VMs or pairs by name or id, in their order."""
+    """The snapshot's list of VMs, groups, networks or pairs by name or id, in order."""
     items = raw.get(field, [])
     if not isinstance(items, list):
         raise StateFileError(f"state file {path} is corrupt: {field} is not a list")
@@ -317,6 +345,12 @@ def _diff(before: Policy, after: Policy) -> list[dict[str, Any]]:
     for name in _changed(before.vms, after.vms):
         vm = after.vms.get(name)
         out.append({"vm": name, "value": vm.to_dict() if vm else None})
+    for name in _changed(before.networks, after.networks):
+        net = after.networks.get(name)
+        out.append({"network": name, "value": net.to_dict() if net else None})
+    for name in _changed(before.groups, after.groups):
+        group = after.groups.get(name)
+        out.append({"group": name, "value": group.to_dict() if group else None})
     for pair_id in _changed(before.pairs, after.pairs):
         pair = after.pairs.get(pair_id)
         out.append({"pair": pair_id, "value": pair.to_dict() if pair else None})
@@ -331,7 +365,7 @@ def _diff(before: Policy, after: Policy) -> list[dict[str, Any]]:
 
 
 def _changed(old: dict[Any, Any], new: dict[Any, Any]) -> list[Any]:
-    """Keys whose value differs. `Policy.copy` shares unchanged (frozen) VMs and pairs, so
+    """Keys whose value differs. `Policy.copy` shares unchanged (frozen) entities, so
     the identity test skips them without comparing fields; `!=` then drops replacements by
     an equal value (a PUT of the same VM)."""
     changed = []

@@ -55,12 +55,10 @@ def make_api(state_file: Path, token: str | None) -> Api:
 
 
 def populate(api: Api, authorization: str | None) -> None:
-    """vm1 -> vm2, and vm3 in no pair."""
-    for name, port in (("vm1", "tap2"), ("vm2", "tap4"), ("vm3", "tap5")):
-        resp = api.call("PUT", f"/vms/{name}", {"port": port}, authorization)
+    """vm1 -> vm2, vm3 in no pair, the network outside and the group web (vm1)."""
+    for method, path, body in wsgi_client.POPULATE:
+        resp = api.call(method, path, body, authorization)
         assert resp.status_int == 201, resp.text
-    resp = api.call("POST", "/pairs", {"initiator": "vm1", "responder": "vm2"}, authorization)
-    assert resp.status_int == 201, resp.text
 
 
 @pytest.fixture
@@ -149,7 +147,8 @@ def test_the_first_change_of_a_new_firewall_refused_writes_no_state_file(tmp_pat
     assert api.fw.policy.to_dict()["vms"] == []
 
 
-GETS = ["/vms", "/vms/vm1", "/pairs", "/pairs/1", "/switches", "/flows", "/openapi.json"]
+GETS = ["/vms", "/vms/vm1", "/networks", "/networks/outside", "/groups", "/groups/web",
+        "/pairs", "/pairs/1", "/switches", "/flows", "/openapi.json"]  # fmt: skip
 
 
 @pytest.mark.parametrize("path", GETS)

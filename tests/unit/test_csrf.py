@@ -10,6 +10,7 @@ in memory or on disk (snapshot and journal).
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -50,11 +51,9 @@ def make_api(tmp_path: Path, token: str | None = None, listen: str = "127.0.0.1"
     rest.register(wsgi, fw, token, listen_host=listen)
     api = Api(wsgi, fw, tmp_path / "state.json")
     auth = {"Authorization": GOOD} if token else {}
-    for name, port in (("vm1", "tap2"), ("vm2", "tap4"), ("vm3", "tap5")):
-        resp = api.call("PUT", f"/vms/{name}", {"port": port}, {**JSON, **auth})
+    for method, path, body in wsgi_client.POPULATE:
+        resp = api.call(method, path, body, {**JSON, **auth})
         assert resp.status_int == 201, resp.text
-    resp = api.call("POST", "/pairs", {"initiator": "vm1", "responder": "vm2"}, {**JSON, **auth})
-    assert resp.status_int == 201, resp.text
     return api
 
 
@@ -74,11 +73,19 @@ def error(resp: Response, status: int) -> str:
 MUTATIONS, IDS = wsgi_client.MUTATIONS, wsgi_client.MUTATION_IDS
 
 
+def _template(path: str) -> str:
+    """The route template a concrete path is served by: "/vms/vm9" -> "/vms/{name}"."""
+    for template in rest.ROUTES:
+        if re.fullmatch(re.sub(r"\{[^}]+\}", "[^/]+", template), path):
+            return template
+    raise AssertionError(f"no route serves {path}")
+
+
 def test_every_mutating_route_is_covered() -> None:
     routes = {(m, t) for t, methods in rest.ROUTES.items() for m in methods if m in rest.MUTATING}
-    covered = {("PUT", "/vms/{name}"), ("DELETE", "/vms/{name}"), ("POST", "/pairs"),
-               ("DELETE", "/pairs/{pair_id}")}  # fmt: skip
+    covered = {(m, _template(p)) for m, p, _, _ in MUTATIONS}
     assert routes == covered
+    assert {("PUT", "/networks/{name}"), ("DELETE", "/groups/{name}")} <= covered
     assert {m for m, _, _, _ in MUTATIONS} == set(rest.MUTATING)
 
 

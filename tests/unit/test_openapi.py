@@ -21,11 +21,15 @@ from ryu_ctfw import openapi, policy, rest
 from ryu_ctfw.firewall import Firewall
 from ryu_ctfw.openapi import SPEC
 from ryu_ctfw.policy import (
+    KINDS,
     MAC_RE,
+    MAX_CIDRS_PER_NETWORK,
     PORT_NAME_RE,
     PROTOCOLS,
     VM_NAME_RE,
     InvalidInput,
+    group_from_body,
+    network_from_body,
     pair_request_from_body,
     vm_from_body,
 )
@@ -229,8 +233,9 @@ def test_path_parameters_match_the_placeholders(template: str) -> None:
             assert "schema" in param
 
 
-def test_the_name_parameter_is_the_vm_name_rule() -> None:
-    (param,) = SPEC["paths"][f"{API}/vms/{{name}}"]["parameters"]
+@pytest.mark.parametrize("kind", ["vms", "networks", "groups"])
+def test_the_name_parameter_is_the_one_name_rule(kind: str) -> None:
+    (param,) = SPEC["paths"][f"{API}/{kind}/{{name}}"]["parameters"]
     assert param["schema"]["pattern"] == VM_NAME_RE.pattern
 
 
@@ -248,6 +253,77 @@ def test_the_protocol_enum_is_the_policy_protocols() -> None:
     assert schema("Pair")["properties"]["protocol"]["enum"] == list(PROTOCOLS)
     assert schema("PairBody")["properties"]["protocol"]["default"] == "any"
     assert pair_request_from_body({"initiator": "a", "responder": "b"}).protocol == "any"
+
+
+def test_the_pair_kinds_are_the_policy_kinds() -> None:
+    for side in ("initiator_kind", "responder_kind"):
+        assert schema("Pair")["properties"][side] == {"type": "string", "enum": list(KINDS)}
+    assert KINDS == ("vm", "group", "network")
+
+
+def test_the_network_body_is_what_network_from_body_accepts() -> None:
+    body = schema("NetworkBody")
+    assert body["additionalProperties"] is False
+    assert body["properties"]["port"]["pattern"] == PORT_NAME_RE.pattern
+    cidrs = body["properties"]["cidrs"]
+    assert (cidrs["minItems"], cidrs["maxItems"]) == (1, MAX_CIDRS_PER_NETWORK)
+    full = {"port": "uplink0", "cidrs": ["198.19.0.0/24", "2001:db8:19::/48"]}
+    assert set(full) == set(body["properties"]) == set(body["required"])
+    network_from_body("net9", full)
+    for missing in body["required"]:
+        with pytest.raises(InvalidInput, match=f"missing field: {missing}"):
+            network_from_body("net9", {k: v for k, v in full.items() if k != missing})
+    with pytest.raises(InvalidInput, match="unknown field"):
+        network_from_body("net9", {**full, "id": 7})
+    for count, ok in ((0, False), (1, True), (MAX_CIDRS_PER_NETWORK, True),
+                      (MAX_CIDRS_PER_NETWORK + 1, False)):  # fmt: skip
+        many = {**full, "cidrs": [f"10.{i // 256}.{i % 256}.0/24" for i in range(count)]}
+        if ok:
+            network_from_body("net9", many)
+        else:
+            with pytest.raises(InvalidInput, match="invalid cidrs"):
+                network_from_body("net9", many)
+
+
+def test_the_group_body_is_what_group_from_body_accepts() -> None:
+    body = schema("GroupBody")
+    assert body["additionalProperties"] is False
+    assert set(body["properties"]) == set(body["required"]) == {"members"}
+    assert body["properties"]["members"]["items"]["pattern"] == VM_NAME_RE.pattern
+    group_from_body("web", {"members": []})
+    group_from_body("web", {"members": ["vm1", "vm3"]})
+    with pytest.raises(InvalidInput, match="missing field: members"):
+        group_from_body("web", {})
+    with pytest.raises(InvalidInput, match="unknown field"):
+        group_from_body("web", {"members": [], "id": 7})
+    with pytest.raises(InvalidInput, match="invalid VM name"):
+        group_from_body("web", {"members": ["-vm1"]})
+
+
+@pytest.mark.parametrize(("name", "shown"), [("Vm", "vms"), ("Network", "networks"),
+                                             ("Group", "groups")])  # fmt: skip
+def test_the_views_describe_what_the_api_shows(tmp_path: Path, name: str, shown: str) -> None:
+    wsgi = WSGIApplication()
+    rest.register(wsgi, Firewall(tmp_path / "state.json"))
+    bodies = {"vms": {"port": "tap2"}, "groups": {"members": ["vm1"]},
+              "networks": {"port": "uplink0", "cidrs": ["198.19.0.0/24"]}}  # fmt: skip
+    for kind in ("vms", shown):
+        body = json.dumps(bodies[kind]).encode()
+        Request.blank(f"{API}/{kind}/{kind[:-1]}1", method="PUT", body=body).get_response(wsgi)
+    view = json.loads(Request.blank(f"{API}/{shown}/{shown[:-1]}1").get_response(wsgi).body)
+    assert set(view) == set(schema(name)["properties"])
+
+
+def test_the_pair_view_is_described(tmp_path: Path) -> None:
+    wsgi = WSGIApplication()
+    rest.register(wsgi, Firewall(tmp_path / "state.json"))
+    for path, body in (("/vms/vm1", {"port": "tap2"}), ("/vms/vm2", {"port": "tap4"})):
+        Request.blank(API + path, method="PUT", body=json.dumps(body).encode()).get_response(wsgi)
+    pair = {"initiator": "vm1", "responder": "vm2"}
+    resp = Request.blank(f"{API}/pairs", method="POST",
+                         body=json.dumps(pair).encode()).get_response(wsgi)  # fmt: skip
+    assert resp.status_int == 201, resp.text
+    assert set(resp.json) == set(schema("Pair")["properties"])
 
 
 def test_the_vm_body_is_what_vm_from_body_accepts() -> None:

@@ -29,6 +29,8 @@ from ryu_ctfw.switch import Switch, SyncResult
 API = "/ctfw/v1"
 MAC1 = "52:54:00:60:84:ff"
 MAC2 = "52:54:00:99:90:78"
+# What a pair view adds for two VMs (GET /pairs, POST's answer).
+VM_VM = {"initiator_kind": "vm", "responder_kind": "vm"}
 
 
 class Api(wsgi_client.App):
@@ -47,14 +49,19 @@ class Api(wsgi_client.App):
         assert resp.content_type == "application/json"
         return resp.json
 
-    def snapshot(self) -> tuple[Any, Any, bytes | None, int | None]:
-        """What the API shows and what is stored (bytes and inode: a rewrite shows)."""
+    def snapshot(self) -> tuple[Any, ...]:
+        """What the API shows and what is stored (bytes and inode: a rewrite shows; the
+        journal's bytes, where a change goes first)."""
         exists = self.state_file.exists()
+        journal = store.journal_path(self.state_file)
         return (
             self.get_json("/vms"),
             self.get_json("/pairs"),
             self.state_file.read_bytes() if exists else None,
             self.state_file.stat().st_ino if exists else None,
+            self.get_json("/networks"),
+            self.get_json("/groups"),
+            journal.read_bytes() if journal.exists() else None,
         )
 
 
@@ -201,6 +208,7 @@ def test_post_pair(populated: Api) -> None:
         "responder": "vm3",
         "protocol": "any",
         "ports": None,
+        **VM_VM,
     }
     # webob makes Location absolute; the path is what the API defines.
     assert resp.location.endswith(f"{API}/pairs/2")
@@ -208,8 +216,22 @@ def test_post_pair(populated: Api) -> None:
     assert populated.get_json(location) == resp.json
     assert populated.get_json("/pairs") == {
         "pairs": [
-            {"id": 1, "initiator": "vm1", "responder": "vm2", "protocol": "any", "ports": None},
-            {"id": 2, "initiator": "vm2", "responder": "vm3", "protocol": "any", "ports": None},
+            {
+                "id": 1,
+                "initiator": "vm1",
+                "responder": "vm2",
+                "protocol": "any",
+                "ports": None,
+                **VM_VM,
+            },
+            {
+                "id": 2,
+                "initiator": "vm2",
+                "responder": "vm3",
+                "protocol": "any",
+                "ports": None,
+                **VM_VM,
+            },
         ]
     }
 
@@ -402,8 +424,9 @@ def test_a_change_a_switch_refuses_is_502_and_rolled_back(
     message = assert_error(populated.call("DELETE", "/pairs/1"), 502)
     assert "OFPBAC_BAD_TYPE" in message
     assert calls == [0, 1]  # the rollback was synced too
-    vms, pairs, content, _inode = populated.snapshot()
+    vms, pairs, content, _inode, *rest_of_it = populated.snapshot()
     assert (vms, pairs, content) == before[:3]  # rewritten, with the old content
+    assert rest_of_it[:2] == list(before[4:6])
 
 
 def test_a_change_no_switch_confirmed_is_504_and_kept(
@@ -475,7 +498,8 @@ def test_state_file_holds_what_the_api_shows(populated: Api) -> None:
         {k: v for k, v in vm.items() if k not in ("dpid", "ofport")} for vm in shown_vms
     ]
     assert [vm["id"] for vm in stored["vms"]] == [1, 2, 3]
-    assert stored["pairs"] == populated.get_json("/pairs")["pairs"]
+    # The view adds what each side is; the store keeps the pair as given.
+    assert [{**p, **VM_VM} for p in stored["pairs"]] == populated.get_json("/pairs")["pairs"]
     assert [p["id"] for p in stored["pairs"]] == [2]
 
 
@@ -526,12 +550,13 @@ def test_post_pair_with_protocol_and_ports(
         "responder": "vm3",
         "protocol": protocol,
         "ports": ports,
+        **VM_VM,
     }
     assert resp.json == expected
     assert populated.get_json("/pairs/2") == expected
     assert populated.get_json("/pairs")["pairs"][-1] == expected
     stored = store.load(populated.state_file).to_dict()
-    assert stored["pairs"][-1] == expected
+    assert stored["pairs"][-1] == {k: v for k, v in expected.items() if k not in VM_VM}
 
 
 def test_the_same_vms_with_two_services_are_two_pairs(populated: Api) -> None:

@@ -12,16 +12,41 @@ from webob import Request, Response
 
 API = "/ctfw/v1"
 
-# Every mutating route, with a body that succeeds on the unit tests' populated policy
-# (vm1..vm3, pair 1): the auth and cross-site tests run each of them.
+# The unit tests' populated policy, as requests: vm1..vm3, the network "outside" behind
+# uplink0, the group "web" of vm1, and pair 1 (vm1 -> vm2).
+OUTSIDE = {"port": "uplink0", "cidrs": ["198.19.0.0/24", "2001:db8:19::/48"]}
+POPULATE = [
+    ("PUT", "/vms/vm1", {"port": "tap2"}),
+    ("PUT", "/vms/vm2", {"port": "tap4"}),
+    ("PUT", "/vms/vm3", {"port": "tap5"}),
+    ("PUT", "/networks/outside", OUTSIDE),
+    ("PUT", "/groups/web", {"members": ["vm1"]}),
+    ("POST", "/pairs", {"initiator": "vm1", "responder": "vm2"}),
+]
+
+WEB_TO_DNS = {"initiator": "web", "responder": "outside", "protocol": "udp", "ports": "53"}
+# Every mutating route, with a body that succeeds on that populated policy: the auth and
+# cross-site tests run each of them.
 MUTATIONS = [
     ("PUT", "/vms/vm9", {"port": "tap9"}, 201),
     ("PUT", "/vms/vm3", {"port": "tap6"}, 200),
     ("DELETE", "/vms/vm3", None, 204),
+    ("PUT", "/networks/net9", {"port": "uplink9", "cidrs": ["198.19.9.0/24"]}, 201),
+    ("PUT", "/networks/outside", {"port": "uplink0", "cidrs": ["198.19.0.0/24"]}, 200),
+    ("DELETE", "/networks/outside", None, 204),
+    ("PUT", "/groups/grp9", {"members": ["vm2", "vm3"]}, 201),
+    ("PUT", "/groups/web", {"members": []}, 200),
+    ("DELETE", "/groups/web", None, 204),
     ("POST", "/pairs", {"initiator": "vm2", "responder": "vm3"}, 201),
+    ("POST", "/pairs", WEB_TO_DNS, 201),
     ("DELETE", "/pairs/1", None, 204),
 ]
-MUTATION_IDS = [f"{m} {p}" for m, p, _, _ in MUTATIONS]
+# "POST /pairs", "POST /pairs #2": a route tried twice keeps readable, distinct ids.
+MUTATION_IDS = [
+    f"{m} {p}" + (f" #{n}" if n > 1 else "")
+    for i, (m, p, _, _) in enumerate(MUTATIONS)
+    for n in [sum((m, p) == (m2, p2) for m2, p2, _, _ in MUTATIONS[: i + 1])]
+]
 
 
 def call(
