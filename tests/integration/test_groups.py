@@ -135,7 +135,7 @@ def test_membership_changes_cut_and_grant_connections(estate: Estate) -> None:
     env, e = estate.env, estate
     env.pair("web", "db", "tcp", "5432")
     d1 = e["d1"]
-    with servers([d1], "tcp", 5432):
+    with servers([d1, e["d3"]], "tcp", 5432):
         s1 = e["w1"].stream(d1.ip, 5432, DURATION)
         s2 = e["w2"].stream(d1.ip, 5432, DURATION)
         s3 = e["w3"].stream(v6(d1), 5432, DURATION)
@@ -158,6 +158,29 @@ def test_membership_changes_cut_and_grant_connections(estate: Estate) -> None:
         assert w4.tcp(d1.ip, 5432), "w4 joined web: it may open tcp/5432 to db"
         assert w4.tcp(v6(e["d3"]), 5432), "to every member, over IPv6 too"
         assert seen(watch) == [0]
+
+
+def test_a_responder_leaving_is_cut_and_a_member_of_two_groups_keeps_the_other(
+    estate: Estate,
+) -> None:
+    env, e = estate.env, estate
+    env.pair("web", "db", "tcp", "5432")
+    env.group("ops", ["w2"])
+    env.pair("ops", "db", "tcp", "5432")  # the same service for w2 by another group
+    with servers([e["d1"], e["d3"]], "tcp", 5432):
+        to_d1 = e["w1"].stream(e["d1"].ip, 5432, DURATION)
+        to_d3 = e["w1"].stream(e["d3"].ip, 5432, DURATION)
+        w2_d3 = e["w2"].stream(e["d3"].ip, 5432, DURATION)
+        time.sleep(2)
+        cut_db = time.time()
+        env.group("db", ["d2", "d3"])  # d1 leaves db
+        env.group("web", ["w1", "w3"])  # w2 leaves web, but stays in ops
+        t_d1, t_d3, t_w2 = stream_times(to_d1), stream_times(to_d3), stream_times(w2_d3)
+    assert any(t < cut_db for t in t_d1), "w1 -> d1 never worked before the cut"
+    late = [t - cut_db for t in t_d1 if t > cut_db + 1.0]
+    assert not late, f"w1 -> d1 still passed after d1 left db (s after): {late}"
+    assert any(t > cut_db + 2 for t in t_d3), "w1 -> d3 should live on"
+    assert any(t > cut_db + 2 for t in t_w2), "w2 -> d3 is still allowed through ops"
 
 
 def test_a_vm_listed_by_a_group_cannot_be_deleted(estate: Estate) -> None:

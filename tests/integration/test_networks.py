@@ -82,13 +82,12 @@ def test_a_vm_may_open_udp53_to_the_network_and_nothing_more(world: World) -> No
     env, vm1, vm2, out = world.env, world.vm1, world.vm2, world.out
     env.pair("vm1", NET, "udp", "53")
     with servers(out, ("udp", 53), ("tcp", 22)), servers(vm1, ("tcp", 22), ("udp", 53)):
-        # Allowed, to any address of the network, both families: the requests reach the
-        # outside host (by the uplink), the replies come back, and vm2 sees none of it.
+        # Allowed, both families: the requests reach the outside host (by the uplink),
+        # the replies come back, and vm2 sees none of it.
         watch = sniff(lab.PROBE, out, vm2)
         assert vm1.udp(OUT4, 53), "vm1 -> 198.19.0.1 udp/53 (the reply came back)"
-        assert vm1.udp(lab.OUTSIDE4_OTHER, 53), "another address in the network's CIDRs"
         assert vm1.udp(OUT6, 53), "vm1 -> 2001:db8:19::1 udp/53"
-        assert seen(watch) == [3, 0], "the three requests reached the outside, vm2 none"
+        assert seen(watch) == [2, 0], "the two requests reached the outside, vm2 none"
 
         # Refused (the control is the udp/53 exchange above on the same path): another
         # service, an address behind the router outside the CIDRs, a VM with no pair.
@@ -158,6 +157,9 @@ def test_vms_resolve_their_gateway_and_ping_through_it(world: World) -> None:
     watch = sniff(flow_marker(vm1.ip, OUT4), vm2) + sniff(flow_marker(OUT4, vm1.ip), vm2)
     assert vm1.ping(OUT4), "vm1 pings 198.19.0.1 via 198.18.0.254"
     assert vm1.ping(OUT6), "vm1 pings 2001:db8:19::1 via 2001:db8::fe"
+    # Any address in the CIDRs (a ping, since the lab's UDP server answers from its
+    # primary address).
+    assert vm1.ping(lab.OUTSIDE4_OTHER), "vm1 pings 198.19.0.77"
     assert seen(watch) == [0, 0], "requests and replies went by port, vm2 saw none"
     for gateway in (lab.GATEWAY4, lab.GATEWAY6):
         neigh = vm1.exec(["ip", "neigh", "show", gateway]).stdout
@@ -219,7 +221,7 @@ def test_forged_frames_from_the_uplink_are_dropped(world: World) -> None:
     )
 
 
-def test_tagged_frames_from_a_vm_do_not_leave_by_the_uplink(world: World) -> None:
+def test_frames_from_a_vm_to_the_network_leave_by_its_port_untagged(world: World) -> None:
     env, vm1, up = world.env, world.vm1, world.up
     env.pair("vm1", NET, "udp", "53")
     mark = marker()
@@ -229,6 +231,35 @@ def test_tagged_frames_from_a_vm_do_not_leave_by_the_uplink(world: World) -> Non
     for tci, tpid in ((5, 0x8100), (0, 0x8100), (5, 0x88A8)):
         vm1.send_frame(frames.tagged(plain, tci, tpid))
     assert seen(watch) == [1, 0], "only the untagged datagram reaches the uplink"
+
+    # Traffic for the network goes by its port: addressed to vm2's MAC or to broadcast,
+    # a datagram for the outside is not delivered to vm2 (the control is above).
+    watch = sniff(mark, world.vm2)
+    vm1.send_frame(frames.udp_frame(vm1.mac, world.vm2.mac, vm1.ip, OUT4, mark, dst_port=53))
+    vm1.send_frame(frames.udp_frame(vm1.mac, "ff:ff:ff:ff:ff:ff", vm1.ip, OUT4, mark, dst_port=53))
+    assert seen(watch) == [0]
+
+
+def test_replies_from_the_network_reach_only_the_vm_that_asked(world: World) -> None:
+    env, vm1, vm2, up = world.env, world.vm1, world.vm2, world.up
+    env.pair("vm1", NET, "udp", "53")
+    env.pair("vm2", NET, "udp", "53")
+    with servers(world.out, ("udp", 53)):
+        assert vm1.udp(OUT4, 53, sport=40601), "vm1's connection 40601 -> 198.19.0.1:53"
+    mark = marker()
+
+    def reply(dst_mac: str, dst_ip: str) -> bytes:
+        return frames.udp_frame(up.mac, dst_mac, OUT4, dst_ip, mark, dst_port=40601,
+                                src_port=53)  # fmt: skip
+
+    watch = sniff(mark, vm1, vm2)
+    # Steered to vm2 (its MAC, with vm1's or its own address), or broadcast: vm2 also
+    # has a udp/53 pair with the network, but this connection is vm1's.
+    up.router.send_frame(reply(vm2.mac, vm1.ip))
+    up.router.send_frame(reply(vm2.mac, vm2.ip))
+    up.router.send_frame(reply("ff:ff:ff:ff:ff:ff", vm1.ip))
+    up.router.send_frame(reply(vm1.mac, vm1.ip))  # control: a true late reply
+    assert seen(watch) == [1, 0], "only the true reply, and only to vm1"
 
 
 DURATION = 6.0
@@ -291,3 +322,32 @@ def test_network_api_and_a_network_in_use(world: World) -> None:
     assert env.ctl.api("DELETE", f"/ctfw/v1/pairs/{pair_id}")[0] == 204
     assert env.ctl.api("DELETE", f"/ctfw/v1/networks/{NET}")[0] == 204
     assert env.ctl.api("GET", f"/ctfw/v1/networks/{NET}")[0] == 404
+
+
+def test_a_group_and_the_network(world: World) -> None:
+    env, vm1, vm2, out = world.env, world.vm1, world.vm2, world.out
+    vm3 = env.vm("vm3", 4, 3, ipv6=True)  # in no group
+    lab.default_route(vm3)
+    env.group("clients", ["vm1", "vm2"])
+    env.pair("clients", NET, "udp", "53")
+    env.pair(NET, "clients", "tcp", "443")
+    with (
+        servers(out, ("udp", 53)),
+        servers(vm1, ("tcp", 443)),
+        servers(vm2, ("tcp", 443)),
+        servers(vm3, ("tcp", 443)),
+    ):
+        watch = sniff(lab.PROBE, vm3)
+        assert vm1.udp(OUT4, 53) and vm2.udp(OUT4, 53), "every member -> the network"
+        assert vm2.udp(OUT6, 53), "over IPv6 too"
+        assert out.tcp(vm1.ip, 443) and out.tcp(vm2.ip, 443), "the network -> every member"
+        assert out.tcp(v6(vm1), 443), "over IPv6 too"
+        assert seen(watch) == [0], "vm3 saw none of it"
+        # vm3 is in no group: the controls are vm1's and vm2's exchanges above.
+        watch = [
+            Sniffer(out, flow_marker(vm3.ip, OUT4, 40531, 53)),
+            Sniffer(vm3, flow_marker(OUT4, vm3.ip, 40532, 443)),
+        ]
+        assert not vm3.udp(OUT4, 53, timeout=1, sport=40531)
+        assert not out.tcp(vm3.ip, 443, timeout=1, sport=40532)
+        assert seen(watch) == [0, 0]
