@@ -35,7 +35,7 @@ from ryu_ctfw.fields import (
     TEXT_ORDER,
     CtState,
 )
-from ryu_ctfw.policy import Pair, Policy, Vm
+from ryu_ctfw.policy import Network, Pair, Policy, Vm
 
 ETH_TYPE_IP = 0x0800
 ETH_TYPE_ARP = 0x0806
@@ -58,6 +58,7 @@ KIND_BASE = 0
 KIND_VM = 1  # id = ofport
 KIND_PAIR = 2  # id = pair id
 KIND_LEARN = 3  # id = ofport
+KIND_NETWORK = 4  # id = the network's id
 
 _PROTO_NAMES = {
     (ETH_TYPE_IP, None): "ip", (ETH_TYPE_IP, PROTO_TCP): "tcp",
@@ -99,7 +100,7 @@ class Match(NamedTuple):
     eth_src: str | None = None
     eth_dst: str | None = None  # a MAC, or "mac/mask"
     ip_proto: int | None = None
-    ipv4_src: str | None = None
+    ipv4_src: str | None = None  # an address, or a network "addr/prefix"
     ipv6_src: str | None = None
     ip_frag: str | None = None  # "later", as ovs-ofctl spells it
     arp_spa: str | None = None
@@ -112,6 +113,9 @@ class Match(NamedTuple):
     nd_tll: str | None = None
     ct_state: CtState | None = None
     ct_mark: int | None = None
+    conj_id: int | None = None
+    ipv4_dst: str | None = None  # an address or a network "addr/prefix", as the sources
+    ipv6_dst: str | None = None
 
     def fields(self) -> dict[str, str | int]:
         """The match as ovs-ofctl field names and values (for the REST view)."""
@@ -177,6 +181,18 @@ class Ct(NamedTuple):
         return f"ct({','.join(args)})"
 
 
+class Conjunction(NamedTuple):
+    """One dimension (`clause` of `n_clauses`, from 1) of the conjunctive match `id`: a
+    flow whose actions are only these takes part in conjunctive matches, never acts."""
+
+    id: int
+    clause: int
+    n_clauses: int
+
+    def text(self) -> str:
+        return f"conjunction({self.id},{self.clause}/{self.n_clauses})"
+
+
 class Goto(NamedTuple):
     """Continue in a later table (an OpenFlow goto-table instruction)."""
 
@@ -195,7 +211,7 @@ class Meter(NamedTuple):
         return f"meter:{self.meter_id}"
 
 
-Action = Output | Ct | Goto | Meter
+Action = Output | Ct | Goto | Meter | Conjunction
 
 
 class Flow(NamedTuple):
@@ -245,6 +261,9 @@ P_MAC_VM_FALSE_ND = 121
 P_MAC_VM_IP = 120
 P_VM_GUARD = 110  # anything else from a VM port: forged, dropped
 P_CLAIMED_MAC = 108  # a VM's MAC, sent (or advertised) from another port
+# A network's port, below the claims: nothing from it may use a VM's MAC or addresses.
+P_NET_IN = 107  # IP from the network's CIDRs (to conntrack), and its ND
+P_NET_SPOOFED = 106  # other IP from the network's port: a source it cannot have, dropped
 P_ND = 105  # Neighbor Discovery from other ports (it must not go through conntrack)
 P_IP = 100  # IPv4 / IPv6 from other ports, to conntrack
 P_ARP = 10
@@ -252,11 +271,15 @@ P_DEFAULT_DROP = 1
 # Table 1.
 P_INVALID = 200
 P_PAIR = 100
+# Pairs with a group or a network side: conjunctive matches, below the VM pairs' plain
+# lines (a packet both allow takes the VM pair's; the two kinds must not share a priority).
+P_LINK = 90
 P_BLOCK = 10
 P_DENY = 0
 # Table 2.
 P_DELIVER = 100
 P_FLOOD = 50
+P_TO_NETWORK = 40  # unicast ARP / ND for a MAC that is no VM's (a gateway's): to a network
 
 
 @lru_cache(maxsize=64)
@@ -529,7 +552,11 @@ def compile_keyed(
     """compile_switch as OpenFlow identity -> flow, the form a sync compares."""
     flows = list(base_flows(zone))
     for name, at in sorted(attached.items()):
-        flows += vm_port_flows(policy.vms[name], at, zone)
+        if name in policy.vms:
+            flows += vm_port_flows(policy.vms[name], at, zone)
+    for name, at in sorted(attached.items()):
+        if name in policy.networks:
+            flows += network_port_flows(policy.networks[name], at, zone)
     for _, pair in sorted(policy.pairs.items()):
         flows += pair_unit_flows(policy, pair, attached, zone)
     return dedupe_keyed(flows)
@@ -538,13 +565,18 @@ def compile_keyed(
 def pair_unit_flows(
     policy: Policy, pair: Pair, attached: Mapping[str, Attachment], zone: int
 ) -> tuple[Flow, ...]:
-    """A pair's lines on one switch, or none while its VMs are not both there with known
-    MACs (nothing to allow here)."""
-    ini, res = attached.get(pair.initiator), attached.get(pair.responder)
-    if ini is None or res is None or ini.mac is None or res.mac is None:
+    """A pair's lines on one switch, or none while its sides are not there (nothing to
+    allow here): a VM pair's plain lines, or a group / network pair's conjunctions."""
+    if pair.initiator in policy.vms and pair.responder in policy.vms:
+        ini, res = attached.get(pair.initiator), attached.get(pair.responder)
+        if ini is None or res is None or ini.mac is None or res.mac is None:
+            return ()
+        mark = link_mark(policy.vms[pair.initiator].id, policy.vms[pair.responder].id)
+        return pair_flows(pair, ini, res, zone, mark)
+    x, y = side(policy, pair.initiator, attached), side(policy, pair.responder, attached)
+    if x is None or y is None:
         return ()
-    mark = link_mark(policy.vms[pair.initiator].id, policy.vms[pair.responder].id)
-    return pair_flows(pair, ini, res, zone, mark)
+    return link_flows(pair, x, y, zone)
 
 
 def dedupe(flows: Iterable[Flow]) -> list[Flow]:
@@ -553,10 +585,157 @@ def dedupe(flows: Iterable[Flow]) -> list[Flow]:
 
 
 def dedupe_keyed(flows: Iterable[Flow]) -> dict[tuple, Flow]:
+    """One flow per OpenFlow identity: the first, or, for a conjunction clause that several
+    conjunctive matches share, one flow with all their conjunction actions."""
     seen: dict[tuple, Flow] = {}
     for f in flows:
-        seen.setdefault(f.key, f)
+        have = seen.get(f.key)
+        if have is None:
+            seen[f.key] = f
+        elif is_clause(have) and is_clause(f) and have.actions != f.actions:
+            seen[f.key] = merge_clauses([have, f])
     return seen
+
+
+def is_clause(flow: Flow) -> bool:
+    return bool(flow.actions) and all(isinstance(a, Conjunction) for a in flow.actions)
+
+
+def merge_clauses(flows: Iterable[Flow]) -> Flow:
+    """One flow for clauses of several conjunctive matches with the same match: the first's
+    identity and cookie, every conjunction action once, in a fixed order (the switch keeps
+    the order it is given, so the bytes compare equal on read-back)."""
+    flows = list(flows)
+    actions = sorted({a for f in flows for a in f.actions})  # type: ignore[type-var]
+    return flows[0]._replace(actions=tuple(actions))
+
+
+# --- networks, and pairs with a group or network side ----------------------------------------
+
+
+def _family(cidr: str) -> int:
+    return ETH_TYPE_IP if ipaddress.ip_network(cidr).version == 4 else ETH_TYPE_IPV6
+
+
+def _source(cidr: str) -> Match:
+    fam = _family(cidr)
+    return Match(eth_type=fam, **{"ipv4_src" if fam == ETH_TYPE_IP else "ipv6_src": cidr})  # type: ignore[arg-type]
+
+
+def _destination(cidr: str) -> Match:
+    fam = _family(cidr)
+    return Match(eth_type=fam, **{"ipv4_dst" if fam == ETH_TYPE_IP else "ipv6_dst": cidr})  # type: ignore[arg-type]
+
+
+@lru_cache(maxsize=1 << 12)
+def network_port_flows(net: Network, at: Attachment, zone: int) -> tuple[Flow, ...]:
+    """A network's port in table 0: untagged IP from its CIDRs goes to conntrack, its
+    Neighbor Discovery to delivery, any other IP is a forged source (counted, dropped).
+    The claim lines above already stop it using a VM's MAC or registered addresses. In
+    table 2, unicast ARP / ND for a MAC that is no VM's (the gateway's) goes out here."""
+    port = at.ofport
+    t0 = TABLE_CLASSIFY
+    to_ct = (Ct(table=TABLE_POLICY, zone=zone),)
+    lines: list[Line] = [
+        (t0, P_VM_TAGGED, Match(in_port=port, vlan_tci=VLAN_TAGGED), ()),
+        *((t0, P_NET_IN, _icmp6(nd, in_port=port), (TO_DELIVERY,))
+          for nd in (ND_RS, ND_RA, ND_NS, ND_NA)),
+        *((t0, P_NET_IN, _source(cidr)._replace(in_port=port), to_ct) for cidr in net.cidrs),
+        *((t0, P_NET_SPOOFED, Match(in_port=port, eth_type=fam), ()) for fam in FAMILIES),
+        (TABLE_DELIVER, P_TO_NETWORK, Match(), (Output(port),)),
+    ]  # fmt: skip
+    return _flows(lines, cookie(KIND_NETWORK, net.id))
+
+
+class Side(NamedTuple):
+    """One side of a pair as the flows see it on one switch."""
+
+    id: int  # the VM's, group's or network's id: half of the link's mark
+    ports: tuple[int, ...]  # where its packets come in: members' ports, or the network's
+    macs: tuple[str, ...]  # members' MACs (a VM or group side); () for a network
+    network_port: int | None = None
+    cidrs: tuple[str, ...] = ()
+
+
+def side(policy: Policy, name: str, attached: Mapping[str, Attachment]) -> Side | None:
+    """A pair side on this switch, or None when nothing of it is here: a network whose port
+    is absent, or a VM / group with no member attached with a known MAC."""
+    net = policy.networks.get(name)
+    if net is not None:
+        at = attached.get(name)
+        if at is None:
+            return None
+        return Side(net.id, (at.ofport,), (), at.ofport, net.cidrs)
+    here = [attached.get(m) for m in policy.members(name)]
+    known = sorted({(a.ofport, a.mac) for a in here if a is not None and a.mac is not None})
+    if not known:
+        return None
+    return Side(policy.endpoint_id(name), tuple(p for p, _ in known), tuple(m for _, m in known))
+
+
+def conj_id(kind: int, initiator_id: int, responder_id: int) -> int:
+    """The id of one of a link's conjunctive matches: unique in table 1, fixed by the link."""
+    return kind << 30 | initiator_id << 15 | responder_id
+
+
+CONJ_ORIGINAL, CONJ_BACK, CONJ_THERE = 0, 1, 2
+
+
+@lru_cache(maxsize=1 << 14)
+def link_flows(pair: Pair, x: Side, y: Side, zone: int) -> tuple[Flow, ...]:
+    """Table 1 for a pair whose initiator side `x` or responder side `y` is a group or a
+    network, as three conjunctive matches, so the lines grow with members plus services,
+    not members times members.
+
+    Original direction (new or established): the packet comes in by a port of x, is for a
+    MAC of y (or an address in y's CIDRs) and is one of the pair's services; it is committed
+    with the link's mark (x id << 16 | y id) and delivered: by table 2, which outputs to the
+    port of the MAC it is for, or out the network's port. Back: replies and related packets
+    with the mark, from a port of y to a MAC of x (or out x's network port). There: related
+    packets with the mark from x to y. A member that leaves a side loses its clause lines,
+    and with them its connections' next packets (blocked) and replies (no line)."""
+    pc = cookie(KIND_PAIR, pair.id)
+    mark = link_mark(x.id, y.id)
+    lines: list[tuple[Match, tuple[Action, ...]]] = []
+
+    orig = conj_id(CONJ_ORIGINAL, x.id, y.id)
+    lines += [(Match(in_port=p), (Conjunction(orig, 1, 3),)) for p in x.ports]
+    lines += [(m, (Conjunction(orig, 2, 3),)) for m in _to(y)]
+    svc = [s.original()._replace(ct_state=ORIGINAL) for s in services(pair)]
+    svc += [Match(ct_state=ORIGINAL, eth_type=fam, ip_frag="later") for fam in FAMILIES]
+    lines += [(m, (Conjunction(orig, 3, 3),)) for m in svc]
+    admit = (Ct(commit=True, zone=zone, mark=mark), _deliver(y))
+    lines += [(Match(conj_id=orig, eth_type=fam), admit) for fam in FAMILIES]  # ct needs ip
+
+    back = conj_id(CONJ_BACK, x.id, y.id)
+    lines += _two_way(back, y, x, mark)
+    lines += [(Match(conj_id=back, ct_state=st), (_deliver(x),)) for st in (EST_REPLY, RELATED)]
+    if x != y:  # a group paired with itself: "back" already covers both ways
+        there = conj_id(CONJ_THERE, x.id, y.id)
+        lines += _two_way(there, x, y, mark)
+        lines.append((Match(conj_id=there, ct_state=RELATED), (_deliver(y),)))
+    return tuple(dedupe(Flow(TABLE_POLICY, P_LINK, m, acts, pc) for m, acts in lines))
+
+
+def _to(s: Side) -> list[Match]:
+    """What a packet for side `s` matches: a member's MAC, or an address in its CIDRs."""
+    if s.network_port is not None:
+        return [_destination(c) for c in s.cidrs]
+    return [Match(eth_dst=mac) for mac in s.macs]
+
+
+def _deliver(s: Side) -> Action:
+    return Output(s.network_port) if s.network_port is not None else TO_DELIVERY
+
+
+def _two_way(cid: int, src: Side, dst: Side, mark: int) -> list[tuple[Match, tuple[Action, ...]]]:
+    """A conjunctive match of packets with the link's mark from `src`'s ports to `dst`."""
+    lines = [(Match(ct_mark=mark, in_port=p), (Conjunction(cid, 1, 2),)) for p in src.ports]
+    if dst.network_port is not None:  # out the network's port: any destination address
+        lines.append((Match(ct_mark=mark), (Conjunction(cid, 2, 2),)))
+    else:
+        lines += [(Match(ct_mark=mark, eth_dst=mac), (Conjunction(cid, 2, 2),)) for mac in dst.macs]
+    return lines
 
 
 def render(flows: Iterable[Flow]) -> str:

@@ -93,6 +93,35 @@ def _ip() -> Codec:
     )
 
 
+def _ip_or_net() -> Codec:
+    """An address, or a network "addr/prefix" (a CIDR mask; a full one packs exact, as
+    OVS does)."""
+
+    def pack(v: str) -> tuple[bytes, bytes | None]:
+        if "/" not in v:
+            return ipaddress.ip_address(v).packed, None
+        net = ipaddress.ip_network(v)
+        if net.prefixlen == net.max_prefixlen:
+            return net.network_address.packed, None
+        return net.network_address.packed, net.netmask.packed
+
+    def unpack(b: bytes, m: bytes | None) -> str | None:
+        addr = ipaddress.ip_address(b)
+        if m is None:
+            return str(addr)
+        bits = int.from_bytes(m, "big")
+        width = 8 * len(m)
+        prefix = width - (~bits & ((1 << width) - 1)).bit_length()
+        if bits != ((1 << width) - 1) ^ ((1 << (width - prefix)) - 1):
+            return None  # not a CIDR mask: nothing we make
+        try:
+            return str(ipaddress.ip_network(f"{addr}/{prefix}"))
+        except ValueError:  # host bits set
+            return None
+
+    return Codec(pack, unpack, str)
+
+
 CT_NEW, CT_EST, CT_REL, CT_RPL, CT_INV, CT_TRK = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20
 _CT_NAMES = [
     (CT_NEW, "new"), (CT_EST, "est"), (CT_REL, "rel"),
@@ -169,13 +198,16 @@ def _f(attr: str, label: str, codec: Codec, cls: int, field: int) -> Field:
 
 # In the order OVS writes them (OpenFlow 1.3 OXM numbers, section 7.2.3.7; Nicira's NXM_1).
 FIELDS: tuple[Field, ...] = (
+    _f("conj_id", "conj_id", _uint(4), NXM_1, 37),
     _f("in_port", "in_port", _uint(4), OXM_OF, 0),
     _f("eth_src", "dl_src", _mac(), OXM_OF, 4),
     _f("eth_dst", "dl_dst", _mac(), OXM_OF, 3),
     _f("eth_type", "dl_type", _uint(2), OXM_OF, 5),
     _f("vlan_tci", "vlan_tci", _vlan(), OXM_OF, 6),
-    _f("ipv4_src", "nw_src", _ip(), OXM_OF, 11),
-    _f("ipv6_src", "ipv6_src", _ip(), OXM_OF, 26),
+    _f("ipv4_src", "nw_src", _ip_or_net(), OXM_OF, 11),
+    _f("ipv4_dst", "nw_dst", _ip_or_net(), OXM_OF, 12),
+    _f("ipv6_src", "ipv6_src", _ip_or_net(), OXM_OF, 26),
+    _f("ipv6_dst", "ipv6_dst", _ip_or_net(), OXM_OF, 27),
     _f("ip_frag", "nw_frag", _frag(), NXM_1, 26),
     _f("ip_proto", "nw_proto", _uint(1), OXM_OF, 10),
     Field("tp_src", "tp_src", _masked16(), _l4(13, 15), ((OXM_OF, 13), (OXM_OF, 15))),
@@ -195,7 +227,7 @@ BY_TLV = {tlv: f for f in FIELDS for tlv in f.decode_as}
 # How ovs-ofctl orders them in a line. eth_type and ip_proto print as one protocol name
 # ("tcp6") where they have one, in the place of eth_type.
 TEXT_ORDER: tuple[str, ...] = (
-    "ct_state", "ct_mark", "eth_type", "in_port", "vlan_tci", "eth_src", "eth_dst",
-    "ipv4_src", "ipv6_src", "arp_spa", "arp_sha", "ip_frag", "tp_src", "tp_dst",
-    "icmp_type", "nd_target", "nd_sll", "nd_tll",
+    "conj_id", "ct_state", "ct_mark", "eth_type", "in_port", "vlan_tci", "eth_src", "eth_dst",
+    "ipv4_src", "ipv4_dst", "ipv6_src", "ipv6_dst", "arp_spa", "arp_sha", "ip_frag", "tp_src",
+    "tp_dst", "icmp_type", "nd_target", "nd_sll", "nd_tll",
 )  # fmt: skip

@@ -1,17 +1,20 @@
 """The flows one switch should hold, kept per unit so a change costs what it touches.
 
 A unit is a part of the policy that makes flows on its own: the base lines, one VM's port,
-one pair. `FlowSet.update()` takes the policy, the attachments and the zone, recompiles only
-the units whose inputs changed since the last update (VMs and pairs are immutable and
-policies are shallow copies, so "changed" is mostly an identity test), and returns the
-flows to add or replace and the flows to delete. A REST call that adds one pair thus
+one network's port, one pair. `FlowSet.update()` takes the policy, the attachments and the
+zone, recompiles only the units whose inputs changed since the last update (VMs, groups,
+networks and pairs are immutable and policies are shallow copies, so "changed" is mostly
+an identity test), and returns the flows to add or replace and the flows to delete. A
+REST call that adds one pair thus
 compiles and compares that pair's half dozen flows, not the whole switch.
 
 Two units can make a flow with the same OpenFlow identity (two pairs between the same VMs
 whose port ranges share a prefix block). The switch holds one flow per identity, so each
 identity keeps the list of units that make it and the first unit in compile order (base,
-VMs by name, pairs by id, as `compile_keyed` does) decides the flow's cookie; when that
-unit goes, the next one takes the flow over instead of the flow disappearing.
+VMs by name, networks by name, pairs by id, as `compile_keyed` does) decides the flow's
+cookie; when that unit goes, the next one takes the flow over instead of the flow
+disappearing. A conjunction clause is the exception: two group pairs that share a member
+share its clause line, which then carries both conjunction actions (compiler.merge_clauses).
 
 Pure: no Ryu, no I/O. tests/unit/test_flowset.py checks that any sequence of updates ends
 with exactly `compile_keyed` of the final inputs.
@@ -24,17 +27,22 @@ from dataclasses import dataclass, field
 
 from ryu_ctfw.compiler import (
     KIND_BASE,
+    KIND_NETWORK,
     KIND_PAIR,
     KIND_VM,
     Attachment,
     Flow,
     base_flows,
+    is_clause,
+    merge_clauses,
+    network_port_flows,
     pair_unit_flows,
     vm_port_flows,
 )
 from ryu_ctfw.policy import Policy
 
-Unit = tuple[int, str | int]  # (KIND_BASE, 0) | (KIND_VM, vm name) | (KIND_PAIR, pair id)
+# (KIND_BASE, 0) | (KIND_VM, vm name) | (KIND_NETWORK, network name) | (KIND_PAIR, pair id)
+Unit = tuple[int, str | int]
 Key = tuple  # Flow.key: (table, priority, match)
 BASE: Unit = (KIND_BASE, 0)
 
@@ -65,10 +73,15 @@ class FlowSet:
     def flow(self, key: Key) -> Flow | None:
         """The flow the switch should hold for `key`: its first owner's."""
         owners = self.owners.get(key)
-        return owners[0][1] if owners else None
+        if not owners:
+            return None
+        return owners[0][1] if len(owners) == 1 else _shared(owners)
 
     def flows(self) -> dict[Key, Flow]:
-        return {key: owners[0][1] for key, owners in self.owners.items()}
+        return {
+            key: owners[0][1] if len(owners) == 1 else _shared(owners)
+            for key, owners in self.owners.items()
+        }
 
     @classmethod
     def build(
@@ -129,22 +142,31 @@ class FlowSet:
     def _touched(self, policy: Policy, attached: Mapping[str, Attachment]) -> list[Unit]:
         old_policy, old_attached = self.policy, self.attached
         assert old_policy is not None
-        vms = {
-            name
-            for name in old_policy.vms.keys() | policy.vms.keys()
-            if old_policy.vms.get(name) is not policy.vms.get(name)
-            or old_attached.get(name) != attached.get(name)
-        }
-        pairs = {
-            pid
-            for pid in old_policy.pairs.keys() | policy.pairs.keys()
-            if old_policy.pairs.get(pid) is not policy.pairs.get(pid)
-        }
-        if vms:  # a pair's flows depend on where its VMs are and which MACs they have
-            pairs |= {
-                p.id for p in policy.pairs.values() if p.initiator in vms or p.responder in vms
+
+        def changed(old: Mapping, new: Mapping, where: bool = True) -> set:
+            return {
+                name
+                for name in old.keys() | new.keys()
+                if old.get(name) is not new.get(name)
+                or (where and old_attached.get(name) != attached.get(name))
             }
-        return [*((KIND_VM, n) for n in sorted(vms)), *((KIND_PAIR, i) for i in sorted(pairs))]
+
+        vms = changed(old_policy.vms, policy.vms)
+        networks = changed(old_policy.networks, policy.networks)
+        groups = changed(old_policy.groups, policy.groups, where=False)
+        # A group pair's flows depend on its members' places and MACs as well.
+        groups |= {g.name for g in policy.groups.values() if vms.intersection(g.members)}
+        sides = vms | networks | groups
+        pairs = changed(old_policy.pairs, policy.pairs, where=False)
+        if sides:  # a pair's flows depend on where its sides are and which MACs they have
+            pairs |= {
+                p.id for p in policy.pairs.values() if p.initiator in sides or p.responder in sides
+            }
+        return [
+            *((KIND_VM, n) for n in sorted(vms)),
+            *((KIND_NETWORK, n) for n in sorted(networks)),
+            *((KIND_PAIR, i) for i in sorted(pairs)),
+        ]
 
     def _replace(self, unit: Unit, old: tuple[Flow, ...], flows: tuple[Flow, ...]) -> None:
         for key in {f.key for f in old}:
@@ -165,9 +187,21 @@ class FlowSet:
             self.units.pop(unit, None)
 
 
+def _shared(owners: list[tuple[Unit, Flow]]) -> Flow:
+    """The flow several units make with one identity: the first's, or all their
+    conjunction actions on one clause line."""
+    first = owners[0][1]
+    if not is_clause(first):
+        return first
+    return merge_clauses(f for _, f in owners if is_clause(f))
+
+
 def _all_units(policy: Policy) -> list[Unit]:
-    vms = sorted(policy.vms)
-    return [*((KIND_VM, n) for n in vms), *((KIND_PAIR, i) for i in sorted(policy.pairs))]
+    return [
+        *((KIND_VM, n) for n in sorted(policy.vms)),
+        *((KIND_NETWORK, n) for n in sorted(policy.networks)),
+        *((KIND_PAIR, i) for i in sorted(policy.pairs)),
+    ]
 
 
 def _unit_flows(
@@ -179,5 +213,8 @@ def _unit_flows(
     if kind == KIND_VM:
         vm, at = policy.vms.get(ident), attached.get(ident)  # type: ignore[arg-type]
         return vm_port_flows(vm, at, zone) if vm is not None and at is not None else ()
+    if kind == KIND_NETWORK:
+        net, at = policy.networks.get(ident), attached.get(ident)  # type: ignore[arg-type]
+        return network_port_flows(net, at, zone) if net is not None and at is not None else ()
     pair = policy.pairs.get(ident)  # type: ignore[arg-type]
     return () if pair is None else pair_unit_flows(policy, pair, attached, zone)

@@ -326,7 +326,9 @@ class SwitchManager:
                 del sw.results[gen]
 
     def attachments(self, sw: Switch) -> dict[str, Attachment]:
-        here = [vm for vm in self.policy().vms.values() if vm.port in sw.ports]
+        """Where each VM and network whose port is on this switch is (by name)."""
+        policy = self.policy()
+        here = [vm for vm in policy.vms.values() if vm.port in sw.ports]
         given = {vm.mac for vm in here if vm.mac}
         out = {}
         for vm in here:
@@ -334,6 +336,9 @@ class SwitchManager:
             if vm.mac is None and mac in given:
                 mac = None  # learned elsewhere, but another VM here is configured with it
             out[vm.name] = Attachment(sw.ports[vm.port], mac)
+        for net in policy.networks.values():
+            if net.port in sw.ports:
+                out[net.name] = Attachment(sw.ports[net.port], None)
         return out
 
     def _sync(self, sw: Switch) -> SyncResult:

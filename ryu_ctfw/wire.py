@@ -25,7 +25,7 @@ from functools import lru_cache
 from typing import NamedTuple
 
 from ryu_ctfw import fields
-from ryu_ctfw.compiler import Action, Ct, Flow, Goto, Match, Meter, Output
+from ryu_ctfw.compiler import Action, Conjunction, Ct, Flow, Goto, Match, Meter, Output
 
 OFP_VERSION = 0x04
 OFPT_EXPERIMENTER = 4
@@ -48,6 +48,7 @@ OFPAT_EXPERIMENTER = 0xFFFF
 OFPMP_FLOW = 1
 NX_VENDOR_ID = 0x00002320
 NXAST_CT = 35
+NXAST_CONJUNCTION = 34
 NX_CT_F_COMMIT = 1
 NX_CT_RECIRC_NONE = 0xFF
 ONF_EXPERIMENTER_ID = 0x4F4E4600
@@ -64,6 +65,7 @@ _MATCH_HEADER = struct.Struct("!HH")
 _OXM_HEADER = struct.Struct("!HBB")
 _OUTPUT = struct.Struct("!HHIH6x")
 _CT = struct.Struct("!HHIHHIHB3xH")
+_CONJUNCTION = struct.Struct("!HHIHBBI")  # ..., clause (from 0), n_clauses, id
 _ACTION_HEADER = struct.Struct("!HH")
 _INSTRUCTION_HEADER = struct.Struct("!HH4x")
 _GOTO = struct.Struct("!HHB3x")
@@ -124,7 +126,10 @@ def _pad(data: bytes) -> bytes:
     return data + bytes(-len(data) % 8)
 
 
-def _action(a: Output | Ct) -> bytes:
+def _action(a: Output | Ct | Conjunction) -> bytes:
+    if isinstance(a, Conjunction):
+        return _CONJUNCTION.pack(OFPAT_EXPERIMENTER, _CONJUNCTION.size, NX_VENDOR_ID,
+                                 NXAST_CONJUNCTION, a.clause - 1, a.n_clauses, a.id)  # fmt: skip
     if isinstance(a, Ct):
         nested = b"" if a.mark is None else _set_field(*_CT_MARK_TLV, struct.pack("!I", a.mark))
         return _CT.pack(
@@ -152,7 +157,7 @@ def instructions_bytes(actions: tuple[Action, ...]) -> bytes:
     none at all for a drop (as OVS reports a drop)."""
     meter = b"".join(_METER.pack(OFPIT_METER, _METER.size, a.meter_id)
                      for a in actions if isinstance(a, Meter))  # fmt: skip
-    body = b"".join(_action(a) for a in actions if isinstance(a, Output | Ct))
+    body = b"".join(_action(a) for a in actions if isinstance(a, Output | Ct | Conjunction))
     apply = (
         _INSTRUCTION_HEADER.pack(OFPIT_APPLY_ACTIONS, _INSTRUCTION_HEADER.size + len(body)) + body
         if body
@@ -226,6 +231,11 @@ def _decode_actions(data: bytes) -> list[Action] | None:
             _, _, port, max_len = _OUTPUT.unpack_from(data, offset)
             name = _PORT_NAMES.get(port)
             out.append(Output(name, max_len) if name == "CONTROLLER" else Output(name or port))
+        elif kind == OFPAT_EXPERIMENTER and length == _CONJUNCTION.size:
+            _, _, vendor, subtype, clause, n_clauses, cid = _CONJUNCTION.unpack_from(data, offset)
+            if (vendor, subtype) != (NX_VENDOR_ID, NXAST_CONJUNCTION):
+                return None
+            out.append(Conjunction(cid, clause + 1, n_clauses))
         elif kind == OFPAT_EXPERIMENTER and length >= _CT.size:
             ct = _CT.unpack_from(data, offset)
             if ct[2:4] != (NX_VENDOR_ID, NXAST_CT) or ct[5] or ct[8]:

@@ -4,7 +4,7 @@ integration tests: each packing, parsing and read-back check runs over all of th
 from __future__ import annotations
 
 from ryu_ctfw.compiler import Attachment, compile_switch
-from ryu_ctfw.policy import PairRequest, Policy, Vm
+from ryu_ctfw.policy import Group, Network, PairRequest, Policy, Vm
 
 MAC1 = "52:54:00:60:84:ff"
 MAC2 = "52:54:00:99:90:78"
@@ -14,7 +14,8 @@ MAC5 = "52:54:00:00:00:0e"
 
 def round_trip_policy() -> tuple[Policy, dict[str, Attachment]]:
     """The seed, plus a tcp range, an icmp and a udp pair, a dual-stack VM, a MAC-only VM
-    and a VM whose MAC is still to be learned."""
+    and a VM whose MAC is still to be learned; a network on an uplink and two groups, with
+    pairs group -> group, a group with itself, VM -> network and network -> group."""
     policy = Policy()
     policy.put_vm(Vm("vm1", "tap2", MAC1, ("198.18.0.1",)))
     policy.put_vm(Vm("vm2", "tap4", MAC2, ("198.18.0.2",)))
@@ -27,12 +28,20 @@ def round_trip_policy() -> tuple[Policy, dict[str, Attachment]]:
     policy.add_pair(PairRequest("vm2", "vm3", "udp", "53"))
     policy.add_pair(PairRequest("vm5", "vm3", "tcp", "32768-65535"))
     policy.add_pair(PairRequest("vm5", "vm4"))  # not compiled: vm4's MAC is unknown
+    policy.put_network(Network("outside", "up1", ("198.19.0.0/24", "2001:db8:19::/48")))
+    policy.put_group(Group("web", ("vm1", "vm3")))
+    policy.put_group(Group("db", ("vm2", "vm5", "vm4")))
+    policy.add_pair(PairRequest("web", "db", "tcp", "5432"))
+    policy.add_pair(PairRequest("web", "web", "icmp"))
+    policy.add_pair(PairRequest("vm3", "outside", "udp", "53"))
+    policy.add_pair(PairRequest("outside", "web", "tcp", "443"))
     attached = {
         "vm1": Attachment(2, MAC1),
         "vm2": Attachment(3, MAC2),
         "vm3": Attachment(4, MAC3),
         "vm4": Attachment(5, None),
         "vm5": Attachment(65000, MAC5),
+        "outside": Attachment(9, None),
     }
     return policy, attached
 

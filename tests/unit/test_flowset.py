@@ -28,6 +28,7 @@ from shapes import round_trip_policy
 
 from ryu_ctfw import flowset
 from ryu_ctfw.compiler import (
+    KIND_NETWORK,
     KIND_PAIR,
     KIND_VM,
     Attachment,
@@ -39,7 +40,7 @@ from ryu_ctfw.compiler import (
     pair_unit_flows,
 )
 from ryu_ctfw.flowset import BASE, Diff, FlowSet
-from ryu_ctfw.policy import PairRequest, Policy, PolicyError, Vm
+from ryu_ctfw.policy import Group, Network, PairRequest, Policy, PolicyError, Vm
 
 NAMES = tuple(f"vm{i}" for i in range(7))
 PORTS = tuple(f"tap{i}" for i in range(7))
@@ -58,10 +59,14 @@ SERVICES = (
     ("any", None), ("icmp", None), ("tcp", None), ("udp", None),
     *((proto, ports) for proto in ("tcp", "udp") for ports in PORT_RANGES),
 )  # fmt: skip
+GROUPS = ("g1", "g2")
+NETWORK, UPLINK = "net", "up0"
+CIDRS = ("198.19.0.0/24", "198.19.0.0/16", "2001:db8:19::/48")
 STEPS = (
     "add pair", "add pair", "add overlapping pair", "add overlapping pair", "delete pair",
     "delete pair", "put vm", "delete vm", "attach", "detach", "renumber", "swap ofports",
-    "learn mac", "nothing", "rollback", "zone",
+    "learn mac", "nothing", "rollback", "zone", "put group", "put group", "delete group",
+    "put network", "delete network", "add side pair", "add side pair",
 )  # fmt: skip
 
 
@@ -88,6 +93,9 @@ class World:
             if mac is None and vm.learned_mac not in configured:
                 mac = vm.learned_mac
             out[vm.name] = Attachment(self.ports[vm.port], mac)
+        for net in self.policy.networks.values():
+            if net.port in self.ports:
+                out[net.name] = Attachment(self.ports[net.port], None)
         return out
 
     def change(self, mutate: Callable[[Policy], object]) -> bool:
@@ -142,6 +150,20 @@ def worlds(draw: st.DrawFn) -> World:
                 policy.learn_mac(name, draw(st.sampled_from(MACS)))
     for _ in range(draw(st.integers(0, 4))):
         ini, res = draw(pair_ends(sorted(policy.vms)))
+        protocol, ports_ = draw(st.sampled_from(SERVICES))
+        with contextlib.suppress(PolicyError):
+            policy.add_pair(PairRequest(ini, res, protocol, ports_))
+    # Groups sharing members, and a network, with pairs between them: conjunction clauses
+    # that several pairs share.
+    for group in GROUPS[: draw(st.integers(0, 2))]:
+        members = draw(st.lists(st.sampled_from(sorted(policy.vms)), unique=True, max_size=4))
+        policy.put_group(Group(group, tuple(members)))
+    if draw(st.booleans()):
+        policy.put_network(Network(NETWORK, UPLINK, (draw(st.sampled_from(CIDRS)),)))
+        world.ports[UPLINK] = 100
+    ends = [*policy.groups, *policy.networks, *sorted(policy.vms)[:2]]
+    for _ in range(draw(st.integers(0, 4))):
+        ini, res = draw(st.sampled_from(ends)), draw(st.sampled_from(ends))
         protocol, ports_ = draw(st.sampled_from(SERVICES))
         with contextlib.suppress(PolicyError):
             policy.add_pair(PairRequest(ini, res, protocol, ports_))
@@ -212,13 +234,35 @@ def step(world: World, kind: str, data: st.DataObject) -> str:
         # As Firewall.learn_mac: only for an attached VM that has no MAC known at all.
         unknown = sorted(
             n for n, at in world.attached().items()
-            if at.mac is None and policy.vms[n].known_mac is None
+            if n in policy.vms and at.mac is None and policy.vms[n].known_mac is None
         )  # fmt: skip
         if unknown:
             name = pick(st.sampled_from(unknown))
             mac = pick(st.sampled_from(MACS))
             world.change(lambda p: p.learn_mac(name, mac))
             return f"learn {mac} for {name}"
+    if kind == "put group":
+        members = pick(st.lists(st.sampled_from(names), unique=True, max_size=4))
+        group = Group(pick(st.sampled_from(GROUPS)), tuple(members))
+        return f"put {group} -> {world.change(lambda p: p.put_group(group))}"
+    if kind == "delete group" and policy.groups:
+        name = pick(st.sampled_from(sorted(policy.groups)))
+        return f"delete group {name} -> {world.change(lambda p: p.delete_group(name))}"
+    if kind == "put network":
+        cidrs = tuple(pick(st.lists(st.sampled_from(CIDRS), unique=True, min_size=1)))
+        net = Network(NETWORK, UPLINK, cidrs)
+        if UPLINK not in world.ports and world.free_ofports() and pick(st.booleans()):
+            world.ports[UPLINK] = pick(st.sampled_from(world.free_ofports()))
+        return f"put {net} -> {world.change(lambda p: p.put_network(net))}"
+    if kind == "delete network" and policy.networks:
+        return f"delete network -> {world.change(lambda p: p.delete_network(NETWORK))}"
+    if kind == "add side pair":
+        ends = [*names, *policy.groups, *policy.networks]
+        if ends:
+            ini, res = pick(st.sampled_from(ends)), pick(st.sampled_from(ends))
+            protocol, ports = pick(st.sampled_from(SERVICES))
+            req = PairRequest(ini, res, protocol, ports)
+            return f"add pair {req} -> {world.change(lambda p: p.add_pair(req))}"
     if kind == "rollback" and world.before is not None:
         # As Firewall.change when a switch refuses: back to the very same policy object.
         # Kept as `before`, so that a later rollback redoes it (pairs come back as they were).
@@ -439,10 +483,11 @@ def test_a_zone_change_rebuilds_every_flow_that_names_the_zone(
     assert any(zones_of(f) == {1} for f in fs.flows().values())
     calls = count_unit_compiles(monkeypatch)
     diff = fs.update(policy, attached, 2)
-    # Every unit is compiled again: the base, each VM, each pair.
+    # Every unit is compiled again: the base, each VM, each network, each pair.
     assert set(calls) == {
         BASE,
         *((KIND_VM, n) for n in policy.vms),
+        *((KIND_NETWORK, n) for n in policy.networks),
         *((KIND_PAIR, i) for i in policy.pairs),
     }
     assert len(calls) == len(set(calls))

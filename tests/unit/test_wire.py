@@ -13,6 +13,7 @@ covers every shape), and its ONF bundle-add serializer must give the same bytes.
 
 from __future__ import annotations
 
+import ipaddress
 import struct
 from types import SimpleNamespace
 from typing import Any
@@ -24,7 +25,7 @@ from ryu.ofproto import ofproto_v1_3_parser as parser
 from shapes import ROUND_TRIP_FLOWS
 
 from ryu_ctfw import wire
-from ryu_ctfw.compiler import Action, Ct, Flow, Goto, Match, Meter, Output
+from ryu_ctfw.compiler import Action, Conjunction, Ct, Flow, Goto, Match, Meter, Output
 from ryu_ctfw.ryu_compat import RAW_XIDS, install_raw_flow_stats_parser
 
 # The OpenFlow 1.3 layouts, spelled out from the spec rather than taken from wire.py.
@@ -54,6 +55,7 @@ ANY = 0xFFFFFFFF
 _RYU_NAMES = {
     "in_port": "in_port", "eth_src": "eth_src", "eth_dst": "eth_dst", "eth_type": "eth_type",
     "vlan_tci": "vlan_vid", "ipv4_src": "ipv4_src", "ipv6_src": "ipv6_src",
+    "ipv4_dst": "ipv4_dst", "ipv6_dst": "ipv6_dst", "conj_id": "conj_id",
     "ip_frag": "ip_frag", "ip_proto": "ip_proto", "nd_target": "ipv6_nd_target",
     "nd_sll": "ipv6_nd_sll", "nd_tll": "ipv6_nd_tll", "arp_spa": "arp_spa",
     "arp_sha": "arp_sha", "ct_state": "ct_state", "ct_mark": "ct_mark",
@@ -74,6 +76,9 @@ def ryu_fields(m: Match) -> dict[str, Any]:
             out["icmpv6_type" if m.eth_type == 0x86DD else "icmpv4_type"] = value
         elif attr == "eth_dst" and "/" in value:
             out["eth_dst"] = tuple(value.split("/"))
+        elif attr in ("ipv4_src", "ipv4_dst", "ipv6_src", "ipv6_dst") and "/" in value:
+            net = ipaddress.ip_network(value)
+            out[attr] = (str(net.network_address), str(net.netmask))
         elif attr == "ct_state":
             out["ct_state"] = (value.value, value.mask)
         elif attr == "ip_frag":
@@ -103,6 +108,8 @@ def ryu_actions(instructions: list[Any]) -> tuple[Action, ...]:
                     else:
                         assert a.max_len == 0
                         out.append(Output(name or a.port))
+                elif isinstance(a, parser.NXActionConjunction):
+                    out.append(Conjunction(a.id, a.clause + 1, a.n_clauses))  # 0-based on the wire
                 else:
                     assert isinstance(a, parser.NXActionCT), a
                     assert (a.zone_src, a.alg) in (("", 0), (None, 0))
@@ -444,10 +451,14 @@ def test_hand_laid_matches_decode_as_the_compiler_spells_them() -> None:
 @pytest.mark.parametrize(
     "data",
     [
-        pytest.param(ofp_match(oxm(OF, 12, bytes([10, 0, 0, 1]))), id="ipv4_dst: never set"),
+        pytest.param(ofp_match(ETH_IP, oxm(OF, 8, bytes([10]))), id="ip_dscp: never set"),
         pytest.param(
-            ofp_match(ETH_IP, oxm(OF, 11, bytes([10, 0, 0, 0]), bytes([255, 0, 0, 0]))),
-            id="masked ipv4_src",
+            ofp_match(ETH_IP, oxm(OF, 11, bytes([10, 0, 0, 0]), bytes([255, 0, 255, 0]))),
+            id="ipv4_src with a mask that is no prefix",
+        ),
+        pytest.param(
+            ofp_match(ETH_IP, oxm(OF, 12, bytes([10, 0, 0, 1]), bytes([255, 0, 0, 0]))),
+            id="ipv4_dst network with host bits",
         ),
         pytest.param(
             ofp_match(oxm(OF, 0, struct.pack("!I", 2), struct.pack("!I", 0xFF))),
