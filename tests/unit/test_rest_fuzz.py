@@ -1,9 +1,10 @@
 """A hypothesis-driven fuzz of every REST operation, in-process.
 
-Each example starts from a populated policy (four VMs, three pairs, a zone, a known
-switch) and sends a short sequence of requests: every operation in rest.ROUTES, right and
-wrong methods, path parameters of any text (encoded, or raw as a server would pass
-them), and bodies from arbitrary bytes to almost-valid and valid JSON. After every request:
+Each example starts from a populated policy (four VMs, a network, a group, four pairs, a
+zone, a known switch) and sends a short sequence of requests: every operation in
+rest.ROUTES, right and wrong methods, path parameters of any text (encoded, or raw as a
+server would pass them), and bodies from arbitrary bytes to almost-valid and valid JSON.
+After every request:
 
 * the answer is never a 5xx;
 * every error is JSON {"error": "<text>"} without a traceback (HEAD has no body);
@@ -30,13 +31,22 @@ from webob import Request, Response
 
 from ryu_ctfw import rest, store
 from ryu_ctfw.firewall import Firewall
-from ryu_ctfw.policy import PORT_NAME_RE, PROTOCOLS, VM_NAME_RE, PairRequest, Policy, Vm
+from ryu_ctfw.policy import (
+    PORT_NAME_RE,
+    PROTOCOLS,
+    VM_NAME_RE,
+    Group,
+    Network,
+    PairRequest,
+    Policy,
+    Vm,
+)
 from ryu_ctfw.switch import Switch
 
 API = rest.API
 METHODS = ("GET", "PUT", "POST", "DELETE", "PATCH", "HEAD", "OPTIONS")
 TEMPLATES = sorted(rest.ROUTES)
-NAMES = ["vm1", "vm2", "vm3", "vm.4", "vm9", "nope", "VM1", "-vm1", ".", ".."]
+NAMES = ["vm1", "vm2", "vm3", "vm.4", "vm9", "outside", "web", "nope", "VM1", "-vm1", ".", ".."]
 PAIR_IDS = ["1", "2", "3", "4", "99", "0", "-1", "01", "1.0", "1e0", "0x1", " 1", "9" * 13]
 
 
@@ -54,6 +64,9 @@ def seed_state() -> bytes:
     policy.add_pair(PairRequest("vm1", "vm2"))
     policy.add_pair(PairRequest("vm2", "vm3", "tcp", "22"))
     policy.add_pair(PairRequest("vm3", "vm1", "udp", "8000-8100"))
+    policy.put_network(Network("outside", "uplink0", ("198.19.0.0/24", "2001:db8:19::/48")))
+    policy.put_group(Group("web", ("vm1", "vm3")))
+    policy.add_pair(PairRequest("web", "outside", "udp", "53"))
     policy.zone_for(0xAB)
     with tempfile.TemporaryDirectory() as d:
         path = Path(d) / "state.json"
@@ -159,7 +172,7 @@ EDGE = st.one_of(
     st.integers(1, 100).map(lambda n: json.loads('{"a":' * n + "0" + "}" * n)),
 )
 VALID_PORT = st.one_of(
-    st.sampled_from(["tap2", "tap4", "tap5", "eth0.10", "tap9", "tap6", "veth@if3"]),
+    st.sampled_from(["tap2", "tap4", "tap5", "eth0.10", "tap9", "tap6", "veth@if3", "uplink0"]),
     st.from_regex(PORT_NAME_RE, fullmatch=True).filter(lambda p: p not in (".", "..")),
 )
 VALID_MAC = st.sampled_from(
@@ -167,7 +180,7 @@ VALID_MAC = st.sampled_from(
 )
 VALID_IPS = st.lists(st.ip_addresses().map(str), max_size=3, unique=True)
 VM_NAMES = st.sampled_from(NAMES)
-EXISTING = st.sampled_from(["vm1", "vm2", "vm3", "vm.4"])
+EXISTING = st.sampled_from(["vm1", "vm2", "vm3", "vm.4", "outside", "web"])
 
 VM_BODIES = st.one_of(
     st.fixed_dictionaries({"port": VALID_PORT}, optional={"mac": VALID_MAC, "ips": VALID_IPS}),
@@ -181,6 +194,33 @@ VM_BODIES = st.one_of(
     ),
     st.dictionaries(st.sampled_from(["port", "mac", "ips", "name", ""]), EDGE, max_size=4),
 )
+VALID_CIDR = st.one_of(
+    st.sampled_from(["198.19.0.0/24", "2001:db8:19::/48", "10.0.0.0/8", "0.0.0.0/0", "::/0",
+                     "198.19.0.1/24", "fe80::/64%eth0", "198.19.0.0/33"]),
+    st.ip_addresses().map(lambda a: f"{a}/{a.max_prefixlen}"),
+)  # fmt: skip
+NETWORK_BODIES = st.one_of(
+    st.fixed_dictionaries(
+        {
+            "port": st.sampled_from(["uplink0", "uplink9", "eth1"]) | VALID_PORT,
+            "cidrs": st.lists(VALID_CIDR, min_size=1, max_size=3, unique=True),
+        }
+    ),
+    st.fixed_dictionaries(
+        {"port": EDGE | VALID_PORT, "cidrs": EDGE | st.lists(EDGE | VALID_CIDR, max_size=3)},
+        optional={"id": EDGE, "name": EDGE},
+    ),
+    st.dictionaries(st.sampled_from(["port", "cidrs", "id", ""]), EDGE, max_size=3),
+)
+GROUP_BODIES = st.one_of(
+    st.fixed_dictionaries({"members": st.lists(VM_NAMES, max_size=4)}),
+    st.fixed_dictionaries(
+        {"members": EDGE | st.lists(EDGE | VM_NAMES, max_size=3)}, optional={"id": EDGE}
+    ),
+    st.dictionaries(st.sampled_from(["members", "id", ""]), EDGE, max_size=2),
+)
+PUT_BODIES = {"/vms/{name}": VM_BODIES, "/networks/{name}": NETWORK_BODIES,
+              "/groups/{name}": GROUP_BODIES}  # fmt: skip
 PORTS = st.one_of(
     st.sampled_from([22, "22", "8000-8100", "53-53", "100-10", "0", 65536, None]),
     st.integers(-10, 70_000),
@@ -218,7 +258,9 @@ def encode_json(value: Any, ascii_only: bool) -> bytes:
 
 
 JSON_BODIES = st.builds(
-    encode_json, st.one_of(JSON_VALUES, VM_BODIES, PAIR_BODIES, EDGE), st.booleans()
+    encode_json,
+    st.one_of(JSON_VALUES, VM_BODIES, NETWORK_BODIES, GROUP_BODIES, PAIR_BODIES, EDGE),
+    st.booleans(),
 )
 BYTE_BODIES = st.one_of(
     st.binary(max_size=200),
@@ -276,7 +318,7 @@ class Call:
 # Every operation of the API, and every path with any method.
 OPERATIONS = [(t, m) for t in TEMPLATES for m in sorted(rest.ROUTES[t])]
 ANY_METHOD = st.tuples(st.sampled_from(TEMPLATES), st.sampled_from(METHODS))
-GOOD_NAMES = st.sampled_from(["vm1", "vm2", "vm3", "vm.4", "vm9", "web-1"]) | st.from_regex(
+GOOD_NAMES = st.sampled_from(["vm1", "vm2", "vm3", "vm.4", "vm9", "web-1", "db"]) | st.from_regex(
     VM_NAME_RE, fullmatch=True
 )
 
@@ -294,14 +336,14 @@ def calls(draw: st.DrawFn) -> Call:
             draw(st.sampled_from(ODD_PATHS)),
         )
     template, method = draw(ANY_METHOD if choice <= 2 else st.sampled_from(OPERATIONS))
-    if template == "/vms/{name}":
+    if template in PUT_BODIES:
         param = draw(GOOD_NAMES | st.sampled_from(NAMES) | PARAMS)
     elif template == "/pairs/{pair_id}":
         param = draw(st.sampled_from(PAIR_IDS) | PARAMS)
     else:
         param = ""
-    if method == "PUT" and draw(st.integers(0, 2)):
-        body = draw(st.builds(encode_json, VM_BODIES, st.booleans()))
+    if method == "PUT" and template in PUT_BODIES and draw(st.integers(0, 2)):
+        body = draw(st.builds(encode_json, PUT_BODIES[template], st.booleans()))
     elif method == "POST" and draw(st.integers(0, 2)):
         body = draw(st.builds(encode_json, PAIR_BODIES, st.booleans()))
     else:
@@ -393,8 +435,10 @@ def test_the_fuzz_starts_from_a_populated_policy(tmp_path: Path) -> None:
     world = make_world(tmp_path)
     policy = world.fw.policy.to_dict()
     assert [v["name"] for v in policy["vms"]] == ["vm1", "vm2", "vm3", "vm.4"]
-    assert [p["id"] for p in policy["pairs"]] == [1, 2, 3]
-    for path in ("/vms/vm.4", "/pairs/3", "/switches"):
+    assert [p["id"] for p in policy["pairs"]] == [1, 2, 3, 4]
+    assert [n["name"] for n in policy["networks"]] == ["outside"]
+    assert [g["name"] for g in policy["groups"]] == ["web"]
+    for path in ("/vms/vm.4", "/pairs/3", "/switches", "/networks/outside", "/groups/web"):
         resp = Request.blank(API + path).get_response(world.wsgi)
         assert resp.status_int == 200, resp.text
 
