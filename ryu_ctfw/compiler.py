@@ -618,13 +618,20 @@ def _family(cidr: str) -> int:
 
 
 def _source(cidr: str) -> Match:
-    fam = _family(cidr)
-    return Match(eth_type=fam, **{"ipv4_src" if fam == ETH_TYPE_IP else "ipv6_src": cidr})  # type: ignore[arg-type]
+    return _address_match(cidr, "ipv4_src", "ipv6_src")
 
 
 def _destination(cidr: str) -> Match:
+    return _address_match(cidr, "ipv4_dst", "ipv6_dst")
+
+
+def _address_match(cidr: str, v4: str, v6: str) -> Match:
+    """IP from / to a network; 0.0.0.0/0 and ::/0 are the family alone (a zero mask is no
+    match at all: the switch would drop the field, and the read-back would differ)."""
     fam = _family(cidr)
-    return Match(eth_type=fam, **{"ipv4_dst" if fam == ETH_TYPE_IP else "ipv6_dst": cidr})  # type: ignore[arg-type]
+    if ipaddress.ip_network(cidr).prefixlen == 0:
+        return Match(eth_type=fam)
+    return Match(eth_type=fam, **{v4 if fam == ETH_TYPE_IP else v6: cidr})  # type: ignore[arg-type]
 
 
 @lru_cache(maxsize=1 << 12)
@@ -699,7 +706,7 @@ def link_flows(pair: Pair, x: Side, y: Side, zone: int) -> tuple[Flow, ...]:
     lines: list[tuple[Match, tuple[Action, ...]]] = []
 
     orig = conj_id(CONJ_ORIGINAL, x.id, y.id)
-    lines += [(Match(in_port=p), (Conjunction(orig, 1, 3),)) for p in x.ports]
+    lines += [(m, (Conjunction(orig, 1, 3),)) for m in _from(x)]
     lines += [(m, (Conjunction(orig, 2, 3),)) for m in _to(y)]
     svc = [s.original()._replace(ct_state=ORIGINAL) for s in services(pair)]
     svc += [Match(ct_state=ORIGINAL, eth_type=fam, ip_frag="later") for fam in FAMILIES]
@@ -715,6 +722,15 @@ def link_flows(pair: Pair, x: Side, y: Side, zone: int) -> tuple[Flow, ...]:
         lines += _two_way(there, x, y, mark)
         lines.append((Match(conj_id=there, ct_state=RELATED), (_deliver(y),)))
     return tuple(dedupe(Flow(TABLE_POLICY, P_LINK, m, acts, pc) for m, acts in lines))
+
+
+def _from(s: Side) -> list[Match]:
+    """Where a new connection of side `s` comes from: a member's port, or the network's
+    port with a source in its CIDRs (two networks may share a port; table 0 lets in the
+    sources of all of them)."""
+    if s.network_port is not None:
+        return [_source(c)._replace(in_port=s.network_port) for c in s.cidrs]
+    return [Match(in_port=p) for p in s.ports]
 
 
 def _to(s: Side) -> list[Match]:

@@ -29,12 +29,14 @@ def round_trip_policy() -> tuple[Policy, dict[str, Attachment]]:
     policy.add_pair(PairRequest("vm5", "vm3", "tcp", "32768-65535"))
     policy.add_pair(PairRequest("vm5", "vm4"))  # not compiled: vm4's MAC is unknown
     policy.put_network(Network("outside", "up1", ("198.19.0.0/24", "2001:db8:19::/48")))
+    policy.put_network(Network("internet", "up1", ("0.0.0.0/0", "::/0")))
     policy.put_group(Group("web", ("vm1", "vm3")))
     policy.put_group(Group("db", ("vm2", "vm5", "vm4")))
     policy.add_pair(PairRequest("web", "db", "tcp", "5432"))
     policy.add_pair(PairRequest("web", "web", "icmp"))
     policy.add_pair(PairRequest("vm3", "outside", "udp", "53"))
     policy.add_pair(PairRequest("outside", "web", "tcp", "443"))
+    policy.add_pair(PairRequest("db", "internet", "tcp", "80"))
     attached = {
         "vm1": Attachment(2, MAC1),
         "vm2": Attachment(3, MAC2),
@@ -42,6 +44,7 @@ def round_trip_policy() -> tuple[Policy, dict[str, Attachment]]:
         "vm4": Attachment(5, None),
         "vm5": Attachment(65000, MAC5),
         "outside": Attachment(9, None),
+        "internet": Attachment(9, None),
     }
     return policy, attached
 

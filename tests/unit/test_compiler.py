@@ -1346,3 +1346,56 @@ def test_an_any_pair_has_its_link_lines_once() -> None:
     assert len(reply_flows(flows)) == 1
     assert len(service_flows(flows)) == 2
     assert len([f for f in flows if f.match.ct_state == RELATED]) == 2
+
+
+# --- groups and networks (issue 11) --------------------------------------------------------
+
+
+def _groups_of(n: int) -> tuple[Policy, dict[str, Attachment]]:
+    from ryu_ctfw.policy import Group
+
+    policy, attached = Policy(), {}
+    for side in ("a", "b"):
+        for i in range(n):
+            name = f"{side}{i}"
+            mac = f"52:54:00:{'0a' if side == 'a' else '0b'}:{i >> 8:02x}:{i & 0xFF:02x}"
+            policy.put_vm(Vm(name, f"t{side}{i}", mac, ()))
+            attached[name] = Attachment(len(attached) + 2, mac)
+        policy.put_group(Group(side, tuple(f"{side}{i}" for i in range(n))))
+    policy.add_pair(PairRequest("a", "b", "tcp", "5432"))
+    return policy, attached
+
+
+def test_a_group_pair_grows_with_members_plus_services_not_members_times_members() -> None:
+    from ryu_ctfw.compiler import pair_unit_flows
+
+    def cost(n: int) -> int:
+        policy, attached = _groups_of(n)
+        return len(pair_unit_flows(policy, policy.pairs[1], attached, 1))
+
+    per_two = cost(2) - cost(1)  # a member more on each side
+    assert cost(100) == cost(1) + 99 * per_two, "linear in the members"
+    # Each VM: its clause in the original match (source or destination) and in the two
+    # reply matches (back, there).
+    assert per_two == 2 * 3
+    assert cost(100) < 1_000 < 100 * 100
+
+
+def test_two_networks_on_one_port_keep_their_sources_apart() -> None:
+    from ryu_ctfw.policy import Group, Network
+
+    policy = Policy()
+    policy.put_vm(Vm("web1", "tap2", MAC1, ("198.18.0.2",)))
+    policy.put_group(Group("web", ("web1",)))
+    policy.put_network(Network("office", "up0", ("198.19.1.0/24",)))
+    policy.put_network(Network("internet", "up0", ("0.0.0.0/0",)))
+    policy.add_pair(PairRequest("office", "web", "tcp", "22"))
+    attached = {"web1": Attachment(2, MAC1), "office": Attachment(1, None),
+                "internet": Attachment(1, None)}  # fmt: skip
+    text = render(compile_switch(policy, attached, 1))
+    # Table 0 lets both networks' sources in by the uplink...
+    assert "priority=107,ip,in_port=1,nw_src=198.19.1.0/24 actions=ct(table=1,zone=1)" in text
+    assert "priority=107,ip,in_port=1 actions=ct(table=1,zone=1)" in text  # 0.0.0.0/0
+    # ...but only the office may open ssh: the pair's source clause names its CIDR.
+    (source,) = [line for line in text.splitlines() if "/3)" in line and "in_port=1" in line]
+    assert "nw_src=198.19.1.0/24" in source and "1/3" in source
