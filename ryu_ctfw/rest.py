@@ -20,6 +20,9 @@ from ryu.app.wsgi import ControllerBase, Response, WSGIApplication
 
 from ryu_ctfw import openapi
 from ryu_ctfw.policy import (
+    Group,
+    Network,
+    Policy,
     PolicyError,
     group_from_body,
     network_from_body,
@@ -207,9 +210,14 @@ class CtfwController(ControllerBase):
 
     def put_network(self, req: Any, name: str) -> Response:
         net = network_from_body(name, parse_body(req))
-        created = self.fw.change(lambda policy: policy.put_network(net))
-        view = self.fw.network_view(self.fw.policy.networks[name])
-        return json_response(201 if created else 200, view)
+
+        # The stored network (with its id) is taken inside the change: the next change may
+        # already have replaced it by the time we answer.
+        def put(policy: Policy) -> tuple[bool, Network]:
+            return policy.put_network(net), policy.networks[name]
+
+        created, stored = self.fw.change(put)
+        return json_response(201 if created else 200, self.fw.network_view(stored))
 
     def delete_network(self, req: Any, name: str) -> Response:
         validate_vm_name(name, "network")
@@ -224,8 +232,12 @@ class CtfwController(ControllerBase):
 
     def put_group(self, req: Any, name: str) -> Response:
         group = group_from_body(name, parse_body(req))
-        created = self.fw.change(lambda policy: policy.put_group(group))
-        return json_response(201 if created else 200, self.fw.policy.groups[name].to_dict())
+
+        def put(policy: Policy) -> tuple[bool, Group]:  # as in put_network
+            return policy.put_group(group), policy.groups[name]
+
+        created, stored = self.fw.change(put)
+        return json_response(201 if created else 200, stored.to_dict())
 
     def delete_group(self, req: Any, name: str) -> Response:
         validate_vm_name(name, "group")
@@ -242,9 +254,9 @@ class CtfwController(ControllerBase):
 
     def add_pair(self, req: Any) -> Response:
         request = pair_request_from_body(parse_body(req))
-        pair = self.fw.change(lambda policy: policy.add_pair(request))
-        view = self.fw.policy.pair_view(pair)
-        return json_response(201, view, {"Location": f"{API}/pairs/{pair.id}"})
+        # The view is made in the change: what the sides are when the pair was made.
+        view = self.fw.change(lambda policy: policy.pair_view(policy.add_pair(request)))
+        return json_response(201, view, {"Location": f"{API}/pairs/{view['id']}"})
 
     def delete_pair(self, req: Any, pair_id: str) -> Response:
         ident = _pair_id(pair_id)
