@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import contextlib
 import re
+import secrets
 import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import frames
 import pytest
 from conftest import Lab
 from frames import flow_marker
@@ -59,7 +61,8 @@ def servers(vms: list[lab.Vm], proto: str, port: int) -> Iterator[None]:
 
 
 def seen(sniffers: list[Sniffer]) -> list[int]:
-    return [len(s.frames()) for s in sniffers]
+    """Marked frames each sniffer saw (one settle time for all of them)."""
+    return [len(s.frames(settle=0.5 if i == 0 else 0)) for i, s in enumerate(sniffers)]
 
 
 def refused(attempts: list[tuple[lab.Vm, lab.Vm, int, int]]) -> list[int]:
@@ -75,14 +78,12 @@ def refused(attempts: list[tuple[lab.Vm, lab.Vm, int, int]]) -> list[int]:
 def test_every_web_member_may_open_5432_to_every_db_member(estate: Estate) -> None:
     env, e = estate.env, estate
     env.pair("web", "db", "tcp", "5432")
-    everyone = list(e.vms.values())
-    with servers(everyone, "tcp", 5432):
-        # Allowed: the whole 3 x 3 matrix (the last members included), and IPv6; x, in
-        # neither group, sees none of it.
+    with servers([vm for name, vm in e.vms.items() if name != "x"], "tcp", 5432):
+        # Allowed: every web member to every db member (each member on both sides, the
+        # last ones included), and IPv6; x, in neither group, sees none of it.
         watch = [Sniffer(e["x"], lab.PROBE)]
-        for w in ("w1", "w2", "w3"):
-            for d in ("d1", "d2", "d3"):
-                assert e[w].tcp(e[d].ip, 5432), f"{w} -> {d} tcp/5432"
+        for w, d in (("w1", "d1"), ("w1", "d3"), ("w2", "d2"), ("w3", "d1"), ("w3", "d3")):
+            assert e[w].tcp(e[d].ip, 5432), f"{w} -> {d} tcp/5432"
         assert e["w3"].tcp(v6(e["d3"]), 5432), "w3 -> d3 over IPv6"
         assert e["w1"].tcp(v6(e["d2"]), 5432), "w1 -> d2 over IPv6"
         assert seen(watch) == [0], "x saw nothing of web's traffic to db"
@@ -107,7 +108,7 @@ def test_every_web_member_may_open_5432_to_every_db_member(estate: Estate) -> No
 def test_a_group_paired_with_itself_lets_its_members_reach_each_other(estate: Estate) -> None:
     env, e = estate.env, estate
     env.pair("web", "web", "tcp", "8080")
-    with servers(list(e.vms.values()), "tcp", 8080):
+    with servers([e["w1"], e["w2"], e["w3"], e["x"], e["d1"]], "tcp", 8080):
         watch = [Sniffer(e["x"], lab.PROBE), Sniffer(e["d1"], lab.PROBE)]
         for a, b in (("w1", "w2"), ("w2", "w3"), ("w3", "w1"), ("w2", "w1"), ("w1", "w3")):
             assert e[a].tcp(e[b].ip, 8080), f"{a} -> {b} tcp/8080"
@@ -209,8 +210,8 @@ def test_pairs_between_a_vm_and_a_group(estate: Estate) -> None:
     env, e = estate.env, estate
     env.pair("x", "db", "tcp", "5432")  # VM -> group
     env.pair("web", "x", "tcp", "80")  # group -> VM
-    everyone = list(e.vms.values())
-    with servers(everyone, "tcp", 5432), servers(everyone, "tcp", 80):
+    at_5432 = [e["d1"], e["d2"], e["d3"], e["x"]]
+    with servers(at_5432, "tcp", 5432), servers([e["x"], e["w1"], e["d1"]], "tcp", 80):
         watch = [Sniffer(e["w1"], lab.PROBE)]
         for d in ("d1", "d2", "d3"):
             assert e["x"].tcp(e[d].ip, 5432), f"x -> {d} tcp/5432"
@@ -228,3 +229,41 @@ def test_pairs_between_a_vm_and_a_group(estate: Estate) -> None:
             (e["x"], e["d1"], 80, 41035),  # another port
         ])  # fmt: skip
         assert sniffed == [0] * 5
+
+
+def test_two_group_pairs_do_not_mix_their_services(estate: Estate) -> None:
+    env, e = estate.env, estate
+    env.group("ops", ["w3", "x"])  # w3 is in web and in ops
+    env.pair("web", "db", "tcp", "5432")
+    env.pair("ops", "db", "tcp", "22")
+    with servers([e["d1"], e["d2"]], "tcp", 5432), servers([e["d1"], e["d2"]], "tcp", 22):
+        assert e["w1"].tcp(e["d1"].ip, 5432), "web -> db tcp/5432"
+        assert e["x"].tcp(e["d2"].ip, 22), "ops -> db tcp/22"
+        assert e["w3"].tcp(e["d1"].ip, 22) and e["w3"].tcp(e["d2"].ip, 5432), "w3: both"
+        sniffed = refused([
+            (e["w1"], e["d1"], 22, 41041),  # web has no tcp/22
+            (e["w2"], e["d2"], 22, 41042),
+            (e["x"], e["d2"], 5432, 41043),  # ops has no tcp/5432
+        ])  # fmt: skip
+        assert sniffed == [0] * 3
+
+
+def test_a_reply_goes_only_to_the_member_that_opened_the_connection(estate: Estate) -> None:
+    """The group pair's mark says web -> db, not which member: a db member must not be
+    able to steer a reply of w1's connection to another web member (or flood it)."""
+    env, e = estate.env, estate
+    env.pair("web", "db", "udp", "5353")
+    d1, w1, w2 = e["d1"], e["w1"], e["w2"]
+    with servers([d1], "udp", 5353):
+        assert w1.udp(d1.ip, 5353, sport=41051), "w1's connection 41051 -> d1:5353"
+    mark = b"ctfw-groups-reply-" + secrets.token_hex(6).encode()
+
+    def reply(dst_mac: str) -> bytes:
+        return frames.udp_frame(d1.mac, dst_mac, d1.ip, w1.ip, mark, dst_port=41051,
+                                src_port=5353)  # fmt: skip
+
+    watch = [Sniffer(w1, mark), Sniffer(w2, mark), Sniffer(e["w3"], mark)]
+    d1.send_frame(reply(w2.mac))  # steered to another web member
+    d1.send_frame(reply("ff:ff:ff:ff:ff:ff"))
+    d1.send_frame(reply(w1.mac))  # control: a true late reply
+    assert seen(watch) == [1, 0, 0], "only w1 got its reply"

@@ -75,7 +75,8 @@ def sniff(mark: bytes, *vms: lab.Vm) -> list[Sniffer]:
 
 
 def seen(sniffers: list[Sniffer]) -> list[int]:
-    return [len(s.frames()) for s in sniffers]
+    """Marked frames each sniffer saw (one settle time for all of them)."""
+    return [len(s.frames(settle=0.5 if i == 0 else 0)) for i, s in enumerate(sniffers)]
 
 
 def test_a_vm_may_open_udp53_to_the_network_and_nothing_more(world: World) -> None:
@@ -351,3 +352,56 @@ def test_a_group_and_the_network(world: World) -> None:
         assert not vm3.udp(OUT4, 53, timeout=1, sport=40531)
         assert not out.tcp(vm3.ip, 443, timeout=1, sport=40532)
         assert seen(watch) == [0, 0]
+
+
+def test_a_network_speaks_only_by_its_own_port(world: World) -> None:
+    """Sources in a network's CIDRs pass only by that network's port: not from a VM bound
+    to its MAC alone (which may use any address no VM registered), not from a port that
+    is nobody's, not from another network's port."""
+    env, vm1, vm2, up = world.env, world.vm1, world.vm2, world.up
+    nomad = env.vm("nomad", 4, 4, register=False)
+    env.ctl.ok("PUT", "/ctfw/v1/vms/nomad", {"port": nomad.port, "mac": nomad.mac})
+    stray = env.vm("stray", 5, 5, register=False)  # no VM, no network
+    office = env.vm("office", 6, 6, register=False, mac="52:54:00:fe:01:01")
+    env.network("office", office.port, ["198.19.1.0/24"])
+    env.pair(NET, "vm1", "udp", "7777")
+    env.pair("office", "vm1", "udp", "7777")
+    mark = marker()
+
+    def to_vm1(sender: lab.Vm, src_ip: str, sport: int) -> bytes:
+        return frames.udp_frame(sender.mac, vm1.mac, src_ip, vm1.ip, mark, src_port=sport)
+
+    watch = sniff(mark, vm1, vm2)
+    nomad.send_frame(to_vm1(nomad, "198.19.0.9", 40701))
+    stray.send_frame(to_vm1(stray, "198.19.0.9", 40702))
+    office.send_frame(to_vm1(office, "198.19.0.9", 40703))  # outside's CIDR, office's port
+    up.router.send_frame(to_vm1(up.router, "198.19.1.9", 40704))  # office's, by the uplink
+    up.router.send_frame(to_vm1(up.router, "198.19.0.9", 40705))  # control
+    office.send_frame(to_vm1(office, "198.19.1.9", 40706))  # control
+    # The same 5-tuple as the router's admitted datagram, now established, from elsewhere.
+    nomad.send_frame(to_vm1(nomad, "198.19.0.9", 40705))
+    stray.send_frame(to_vm1(stray, "198.19.0.9", 40705))
+    assert seen(watch) == [2, 0], "only the two datagrams by their network's own port"
+
+
+def test_replies_from_the_network_to_a_group_reach_only_the_member_that_asked(
+    world: World,
+) -> None:
+    """A group -> network pair's mark names the group, not the member: the network must
+    not be able to steer a reply of vm1's connection to vm2, vm1's fellow member."""
+    env, vm1, vm2, up = world.env, world.vm1, world.vm2, world.up
+    env.group("clients", ["vm1", "vm2"])
+    env.pair("clients", NET, "udp", "53")
+    with servers(world.out, ("udp", 53)):
+        assert vm1.udp(OUT4, 53, sport=40801), "vm1's connection 40801 -> 198.19.0.1:53"
+    mark = marker()
+
+    def reply(dst_mac: str) -> bytes:
+        return frames.udp_frame(up.mac, dst_mac, OUT4, vm1.ip, mark, dst_port=40801,
+                                src_port=53)  # fmt: skip
+
+    watch = sniff(mark, vm1, vm2)
+    up.router.send_frame(reply(vm2.mac))  # steered to the other member
+    up.router.send_frame(reply("ff:ff:ff:ff:ff:ff"))
+    up.router.send_frame(reply(vm1.mac))  # control: a true late reply
+    assert seen(watch) == [1, 0], "only vm1 got its reply"
