@@ -156,7 +156,9 @@ def test_fifty_concurrent_changes_end_consistent(labenv: Lab) -> None:
         "pairs": labenv.ctl.ok("GET", "/ctfw/v1/pairs")["pairs"],
     }
     stored = labenv.ctl.stored()
-    assert [p for p in api["pairs"]] == stored["pairs"]
+    # The API's view adds what each side is (all VMs here) to the stored pair.
+    kinds = {"initiator_kind": "vm", "responder_kind": "vm"}
+    assert api["pairs"] == [{**p, **kinds} for p in stored["pairs"]]
     assert {v["name"] for v in api["vms"]} == {v["name"] for v in stored["vms"]}
     # The switch holds exactly what the stored policy compiles to: a controller that
     # starts from the state file finds nothing to change.
