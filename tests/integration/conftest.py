@@ -133,11 +133,6 @@ class Lab:
             self.network(network, up.port, lab.OUTSIDE_CIDRS)
         return up
 
-    def drops(self, table: int = 0) -> int:
-        """Packets of all of `table`'s lines that drop (whatever their match)."""
-        flows = [f for f in self.flows() if f["table"] == table]
-        return sum(f["packets"] for f in flows if f["text"].endswith("actions=drop"))
-
 
 def _connect_logs(ovs: lab.Ovs, ctl: lab.Controller) -> str:
     """What both sides logged, for a bridge that never connected."""
