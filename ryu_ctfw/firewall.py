@@ -146,10 +146,18 @@ class Firewall:
 
     def switches_view(self) -> list[dict[str, Any]]:
         by_port = {vm.port: vm.name for vm in self.policy.vms.values()}
+        networks: dict[str, list[str]] = {}
+        for net in self.policy.networks.values():
+            networks.setdefault(net.port, []).append(net.name)
         out = []
         for sw in sorted(self.switches.switches.values(), key=lambda s: s.dpid):
             ports = [
-                {"name": name, "ofport": no, "vm": by_port.get(name)}
+                {
+                    "name": name,
+                    "ofport": no,
+                    "vm": by_port.get(name),
+                    "networks": sorted(networks.get(name, [])),
+                }
                 for name, no in sorted(sw.ports.items(), key=lambda kv: kv[1])
             ]
             out.append(

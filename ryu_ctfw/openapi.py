@@ -198,6 +198,7 @@ SCHEMAS: dict[str, Any] = {
                         "name": {"type": "string"},
                         "ofport": {"type": "integer"},
                         "vm": NULLABLE_STR,
+                        "networks": {"type": "array", "items": {"type": "string"}},
                     },
                 },
             },

@@ -43,7 +43,7 @@ def test_port_unplugged_and_back_with_another_ofport(seed: Lab) -> None:
         srv.kill()
 
     ports = {p["name"]: p for p in seed.ctl.ok("GET", "/ctfw/v1/switches")["switches"][0]["ports"]}
-    assert ports[vm2.port] == {"name": vm2.port, "ofport": 7, "vm": "vm2"}
+    assert ports[vm2.port] == {"name": vm2.port, "ofport": 7, "vm": "vm2", "networks": []}
 
 
 def test_vm_registered_before_its_port_exists(labenv: Lab) -> None:

@@ -693,7 +693,7 @@ def test_get_switches_shows_each_bridge_and_its_vms(populated: Api) -> None:
                 "zone": 2,
                 "connected": False,
                 "packet_ins": 0,
-                "ports": [{"name": "tap5", "ofport": 7, "vm": "vm3"}],
+                "ports": [{"name": "tap5", "ofport": 7, "vm": "vm3", "networks": []}],
             },
             {
                 "dpid": "00005254006084ff",
@@ -702,9 +702,9 @@ def test_get_switches_shows_each_bridge_and_its_vms(populated: Api) -> None:
                 "connected": True,
                 "packet_ins": 0,
                 "ports": [
-                    {"name": "eth1", "ofport": 1, "vm": None},
-                    {"name": "tap2", "ofport": 2, "vm": "vm1"},
-                    {"name": "tap4", "ofport": 3, "vm": "vm2"},
+                    {"name": "eth1", "ofport": 1, "vm": None, "networks": []},
+                    {"name": "tap2", "ofport": 2, "vm": "vm1", "networks": []},
+                    {"name": "tap4", "ofport": 3, "vm": "vm2", "networks": []},
                 ],
             },
         ]
