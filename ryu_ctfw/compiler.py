@@ -654,14 +654,29 @@ def network_port_flows(net: Network, at: Attachment, zone: int) -> tuple[Flow, .
     return _flows(lines, cookie(KIND_NETWORK, net.id))
 
 
-class Side(NamedTuple):
-    """One side of a pair as the flows see it on one switch."""
+class Member(NamedTuple):
+    """A VM of a pair side, attached here with a known MAC."""
 
-    id: int  # the VM's, group's or network's id: half of the link's mark
-    ports: tuple[int, ...]  # where its packets come in: members' ports, or the network's
-    macs: tuple[str, ...]  # members' MACs (a VM or group side); () for a network
+    ofport: int
+    id: int  # the VM's id: the initiator half of the marks of connections it opens
+    mac: str
+
+
+class Side(NamedTuple):
+    """One side of a pair as the flows see it on one switch: VMs (one, or a group's
+    members), or a network (its port and CIDRs)."""
+
+    id: int  # the VM's, group's or network's id
+    members: tuple[Member, ...] = ()
     network_port: int | None = None
     cidrs: tuple[str, ...] = ()
+
+    @property
+    def ports(self) -> tuple[int, ...]:
+        """Where its packets come in: the members' ports, or the network's."""
+        if self.network_port is not None:
+            return (self.network_port,)
+        return tuple(m.ofport for m in self.members)
 
 
 def side(policy: Policy, name: str, attached: Mapping[str, Attachment]) -> Side | None:
@@ -670,14 +685,15 @@ def side(policy: Policy, name: str, attached: Mapping[str, Attachment]) -> Side 
     net = policy.networks.get(name)
     if net is not None:
         at = attached.get(name)
-        if at is None:
-            return None
-        return Side(net.id, (at.ofport,), (), at.ofport, net.cidrs)
-    here = [attached.get(m) for m in policy.members(name)]
-    known = sorted({(a.ofport, a.mac) for a in here if a is not None and a.mac is not None})
-    if not known:
+        return None if at is None else Side(net.id, (), at.ofport, net.cidrs)
+    members = []
+    for vm_name in policy.members(name):
+        at = attached.get(vm_name)
+        if at is not None and at.mac is not None:
+            members.append(Member(at.ofport, policy.vms[vm_name].id, at.mac))
+    if not members:
         return None
-    return Side(policy.endpoint_id(name), tuple(p for p, _ in known), tuple(m for _, m in known))
+    return Side(policy.endpoint_id(name), tuple(sorted(members)))
 
 
 def conj_id(kind: int, initiator_id: int, responder_id: int) -> int:
@@ -686,6 +702,7 @@ def conj_id(kind: int, initiator_id: int, responder_id: int) -> int:
 
 
 CONJ_ORIGINAL, CONJ_BACK, CONJ_THERE = 0, 1, 2
+Lines = list[tuple[Match, tuple[Action, ...]]]
 
 
 @lru_cache(maxsize=1 << 14)
@@ -694,34 +711,50 @@ def link_flows(pair: Pair, x: Side, y: Side, zone: int) -> tuple[Flow, ...]:
     network, as three conjunctive matches, so the lines grow with members plus services,
     not members times members.
 
-    Original direction (new or established): the packet comes in by a port of x, is for a
-    MAC of y (or an address in y's CIDRs) and is one of the pair's services; it is committed
-    with the link's mark (x id << 16 | y id) and delivered: by table 2, which outputs to the
-    port of the MAC it is for, or out the network's port. Back: replies and related packets
-    with the mark, from a port of y to a MAC of x (or out x's network port). There: related
-    packets with the mark from x to y. A member that leaves a side loses its clause lines,
-    and with them its connections' next packets (blocked) and replies (no line)."""
-    pc = cookie(KIND_PAIR, pair.id)
-    mark = link_mark(x.id, y.id)
-    lines: list[tuple[Match, tuple[Action, ...]]] = []
+    The mark of a connection says which initiator opened it and to which responder side:
+    `member id << 16 | y id` (for a network initiator, its own id), so a reply can be held
+    to the one member that opened the connection, not any member of its group.
 
+    Original direction (new or established): the packet comes in by a port of x (a network:
+    from its CIDRs), is for a MAC of y (or an address in y's CIDRs) and is one of the pair's
+    services; the conj_id line for its in_port commits it with that member's mark and
+    delivers it: table 2 outputs it to the port of the MAC it is for, or it goes out the
+    network's port. Back: replies and related packets from a port of y, carrying a member's
+    mark, for that member's MAC (or, for a network, an address in its CIDRs). There:
+    related packets with a member's mark from that member's port to y. A member that leaves
+    a side loses its lines, and with them its connections' next packets (blocked) and
+    replies (no line)."""
+    pc = cookie(KIND_PAIR, pair.id)
+    lines: Lines = []
     orig = conj_id(CONJ_ORIGINAL, x.id, y.id)
     lines += [(m, (Conjunction(orig, 1, 3),)) for m in _from(x)]
     lines += [(m, (Conjunction(orig, 2, 3),)) for m in _to(y)]
     svc = [s.original()._replace(ct_state=ORIGINAL) for s in services(pair)]
     svc += [Match(ct_state=ORIGINAL, eth_type=fam, ip_frag="later") for fam in FAMILIES]
     lines += [(m, (Conjunction(orig, 3, 3),)) for m in svc]
-    admit = (Ct(commit=True, zone=zone, mark=mark), _deliver(y))
-    lines += [(Match(conj_id=orig, eth_type=fam), admit) for fam in FAMILIES]  # ct needs ip
+    for where, mark in _marks(x, y):  # ct needs ip: one line per family
+        admit = (Ct(commit=True, zone=zone, mark=mark), _deliver(y))
+        lines += [(where._replace(conj_id=orig, eth_type=fam), admit) for fam in FAMILIES]
 
     back = conj_id(CONJ_BACK, x.id, y.id)
-    lines += _two_way(back, y, x, mark)
+    lines += [(Match(in_port=p), (Conjunction(back, 1, 2),)) for p in y.ports]
+    lines += [(m, (Conjunction(back, 2, 2),)) for m in _marked_to(x, y)]
     lines += [(Match(conj_id=back, ct_state=st), (_deliver(x),)) for st in (EST_REPLY, RELATED)]
-    if x != y:  # a group paired with itself: "back" already covers both ways
-        there = conj_id(CONJ_THERE, x.id, y.id)
-        lines += _two_way(there, x, y, mark)
-        lines.append((Match(conj_id=there, ct_state=RELATED), (_deliver(y),)))
+
+    there = conj_id(CONJ_THERE, x.id, y.id)
+    lines += [(where._replace(ct_mark=mark), (Conjunction(there, 1, 2),))
+              for where, mark in _marks(x, y)]  # fmt: skip
+    lines += [(m, (Conjunction(there, 2, 2),)) for m in _to(y)]
+    lines.append((Match(conj_id=there, ct_state=RELATED), (_deliver(y),)))
     return tuple(dedupe(Flow(TABLE_POLICY, P_LINK, m, acts, pc) for m, acts in lines))
+
+
+def _marks(x: Side, y: Side) -> list[tuple[Match, int]]:
+    """Each initiator of side `x` (a member's port, or the network's port) and the mark
+    of the connections it opens to side `y`."""
+    if x.network_port is not None:
+        return [(Match(in_port=x.network_port), link_mark(x.id, y.id))]
+    return [(Match(in_port=m.ofport), link_mark(m.id, y.id)) for m in x.members]
 
 
 def _from(s: Side) -> list[Match]:
@@ -737,21 +770,20 @@ def _to(s: Side) -> list[Match]:
     """What a packet for side `s` matches: a member's MAC, or an address in its CIDRs."""
     if s.network_port is not None:
         return [_destination(c) for c in s.cidrs]
-    return [Match(eth_dst=mac) for mac in s.macs]
+    return [Match(eth_dst=m.mac) for m in s.members]
+
+
+def _marked_to(x: Side, y: Side) -> list[Match]:
+    """A reply for the initiator that opened the connection: its mark and its MAC (for a
+    network: the network's mark and an address in its CIDRs)."""
+    if x.network_port is not None:
+        mark = link_mark(x.id, y.id)
+        return [_destination(c)._replace(ct_mark=mark) for c in x.cidrs]
+    return [Match(ct_mark=link_mark(m.id, y.id), eth_dst=m.mac) for m in x.members]
 
 
 def _deliver(s: Side) -> Action:
     return Output(s.network_port) if s.network_port is not None else TO_DELIVERY
-
-
-def _two_way(cid: int, src: Side, dst: Side, mark: int) -> list[tuple[Match, tuple[Action, ...]]]:
-    """A conjunctive match of packets with the link's mark from `src`'s ports to `dst`."""
-    lines = [(Match(ct_mark=mark, in_port=p), (Conjunction(cid, 1, 2),)) for p in src.ports]
-    if dst.network_port is not None:  # out the network's port: any destination address
-        lines.append((Match(ct_mark=mark), (Conjunction(cid, 2, 2),)))
-    else:
-        lines += [(Match(ct_mark=mark, eth_dst=mac), (Conjunction(cid, 2, 2),)) for mac in dst.macs]
-    return lines
 
 
 def render(flows: Iterable[Flow]) -> str:

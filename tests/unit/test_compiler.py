@@ -1375,9 +1375,10 @@ def test_a_group_pair_grows_with_members_plus_services_not_members_times_members
 
     per_two = cost(2) - cost(1)  # a member more on each side
     assert cost(100) == cost(1) + 99 * per_two, "linear in the members"
-    # Each VM: its clause in the original match (source or destination) and in the two
-    # reply matches (back, there).
-    assert per_two == 2 * 3
+    # An initiator: its source clause, its two commit lines (the mark names it, one per
+    # family), its reply clause (back) and its related clause (there). A responder: its
+    # MAC (original and there) and its port (back).
+    assert per_two == 5 + 2
     assert cost(100) < 1_000 < 100 * 100
 
 
