@@ -12,6 +12,7 @@ half of the ct_mark of the connections a pair between two of them admits.
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import re
 from dataclasses import dataclass, field
@@ -475,16 +476,7 @@ class Policy:
         for vm in self.vms.values():
             if vm.port == net.port:
                 raise Conflict(f"port {net.port!r} belongs to VM {vm.name!r}")
-        old = self.networks.get(net.name)
-        if old is None and len(self.networks) >= MAX_VMS:
-            raise Conflict(f"the policy holds the most networks it may ({MAX_VMS})")
-        if net.id == 0:
-            net = Network(net.name, net.port, net.cidrs, old.id if old else self._new_vm_id())
-        elif self._id_in_use(net.id, net.name):
-            raise InvalidInput(f"id {net.id} is given twice")
-        self.networks[net.name] = net
-        self.next_vm_id = max(self.next_vm_id, net.id + 1)
-        return old is None
+        return self._put_named(self.networks, net, "networks")
 
     def delete_network(self, name: str) -> None:
         self.get_network(name)
@@ -504,21 +496,26 @@ class Policy:
         for member in group.members:
             if member not in self.vms:
                 raise NotFound(f"no VM named {member!r} (groups list VMs)")
-        old = self.groups.get(group.name)
-        if old is None and len(self.groups) >= MAX_VMS:
-            raise Conflict(f"the policy holds the most groups it may ({MAX_VMS})")
-        if group.id == 0:
-            group = Group(group.name, group.members, old.id if old else self._new_vm_id())
-        elif self._id_in_use(group.id, group.name):
-            raise InvalidInput(f"id {group.id} is given twice")
-        self.groups[group.name] = group
-        self.next_vm_id = max(self.next_vm_id, group.id + 1)
-        return old is None
+        return self._put_named(self.groups, group, "groups")
 
     def delete_group(self, name: str) -> None:
         self.get_group(name)
         self._unused(name, "group")
         del self.groups[name]
+
+    def _put_named(self, table: dict[str, Any], thing: Any, what: str) -> bool:
+        """Store a group or network under its name, with its old id (or a new one when
+        created, or the given one from a state file); True when created."""
+        old = table.get(thing.name)
+        if old is None and len(table) >= MAX_VMS:
+            raise Conflict(f"the policy holds the most {what} it may ({MAX_VMS})")
+        if thing.id == 0:
+            thing = dataclasses.replace(thing, id=old.id if old else self._new_vm_id())
+        elif self._id_in_use(thing.id, thing.name):
+            raise InvalidInput(f"id {thing.id} is given twice")
+        table[thing.name] = thing
+        self.next_vm_id = max(self.next_vm_id, thing.id + 1)
+        return old is None
 
     def _unused(self, name: str, kind: str) -> None:
         users = [p.id for p in self.pairs_of(name)]
