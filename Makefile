@@ -49,6 +49,8 @@ $(RYU_WHEEL): tools/build_ryu_wheel.py
 
 $(STAMP): setup.cfg setup.py pyproject.toml $(RYU_WHEEL) | deps
 	$(PYTHON) -m venv --clear --system-site-packages $(VENV)
+	@# git ignores .venv by name; a .venv-X.Y ignores itself (as 3.13's venv does anyway)
+	echo '*' > $(VENV)/.gitignore
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(RYU_WHEEL) -e '.[test]'
 	$(PY) -m ryu_ctfw.eventlet_compat install
