@@ -226,70 +226,40 @@ def _list(key: str, item: str) -> dict[str, Any]:
     return {"type": "object", "properties": {key: {"type": "array", "items": _ref(item)}}}
 
 
+def _named(
+    plural: str, kind: str, schema: str, put_errors: dict[str, Any], delete_conflict: str
+) -> dict[str, Any]:
+    """The list and item paths of a resource named in the path (VMs, networks, groups):
+    list, get, put (201 / 200), delete."""
+    item = {"parameters": [NAME_PARAM],
+        "get": {"operationId": f"get_{kind}", "responses": {
+            "200": _json(_ref(schema), f"the {kind}"), "404": _error(f"no such {kind}"),
+            "403": REBINDING}},
+        "put": {"operationId": f"put_{kind}", "security": AUTH,
+                "requestBody": {"required": True, "content": {
+                    "application/json": {"schema": _ref(f"{schema}Body")}}},
+                "responses": {"201": _json(_ref(schema), "created"),
+                              "200": _json(_ref(schema), "updated"),
+                              **put_errors, **COMMON_ERRORS}},
+        "delete": {"operationId": f"delete_{kind}", "security": AUTH, "responses": {
+            "204": {"description": "deleted"}, "404": _error(f"no such {kind}"),
+            "409": _error(delete_conflict), **COMMON_ERRORS}},
+    }  # fmt: skip
+    return {
+        f"{API}/{plural}": {"get": {"operationId": f"list_{plural}", "responses": {
+            "200": _json(_list(plural, schema), f"all {plural}"), "403": REBINDING}}},
+        f"{API}/{plural}/{{name}}": item,
+    }  # fmt: skip
+
+
 PATHS: dict[str, Any] = {
-    f"{API}/vms": {
-        "get": {"operationId": "list_vms",
-                "responses": {"200": _json(_list("vms", "Vm"), "all VMs"), "403": REBINDING}},
-    },
-    f"{API}/vms/{{name}}": {
-        "parameters": [NAME_PARAM],
-        "get": {"operationId": "get_vm", "responses": {
-            "200": _json(_ref("Vm"), "the VM"), "404": _error("no such VM"), "403": REBINDING}},
-        "put": {"operationId": "put_vm", "security": AUTH,
-                "requestBody": {"required": True, "content": {
-                    "application/json": {"schema": _ref("VmBody")}}},
-                "responses": {"201": _json(_ref("Vm"), "created"),
-                              "200": _json(_ref("Vm"), "updated"),
-                              "409": _error("the name is a group's or a network's, the port is"
-                                            " another VM's or a network's, or the MAC is"
-                                            " another VM's on its bridge"),
-                              **COMMON_ERRORS}},
-        "delete": {"operationId": "delete_vm", "security": AUTH, "responses": {
-            "204": {"description": "deleted"}, "404": _error("no such VM"),
-            "409": _error("a pair uses the VM, or a group lists it"), **COMMON_ERRORS}},
-    },
-    f"{API}/networks": {
-        "get": {"operationId": "list_networks", "responses": {
-            "200": _json(_list("networks", "Network"), "all networks"), "403": REBINDING}},
-    },
-    f"{API}/networks/{{name}}": {
-        "parameters": [NAME_PARAM],
-        "get": {"operationId": "get_network", "responses": {
-            "200": _json(_ref("Network"), "the network"), "404": _error("no such network"),
-            "403": REBINDING}},
-        "put": {"operationId": "put_network", "security": AUTH,
-                "requestBody": {"required": True, "content": {
-                    "application/json": {"schema": _ref("NetworkBody")}}},
-                "responses": {"201": _json(_ref("Network"), "created"),
-                              "200": _json(_ref("Network"), "updated"),
-                              "409": _error("the name is a VM's or a group's, or the port is a"
-                                            " VM's"),
-                              **COMMON_ERRORS}},
-        "delete": {"operationId": "delete_network", "security": AUTH, "responses": {
-            "204": {"description": "deleted"}, "404": _error("no such network"),
-            "409": _error("a pair uses the network"), **COMMON_ERRORS}},
-    },
-    f"{API}/groups": {
-        "get": {"operationId": "list_groups", "responses": {
-            "200": _json(_list("groups", "Group"), "all groups"), "403": REBINDING}},
-    },
-    f"{API}/groups/{{name}}": {
-        "parameters": [NAME_PARAM],
-        "get": {"operationId": "get_group", "responses": {
-            "200": _json(_ref("Group"), "the group"), "404": _error("no such group"),
-            "403": REBINDING}},
-        "put": {"operationId": "put_group", "security": AUTH,
-                "requestBody": {"required": True, "content": {
-                    "application/json": {"schema": _ref("GroupBody")}}},
-                "responses": {"201": _json(_ref("Group"), "created"),
-                              "200": _json(_ref("Group"), "updated"),
-                              "404": _error("a member is no VM"),
-                              "409": _error("the name is a VM's or a network's"),
-                              **COMMON_ERRORS}},
-        "delete": {"operationId": "delete_group", "security": AUTH, "responses": {
-            "204": {"description": "deleted"}, "404": _error("no such group"),
-            "409": _error("a pair uses the group"), **COMMON_ERRORS}},
-    },
+    **_named("vms", "vm", "Vm", {"409": _error(
+        "the name is a group's or a network's, the port is another VM's or a network's, or"
+        " the MAC is another VM's on its bridge")}, "a pair uses the VM, or a group lists it"),
+    **_named("networks", "network", "Network", {"409": _error(
+        "the name is a VM's or a group's, or the port is a VM's")}, "a pair uses the network"),
+    **_named("groups", "group", "Group", {"404": _error("a member is no VM"), "409": _error(
+        "the name is a VM's or a network's")}, "a pair uses the group"),
     f"{API}/pairs": {
         "get": {"operationId": "list_pairs",
                 "responses": {"200": _json(_list("pairs", "Pair"), "all pairs"), "403": REBINDING}},
