@@ -1,4 +1,9 @@
-"""The benchmark suite still runs (`make bench-smoke`); it asserts no times."""
+"""The benchmark suite still runs (`make bench-smoke`); it asserts no times.
+
+The groups scenario checks its own invariants as it runs (a membership change sends the
+flow-mods the compiler predicts, a few per link of the group, not a re-install; a member
+costs the same whatever its group's size; a group pair's lines grow linearly in its
+members, N x N VM pairs' quadratically), so a zero exit status says they held."""
 
 from __future__ import annotations
 
@@ -27,5 +32,10 @@ def test_bench_smoke_runs_and_reports_every_measure() -> None:
         "bulk TCP throughput vs seed",
         "flows per VM",
         "packet-ins during data traffic",
+        "## Groups scenario",
+        "a member added",
+        "a member removed",
+        "flows per member: its own port's lines",
+        "One group pair against the VM pairs it replaces",
     ):
         assert measure in out, f"{measure!r} missing from the report:\n{out}"
