@@ -74,6 +74,9 @@ class Vm:
     # carry. Kept while the VM exists, so a restart or an update keeps its connections.
     id: int = 0
     learned_mac: str | None = None  # the MAC first seen on its port, when none was given
+    # The switch it sits on: a dpid (16 hex digits) or a bridge name; None: wherever its
+    # port name is, as long as one connected switch has it.
+    switch: str | None = None
 
     @property
     def known_mac(self) -> str | None:
@@ -82,7 +85,7 @@ class Vm:
     def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name, "id": self.id, "port": self.port, "mac": self.mac,
-            "ips": list(self.ips), "learned_mac": self.learned_mac,
+            "ips": list(self.ips), "learned_mac": self.learned_mac, "switch": self.switch,
         }  # fmt: skip
 
 
@@ -153,6 +156,20 @@ def validate_vm_name(name: Any, what: str = "VM") -> str:
     return name
 
 
+DPID_RE = re.compile(r"^[0-9a-f]{16}$")
+
+
+def validate_switch(switch: Any) -> str | None:
+    """A switch as a VM names it: a dpid of 16 hex digits (lower case), or a bridge name."""
+    if switch is None:
+        return None
+    if isinstance(switch, str) and DPID_RE.fullmatch(switch.lower()):
+        return switch.lower()
+    if not isinstance(switch, str) or not PORT_NAME_RE.fullmatch(switch):
+        raise InvalidInput(f"invalid switch {switch!r}: a dpid of 16 hex digits or a bridge name")
+    return switch
+
+
 def validate_cidrs(cidrs: Any) -> tuple[str, ...]:
     """A non-empty list of IPv4/IPv6 networks without host bits or scope ids, normalised."""
     if not isinstance(cidrs, list) or not cidrs:
@@ -207,6 +224,19 @@ def group_from_body(name: str, body: Any) -> Group:
             raise InvalidInput(f"invalid members: {member!r} is listed twice")
         seen.append(member)
     return Group(validate_vm_name(name, "group"), tuple(seen))
+
+
+def switch_settings_from_body(body: Any) -> str | None:
+    """A PUT /switches/{dpid} body: `{"fabric_port": "NAME"}`, or null to clear it."""
+    _only(body, {"fabric_port"}, ("fabric_port",), '{"fabric_port": "eth1"}')
+    port = body["fabric_port"]
+    return None if port is None else validate_port_name(port)
+
+
+def validate_dpid(text: Any) -> int:
+    if not isinstance(text, str) or not DPID_RE.fullmatch(text.lower()):
+        raise InvalidInput(f"invalid switch {text!r}: a dpid of 16 hex digits")
+    return int(text, 16)
 
 
 def _state_id(kind: str, name: Any, raw: dict[str, Any]) -> int:
@@ -273,14 +303,14 @@ def vm_from_state(name: Any, raw: Any) -> Vm:
     vm = vm_from_body(name, body)
     vm_id = _state_id("VM", name, raw)  # absent (0) in state files written before ids
     learned = validate_mac(raw.get("learned_mac"))
-    return Vm(vm.name, vm.port, vm.mac, vm.ips, vm_id, None if vm.mac else learned)
+    return dataclasses.replace(vm, id=vm_id, learned_mac=None if vm.mac else learned)
 
 
 def vm_from_body(name: str, body: Any) -> Vm:
     """Build a VM from a PUT body, refusing anything not in the contract."""
     if not isinstance(body, dict):
         raise InvalidInput('body must be a JSON object like {"port": "tap2"}')
-    unknown = sorted(set(body) - {"port", "mac", "ips"})
+    unknown = sorted(set(body) - {"port", "mac", "ips", "switch"})
     if unknown:
         raise InvalidInput(f"unknown field(s): {', '.join(unknown)}")
     if "port" not in body:
@@ -290,6 +320,7 @@ def vm_from_body(name: str, body: Any) -> Vm:
         port=validate_port_name(body["port"]),
         mac=validate_mac(body.get("mac")),
         ips=validate_ips(body.get("ips")),
+        switch=validate_switch(body.get("switch")),
     )
 
 
@@ -361,6 +392,9 @@ class Policy:
     _services: dict[tuple, int] = field(default_factory=dict, repr=False, compare=False)
     groups: dict[str, Group] = field(default_factory=dict)
     networks: dict[str, Network] = field(default_factory=dict)
+    # dpid -> the port of that bridge that leads to the other hosts (PUT /switches/{dpid});
+    # a switch not listed uses [ctfw] fabric_port, if set.
+    fabric: dict[int, str] = field(default_factory=dict)
 
     # --- names ---------------------------------------------------------------------------
     def kind_of(self, name: str) -> str | None:
@@ -408,14 +442,19 @@ class Policy:
         """Create or replace a VM; returns True when it was created.
 
         An update keeps the VM's id, and its learned MAC while it stays on the same port
-        with no MAC given; a new VM gets the next id. MACs and IPs may repeat: VMs on
-        different bridges are different L2 domains (and conntrack zones), so the same
-        addresses there are legitimate.
+        (and switch) with no MAC given; a new VM gets the next id. MACs and IPs may repeat:
+        VMs on different bridges are different L2 domains (and conntrack zones), so the
+        same addresses there are legitimate. Two VMs may have the same port name only when
+        each names its switch, and not the same one (libvirt's vnet0 on two hosts).
         """
         self._name_free(vm.name, "vm")
         for other in self.vms.values():
-            if other.name != vm.name and other.port == vm.port:
-                raise Conflict(f"port {vm.port!r} already belongs to VM {other.name!r}")
+            if other.name != vm.name and other.port == vm.port and not _apart(vm, other):
+                where = f" on switch {vm.switch}" if vm.switch else ""
+                raise Conflict(
+                    f"port {vm.port!r}{where} already belongs to VM {other.name!r} (give"
+                    " each VM its switch to use one port name on several switches)"
+                )
         for net in self.networks.values():
             if net.port == vm.port:
                 raise Conflict(f"port {vm.port!r} is the port of network {net.name!r}")
@@ -423,9 +462,10 @@ class Policy:
         if old is None and len(self.vms) >= MAX_VMS:
             raise Conflict(f"the policy holds the most VMs it may ({MAX_VMS})")
         if vm.id == 0:  # from a client: the policy's own fields come from the old VM
-            learned = old.learned_mac if old and old.port == vm.port and not vm.mac else None
-            vm = Vm(vm.name, vm.port, vm.mac, vm.ips, old.id if old else self._new_vm_id(),
-                    learned)  # fmt: skip
+            same_place = old is not None and (old.port, old.switch) == (vm.port, vm.switch)
+            learned = old.learned_mac if old and same_place and not vm.mac else None
+            vm = dataclasses.replace(vm, id=old.id if old else self._new_vm_id(),
+                                     learned_mac=learned)  # fmt: skip
         elif self._id_in_use(vm.id, vm.name):
             raise InvalidInput(f"id {vm.id} is given twice")
         self.vms[vm.name] = vm
@@ -448,7 +488,7 @@ class Policy:
         """Bind a VM registered without a MAC to the MAC it was seen using."""
         vm = self.get_vm(name)
         if vm.mac is None:
-            self.vms[name] = Vm(vm.name, vm.port, None, vm.ips, vm.id, mac)
+            self.vms[name] = dataclasses.replace(vm, learned_mac=mac)
 
     def delete_vm(self, name: str) -> None:
         self.get_vm(name)
@@ -580,12 +620,21 @@ class Policy:
             self.zones[dpid] = free
         return self.zones[dpid]
 
+    # --- switches --------------------------------------------------------------------
+    def set_fabric_port(self, dpid: int, port: str | None) -> None:
+        """The port of switch `dpid` that leads to the other hosts; None: the default."""
+        if port is None:
+            self.fabric.pop(dpid, None)
+        else:
+            self.fabric[dpid] = port
+
     # --- persistence form ------------------------------------------------------------
     def copy(self) -> Policy:
         # VMs and pairs are immutable: copying the dicts is enough, and cheap at scale.
         return Policy(
             dict(self.vms), dict(self.pairs), self.next_pair_id, self.next_vm_id,
             dict(self.zones), dict(self._services), dict(self.groups), dict(self.networks),
+            dict(self.fabric),
         )  # fmt: skip
 
     def to_dict(self) -> dict[str, Any]:
@@ -598,7 +647,9 @@ class Policy:
             "next_pair_id": self.next_pair_id,
             "next_vm_id": self.next_vm_id,
             "zones": {f"{dpid:016x}": zone for dpid, zone in sorted(self.zones.items())},
-        }
+            "switches": {f"{dpid:016x}": {"fabric_port": port}
+                         for dpid, port in sorted(self.fabric.items())},
+        }  # fmt: skip
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Policy:
@@ -618,7 +669,7 @@ class Policy:
             else:
                 unnumbered.append(vm)
         for vm in unnumbered:  # a state file from before VM ids: number them in order
-            policy.put_vm(Vm(vm.name, vm.port, vm.mac, vm.ips))
+            policy.put_vm(dataclasses.replace(vm, learned_mac=None))
             if vm.learned_mac:
                 policy.learn_mac(vm.name, vm.learned_mac)
         for raw in _objects(data, "networks"):
@@ -652,6 +703,13 @@ class Policy:
             if zone in policy.zones.values():
                 raise InvalidInput(f"zone {zone} is given to two switches")
             policy.zones[int(dpid, 16)] = zone
+        switches = data.get("switches", {})
+        if not isinstance(switches, dict):
+            raise InvalidInput("switches must be an object of dpid -> settings")
+        for dpid, settings in switches.items():
+            if not isinstance(dpid, str) or not DPID_RE.fullmatch(dpid):
+                raise InvalidInput(f"bad switch id {dpid!r} in switches")
+            policy.set_fabric_port(int(dpid, 16), switch_settings_from_body(settings))
         next_id = data.get("next_pair_id", 1)
         if not isinstance(next_id, int) or isinstance(next_id, bool) or next_id < 1:
             raise InvalidInput(f"bad next_pair_id {next_id!r}")
@@ -668,3 +726,8 @@ def _objects(data: dict[str, Any], key: str) -> list[dict[str, Any]]:
 
 def _without(raw: dict[str, Any], *keys: str) -> dict[str, Any]:
     return {k: v for k, v in raw.items() if k not in keys}
+
+
+def _apart(a: Vm, b: Vm) -> bool:
+    """Whether two VMs are told apart by the switches they name."""
+    return a.switch is not None and b.switch is not None and a.switch != b.switch
