@@ -51,7 +51,7 @@ class CtfwApp(app_manager.RyuApp):
             # Before Firewall touches the folder (stale temporary files, compaction): those
             # may be another running instance's, which this one must leave alone.
             self._state_lock = store.lock(settings.state_file)
-            self.fw = Firewall(settings.state_file, self.logger)
+            self.fw = Firewall(settings.state_file, self.logger, settings.fabric_port)
         except (ryu_compat.RyuShapeError, config.ConfigError, StateFileError) as e:
             # Starting anyway would silently open the API, lose or mix up the policy, or
             # fail at the first switch.

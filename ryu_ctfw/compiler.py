@@ -237,10 +237,13 @@ class Flow(NamedTuple):
 
 
 class Attachment(NamedTuple):
-    """Where a VM is on one switch right now, and the MAC it is known by."""
+    """Where a VM is on one switch right now, and the MAC it is known by. A VM on another
+    host is attached at this switch's fabric port (`remote`): it is told apart from the
+    other remote VMs there by its MAC, bound to its addresses in table 0."""
 
     ofport: int
     mac: str | None  # configured, else learned from its ARP or ND, else None
+    remote: bool = False
 
 
 FLOOD = Output("FLOOD")
@@ -509,10 +512,12 @@ def pair_flows(
     output it to the responder's port. Replies and related ICMP pass on the link's lines
     only with that mark, from the port they must come from, to the port they are for. The
     link's lines are the same for every pair of the two VMs (the flow set keeps one copy).
+    A VM on another host is at the fabric port, where its MAC (bound to its addresses in
+    table 0) tells it from the other remote VMs: lines from it match its MAC as source.
     """
     pc = cookie(KIND_PAIR, pair.id)
     ini, res = initiator, responder
-    there = Match(in_port=ini.ofport, eth_dst=res.mac)
+    there = Match(in_port=ini.ofport, eth_dst=res.mac, eth_src=ini.mac if ini.remote else None)
     admit = (Ct(commit=True, zone=zone, mark=mark), Output(res.ofport))
     to_initiator, to_responder = (Output(ini.ofport),), (Output(res.ofport),)
     lines = [(_merge(there, svc.original(), ORIGINAL), admit) for svc in services(pair)]
@@ -520,11 +525,11 @@ def pair_flows(
     # fragment, whose ports a service line checked, and the switch's reassembly lets
     # them out only together with it (none of them when the first was refused).
     lines += [
-        (Match(ct_state=ORIGINAL, eth_type=fam, in_port=ini.ofport, eth_dst=res.mac,
-               ip_frag="later"), admit)
+        (there._replace(ct_state=ORIGINAL, eth_type=fam, ip_frag="later"), admit)
         for fam in FAMILIES
     ]  # fmt: skip
-    back = Match(in_port=res.ofport, eth_dst=ini.mac, ct_mark=mark)
+    back = Match(in_port=res.ofport, eth_dst=ini.mac, ct_mark=mark,
+                 eth_src=res.mac if res.remote else None)  # fmt: skip
     lines += [
         (back._replace(ct_state=EST_REPLY), to_initiator),
         (back._replace(ct_state=RELATED), to_initiator),
@@ -536,8 +541,9 @@ def pair_flows(
 def _merge(where: Match, what: Match, state: CtState) -> Match:
     # Spelled out rather than _replace: this runs for every pair line.
     return Match(
-        in_port=where.in_port, eth_dst=where.eth_dst, ct_state=state, eth_type=what.eth_type,
-        ip_proto=what.ip_proto, tp_dst=what.tp_dst, icmp_type=what.icmp_type,
+        in_port=where.in_port, eth_src=where.eth_src, eth_dst=where.eth_dst, ct_state=state,
+        eth_type=what.eth_type, ip_proto=what.ip_proto, tp_dst=what.tp_dst,
+        icmp_type=what.icmp_type,
     )  # fmt: skip
 
 
@@ -571,10 +577,12 @@ def pair_unit_flows(
         ini, res = attached.get(pair.initiator), attached.get(pair.responder)
         if ini is None or res is None or ini.mac is None or res.mac is None:
             return ()
+        if ini.remote and res.remote:
+            return ()  # both on other hosts: nothing passes here
         mark = link_mark(policy.vms[pair.initiator].id, policy.vms[pair.responder].id)
         return pair_flows(pair, ini, res, zone, mark)
     x, y = side(policy, pair.initiator, attached), side(policy, pair.responder, attached)
-    if x is None or y is None:
+    if x is None or y is None or not (x.here or y.here):
         return ()
     return link_flows(pair, x, y, zone)
 
@@ -655,11 +663,17 @@ def network_port_flows(net: Network, at: Attachment, zone: int) -> tuple[Flow, .
 
 
 class Member(NamedTuple):
-    """A VM of a pair side, attached here with a known MAC."""
+    """A VM of a pair side, attached here with a known MAC (or, `remote`, on another host:
+    at the fabric port, told apart by its MAC)."""
 
     ofport: int
     id: int  # the VM's id: the initiator half of the marks of connections it opens
     mac: str
+    remote: bool = False
+
+    def source(self) -> Match:
+        """What a packet from this VM matches as it comes in."""
+        return Match(in_port=self.ofport, eth_src=self.mac if self.remote else None)
 
 
 class Side(NamedTuple):
@@ -672,11 +686,17 @@ class Side(NamedTuple):
     cidrs: tuple[str, ...] = ()
 
     @property
-    def ports(self) -> tuple[int, ...]:
-        """Where its packets come in: the members' ports, or the network's."""
+    def sources(self) -> list[Match]:
+        """Where its packets come in: each member's port (and MAC, for a VM on another
+        host), or the network's port."""
         if self.network_port is not None:
-            return (self.network_port,)
-        return tuple(m.ofport for m in self.members)
+            return [Match(in_port=self.network_port)]
+        return [m.source() for m in self.members]
+
+    @property
+    def here(self) -> bool:
+        """Whether anything of it is on this switch (not only VMs of other hosts)."""
+        return self.network_port is not None or any(not m.remote for m in self.members)
 
 
 def side(policy: Policy, name: str, attached: Mapping[str, Attachment]) -> Side | None:
@@ -690,7 +710,7 @@ def side(policy: Policy, name: str, attached: Mapping[str, Attachment]) -> Side 
     for vm_name in policy.members(name):
         at = attached.get(vm_name)
         if at is not None and at.mac is not None:
-            members.append(Member(at.ofport, policy.vms[vm_name].id, at.mac))
+            members.append(Member(at.ofport, policy.vms[vm_name].id, at.mac, at.remote))
     if not members:
         return None
     return Side(policy.endpoint_id(name), tuple(sorted(members)))
@@ -737,7 +757,7 @@ def link_flows(pair: Pair, x: Side, y: Side, zone: int) -> tuple[Flow, ...]:
         lines += [(where._replace(conj_id=orig, eth_type=fam), admit) for fam in FAMILIES]
 
     back = conj_id(CONJ_BACK, x.id, y.id)
-    lines += [(Match(in_port=p), (Conjunction(back, 1, 2),)) for p in y.ports]
+    lines += [(m, (Conjunction(back, 1, 2),)) for m in y.sources]
     lines += [(m, (Conjunction(back, 2, 2),)) for m in _marked_to(x, y)]
     lines += [(Match(conj_id=back, ct_state=st), (_deliver(x),)) for st in (EST_REPLY, RELATED)]
 
@@ -754,7 +774,7 @@ def _marks(x: Side, y: Side) -> list[tuple[Match, int]]:
     of the connections it opens to side `y`."""
     if x.network_port is not None:
         return [(Match(in_port=x.network_port), link_mark(x.id, y.id))]
-    return [(Match(in_port=m.ofport), link_mark(m.id, y.id)) for m in x.members]
+    return [(m.source(), link_mark(m.id, y.id)) for m in x.members]
 
 
 def _from(s: Side) -> list[Match]:
@@ -763,7 +783,7 @@ def _from(s: Side) -> list[Match]:
     sources of all of them)."""
     if s.network_port is not None:
         return [_source(c)._replace(in_port=s.network_port) for c in s.cidrs]
-    return [Match(in_port=p) for p in s.ports]
+    return s.sources
 
 
 def _to(s: Side) -> list[Match]:

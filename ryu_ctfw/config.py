@@ -20,6 +20,8 @@ from pathlib import Path
 
 from oslo_config import cfg
 
+from ryu_ctfw.policy import PolicyError, validate_port_name
+
 GROUP = "ctfw"
 DEFAULT_STATE_FILE = "/var/lib/ryu-ctfw/state.json"
 
@@ -47,6 +49,13 @@ OPTS = [
     cfg.IntOpt(
         "max_ips_per_vm", default=64, min=1, max=4096, help="The most IPs one VM may be given."
     ),
+    cfg.StrOpt(
+        "fabric_port",
+        default=None,
+        help="The name of the port that leads to the other hypervisors (a NIC on a shared"
+        " segment, or a tunnel port), for every bridge that has a port of that name and no"
+        " fabric port of its own (PUT /ctfw/v1/switches/{dpid}). Unset: none.",
+    ),
 ]
 
 
@@ -61,6 +70,7 @@ class Settings:
     max_vms: int = 10_000
     max_pairs: int = 100_000
     max_ips_per_vm: int = 64
+    fabric_port: str | None = None
 
 
 def register(conf: cfg.ConfigOpts) -> None:
@@ -91,7 +101,13 @@ def check(conf: cfg.ConfigOpts) -> Settings:
     check_state_folder(state_file)
     try:
         c = conf.ctfw
-        return Settings(state_file, token, c.max_vms, c.max_pairs, c.max_ips_per_vm)
+        fabric = c.fabric_port
+        if fabric is not None:
+            try:
+                validate_port_name(fabric)
+            except PolicyError as e:
+                raise ConfigError(f"fabric_port in [{GROUP}]: {e}") from None
+        return Settings(state_file, token, c.max_vms, c.max_pairs, c.max_ips_per_vm, fabric)
     except cfg.ConfigFileValueError as e:  # e.g. "max_vms = 0": say so, not a traceback
         raise ConfigError(f"bad value in [{GROUP}]: {e}") from e
 

@@ -98,10 +98,12 @@ class SwitchManager:
         policy: Callable[[], Policy],
         zone_of: Callable[[int], int],
         learned: Callable[[str, str], object] = lambda vm, mac: None,
+        default_fabric_port: str | None = None,
     ) -> None:
         self.log = logger
         self.policy = policy
         self.zone_of = zone_of  # dpid -> the bridge's conntrack zone
+        self.default_fabric_port = default_fabric_port  # [ctfw] fabric_port
         # (VM name, MAC): store a learned MAC with the policy, then sync. Called in a
         # green thread of its own: storing waits for the switches.
         self.learned = learned
@@ -153,7 +155,7 @@ class SwitchManager:
         ofp, parser = dp.ofproto, dp.ofproto_parser
         channel.send(dp, parser.OFPSetConfig(dp, OFPC_FRAG_NX_MATCH, ofp.OFPCML_NO_BUFFER))
         sw.worker = hub.spawn(self._worker, sw, dp)
-        self.request_sync(sw.dpid)
+        self.sync_everywhere()  # its ports may place VMs that other switches see remotely
 
     def disconnected(self, dp: Any) -> None:
         """A connection closed: the switch is gone only if it was the one in use and no
@@ -203,7 +205,7 @@ class SwitchManager:
             self._port_added(sw, port)
             if old != port.port_no:
                 self.log.info("port %s is ofport %d on %s", name, port.port_no, sw.name)
-        self.request_sync(sw.dpid)
+        self.sync_everywhere()
 
     def packet_in(self, dp: Any, msg: Any) -> None:
         """Learn the MAC of a VM registered without one, from its ARP or ND."""
@@ -254,6 +256,14 @@ class SwitchManager:
         channel.deliver_error(sw, msg.xid, text)
 
     # --- sync ------------------------------------------------------------------------------
+    def sync_everywhere(self) -> None:
+        """Where VMs are changed (a port came, went, or a switch connected): every
+        connected switch compares its flows again; those whose flows did not change are
+        sent nothing."""
+        for sw in self.switches.values():
+            if sw.connected:
+                self.request_sync(sw.dpid)
+
     def request_sync(self, dpid: int) -> int:
         """Ask the switch's worker to sync; returns the generation to wait for."""
         sw = self.switches[dpid]
@@ -326,20 +336,70 @@ class SwitchManager:
                 del sw.results[gen]
 
     def attachments(self, sw: Switch) -> dict[str, Attachment]:
-        """Where each VM and network whose port is on this switch is (by name)."""
+        """Where each VM and network that matters to this switch is, by name: its VMs at
+        their ports, the networks whose port it has, and VMs on other hosts that a pair
+        joins with something here, at its fabric port (when it has one)."""
         policy = self.policy()
-        here = [vm for vm in policy.vms.values() if vm.port in sw.ports]
+        places = self.locations(policy)
+        here = [vm for vm in policy.vms.values() if (places.get(vm.name) or (None,))[0] == sw.dpid]
         given = {vm.mac for vm in here if vm.mac}
         out = {}
         for vm in here:
             mac = vm.known_mac
             if vm.mac is None and mac in given:
                 mac = None  # learned elsewhere, but another VM here is configured with it
-            out[vm.name] = Attachment(sw.ports[vm.port], mac)
+            out[vm.name] = Attachment(places[vm.name][1], mac)
         for net in policy.networks.values():
             if net.port in sw.ports:
                 out[net.name] = Attachment(sw.ports[net.port], None)
+        fabric = sw.ports.get(self.fabric_port(sw.dpid) or "")
+        if fabric is not None:
+            for name in _remote_peers(policy, set(out), places, sw.dpid):
+                vm = policy.vms[name]
+                if vm.known_mac is not None and name not in out:
+                    out[name] = Attachment(fabric, vm.known_mac, remote=True)
         return out
+
+    def fabric_port(self, dpid: int) -> str | None:
+        """The port of switch `dpid` that leads to the other hosts, if any."""
+        return self.policy().fabric.get(dpid, self.default_fabric_port)
+
+    def locations(self, policy: Policy) -> dict[str, tuple[int, int] | None]:
+        """(dpid, ofport) of each VM's port; None for a VM whose place is ambiguous (its
+        port name, with no switch named, is on two switches). A VM whose port no switch
+        has is left out. A switch that disconnected keeps its last ports: it still
+        enforces its flows, so its VMs stay where they were for the other hosts."""
+        named: dict[tuple[int, str], int] = {}  # (dpid, port) -> VMs naming that switch
+        out: dict[str, tuple[int, int] | None] = {}
+        for vm in policy.vms.values():
+            if vm.switch is not None:
+                sw = self._switch_named(vm.switch)
+                if sw is not None and vm.port in sw.ports:
+                    named[(sw.dpid, vm.port)] = named.get((sw.dpid, vm.port), 0) + 1
+                    out[vm.name] = (sw.dpid, sw.ports[vm.port])
+        for vm in policy.vms.values():
+            if vm.switch is not None:
+                continue
+            found = [sw for sw in self.switches.values() if vm.port in sw.ports
+                     and (sw.dpid, vm.port) not in named
+                     and vm.port != self.fabric_port(sw.dpid)]  # fmt: skip
+            live = [sw for sw in found if sw.connected] or found
+            if len(live) == 1:
+                out[vm.name] = (live[0].dpid, live[0].ports[vm.port])
+            elif live:
+                out[vm.name] = None
+        for vm in policy.vms.values():  # two VMs naming one switch's port: neither
+            place = out.get(vm.name)
+            if vm.switch is not None and place and named[(place[0], vm.port)] > 1:
+                out[vm.name] = None
+        return out
+
+    def _switch_named(self, switch: str) -> Switch | None:
+        """A switch by dpid (16 hex digits) or bridge name."""
+        for sw in self.switches.values():
+            if dpid_str(sw.dpid) == switch or sw.name == switch:
+                return sw
+        return None
 
     def _sync(self, sw: Switch) -> SyncResult:
         policy, attached, zone = self.policy(), self.attachments(sw), self.zone_of(sw.dpid)
@@ -477,6 +537,14 @@ class SwitchManager:
                 return sw.dpid, sw.ports[port]
         return None
 
+    def locate_vm(self, name: str) -> tuple[int, int] | str | None:
+        """Where a VM is: (dpid, ofport), "ambiguous", or None when no switch has its port."""
+        places = self.locations(self.policy())
+        if name not in places:
+            return None
+        place = places[name]
+        return "ambiguous" if place is None else place
+
     # --- helpers ---------------------------------------------------------------------------
     def _port_added(self, sw: Switch, port: Any) -> None:
         ofp = sw.dp.ofproto
@@ -490,6 +558,27 @@ class SwitchManager:
             if no == port.port_no and other != name:
                 del sw.ports[other]  # renamed
         sw.ports[name] = port.port_no
+
+
+def _remote_peers(
+    policy: Policy, local: set[str], places: dict[str, tuple[int, int] | None], dpid: int
+) -> list[str]:
+    """VMs on other switches that a pair joins with a VM or network here (a side, or a
+    member of a group side): only those get lines here, so a pair between two VMs of
+    another host changes nothing on this one."""
+    out: set[str] = set()
+    for pair in policy.pairs.values():
+        sides = [
+            (set(policy.members(n)) | ({n} if n in policy.networks else set()))
+            for n in (pair.initiator, pair.responder)
+        ]
+        for this, other in (sides, sides[::-1]):
+            if this & local:
+                out |= {
+                    n for n in other
+                    if n in policy.vms and (place := places.get(n)) and place[0] != dpid
+                }  # fmt: skip
+    return sorted(out)
 
 
 def _by_bytes(

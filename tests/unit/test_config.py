@@ -59,7 +59,7 @@ def test_an_unknown_option_is_refused_with_the_file_and_the_known_ones(
         config.check(conf)
     assert str(err.value) == (
         f"unknown option {typo!r} in [ctfw] of {tmp_path / 'ctfw0.conf'};"
-        " known: api_token, max_ips_per_vm, max_pairs, max_vms, state_file"
+        " known: api_token, fabric_port, max_ips_per_vm, max_pairs, max_vms, state_file"
     )
 
 
@@ -212,4 +212,12 @@ def test_the_limits_are_options(tmp_path: Path) -> None:
 def test_a_bad_limit_is_refused(tmp_path: Path, line: str) -> None:
     conf = parsed(tmp_path, state_conf(tmp_path, line + "\n"))
     with pytest.raises(ConfigError, match="bad value in \\[ctfw\\]"):
+        config.check(conf)
+
+
+def test_a_fabric_port_is_a_setting_and_must_be_a_port_name(tmp_path: Path) -> None:
+    conf = parsed(tmp_path, state_conf(tmp_path, "fabric_port = eth1\n"))
+    assert config.check(conf).fabric_port == "eth1"
+    conf = parsed(tmp_path, state_conf(tmp_path, "fabric_port = eth 1\n"))
+    with pytest.raises(ConfigError, match=r"fabric_port in \[ctfw\]: invalid port name"):
         config.check(conf)
