@@ -354,7 +354,8 @@ class SwitchManager:
                 out[net.name] = Attachment(sw.ports[net.port], None)
         fabric = sw.ports.get(self.fabric_port(sw.dpid) or "")
         if fabric is not None:
-            for name in _remote_peers(policy, set(out), places, sw.dpid):
+            local = {vm.name for vm in here}
+            for name in _remote_peers(policy, local, places, sw.dpid):
                 vm = policy.vms[name]
                 if vm.known_mac is not None and name not in out:
                     out[name] = Attachment(fabric, vm.known_mac, remote=True)
@@ -563,15 +564,12 @@ class SwitchManager:
 def _remote_peers(
     policy: Policy, local: set[str], places: dict[str, tuple[int, int] | None], dpid: int
 ) -> list[str]:
-    """VMs on other switches that a pair joins with a VM or network here (a side, or a
-    member of a group side): only those get lines here, so a pair between two VMs of
-    another host changes nothing on this one."""
+    """VMs on other switches that a pair joins with a VM here (a side, or a member of a
+    group side): only those get lines here, so a pair between two VMs of another host
+    changes nothing on this one. (A network is reached on the hosts that have its port.)"""
     out: set[str] = set()
     for pair in policy.pairs.values():
-        sides = [
-            (set(policy.members(n)) | ({n} if n in policy.networks else set()))
-            for n in (pair.initiator, pair.responder)
-        ]
+        sides = [set(policy.members(n)) for n in (pair.initiator, pair.responder)]
         for this, other in (sides, sides[::-1]):
             if this & local:
                 out |= {
