@@ -6,8 +6,8 @@ fsynced, so after a crash it holds either the old policy or the new one, never a
 
 Rewriting the snapshot costs O(policy), so a change is instead appended to the journal
 (`state.json.journal`, next to it): one JSON record a line, each setting one entity (a VM,
-a group, a network, a pair, the zones, the next pair id) to its new value, null meaning
-deleted. A change's
+a group, a network, a pair, the zones, the per-switch settings, the next pair id) to its
+new value, null meaning deleted. A change's
 records go in one write, then an fsync, before the change is answered; a crash in the
 middle leaves a last line without its newline, which loading ignores, so a change is in
 or out, never half. Any other bad line is an error: skipping it would lose a change that
@@ -33,12 +33,14 @@ from pathlib import Path
 from typing import Any
 
 from ryu_ctfw.policy import (
+    DPID_RE,
     MAX_ID,
     Policy,
     PolicyError,
     group_from_body,
     network_from_body,
     pair_request_from_body,
+    switch_settings_from_body,
     validate_vm_name,
     vm_from_state,
 )
@@ -221,12 +223,28 @@ def _record_from_json(obj: Any) -> Record:
         ):
             raise ValueError(f"bad zones {zones!r}")
         return ("zones", None, zones)
+    if keys == {"switches"}:
+        _check_switches(obj["switches"])
+        return ("switches", None, obj["switches"])
     for counter in ("next_pair_id", "next_vm_id"):
         if keys == {counter}:
             if not _is_count(obj[counter]):
                 raise ValueError(f"bad {counter} {obj[counter]!r}")
             return (counter, None, obj[counter])
     raise ValueError(f"unknown record {obj!r}")
+
+
+def _check_switches(switches: Any) -> None:
+    """The whole table of per-switch settings: dpid (16 lower-case hex digits) -> the PUT
+    /switches/{dpid} body. A cleared setting is absent, never null: Policy.to_dict writes
+    only the switches that have one."""
+    if not isinstance(switches, dict):
+        raise ValueError(f"bad switches {switches!r}: an object of dpid -> settings")
+    for dpid, settings in switches.items():
+        if not DPID_RE.fullmatch(dpid):
+            raise ValueError(f"bad switch id {dpid!r} in switches")
+        if switch_settings_from_body(settings) is None:
+            raise ValueError(f"switch {dpid} has a null fabric_port (a cleared one is absent)")
 
 
 def _check_entity(value: Any, key: str, expected: Any) -> None:
@@ -357,11 +375,19 @@ def _diff(before: Policy, after: Policy) -> list[dict[str, Any]]:
     if before.zones != after.zones:
         zones = {f"{dpid:016x}": zone for dpid, zone in sorted(after.zones.items())}
         out.append({"zones": zones})
+    if before.fabric != after.fabric:
+        # The whole table, as for the zones: a handful of switches, changed rarely.
+        out.append({"switches": _switches(after)})
     if before.next_pair_id != after.next_pair_id:
         out.append({"next_pair_id": after.next_pair_id})
     if before.next_vm_id != after.next_vm_id:
         out.append({"next_vm_id": after.next_vm_id})
     return out
+
+
+def _switches(policy: Policy) -> dict[str, dict[str, str]]:
+    """The per-switch settings as the snapshot stores them (Policy.to_dict's "switches")."""
+    return {f"{dpid:016x}": {"fabric_port": port} for dpid, port in sorted(policy.fabric.items())}
 
 
 def _changed(old: dict[Any, Any], new: dict[Any, Any]) -> list[Any]:

@@ -416,6 +416,7 @@ def test_to_dict(policy: Policy) -> None:
                 "mac": MAC1,
                 "ips": ["192.168.0.1"],
                 "learned_mac": None,
+                "switch": None,
             },
             {
                 "name": "vm2",
@@ -424,8 +425,17 @@ def test_to_dict(policy: Policy) -> None:
                 "mac": MAC2,
                 "ips": ["192.168.0.2"],
                 "learned_mac": None,
+                "switch": None,
             },
-            {"name": "vm3", "id": 3, "port": "tap5", "mac": None, "ips": [], "learned_mac": None},
+            {
+                "name": "vm3",
+                "id": 3,
+                "port": "tap5",
+                "mac": None,
+                "ips": [],
+                "learned_mac": None,
+                "switch": None,
+            },
         ],
         "pairs": [
             {"id": 1, "initiator": "vm1", "responder": "vm2", "protocol": "any", "ports": None}
@@ -435,6 +445,7 @@ def test_to_dict(policy: Policy) -> None:
         "next_pair_id": 2,
         "next_vm_id": 4,
         "zones": {},
+        "switches": {},
     }
 
 
@@ -1015,7 +1026,7 @@ def test_vm_to_dict_has_the_policys_fields_too() -> None:
     vm = Vm("a", "p1", None, ("10.0.0.1",), 7, MAC_L)
     assert vm.to_dict() == {
         "name": "a", "id": 7, "port": "p1", "mac": None, "ips": ["10.0.0.1"],
-        "learned_mac": MAC_L,
+        "learned_mac": MAC_L, "switch": None,
     }  # fmt: skip
     assert vm_from_state("a", vm.to_dict()) == vm
 

@@ -238,10 +238,11 @@ def test_record_appends_each_change_and_load_replays_them(state: Path, seed_poli
     # A new VM is its record (with the id it was given) and the next id to give.
     assert lines[:5] == [
         {"vm": "vm3", "value": {"name": "vm3", "id": 3, "port": "tap5", "mac": None,
-                                "ips": ["fd00::3"], "learned_mac": None}},
+                                "ips": ["fd00::3"], "learned_mac": None, "switch": None}},
         {"next_vm_id": 4},
         {"vm": "vm1", "value": {"name": "vm1", "id": 1, "port": "tap9",
-                                "mac": "52:54:00:00:00:01", "ips": [], "learned_mac": None}},
+                                "mac": "52:54:00:00:00:01", "ips": [], "learned_mac": None,
+                                "switch": None}},
         {"pair": 2, "value": {"id": 2, "initiator": "vm3", "responder": "vm1",
                               "protocol": "tcp", "ports": "22"}},
         {"next_pair_id": 3},
@@ -279,7 +280,7 @@ def test_a_learned_mac_and_a_deleted_vm_are_journalled(state: Path, seed_policy:
         policy = after
     assert journal_lines(state)[0] == {"vm": "vm3", "value": {
         "name": "vm3", "id": 3, "port": "tap5", "mac": None, "ips": [],
-        "learned_mac": "52:54:00:00:00:33"}}  # fmt: skip
+        "learned_mac": "52:54:00:00:00:33", "switch": None}}  # fmt: skip
     loaded = store.load(state)
     assert loaded == policy
     assert (loaded.vms["vm3"].id, loaded.vms["vm3"].learned_mac, loaded.next_vm_id) == (4, None, 5)
