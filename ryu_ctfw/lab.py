@@ -414,6 +414,168 @@ class Vm:
         return self._started(lab_cmd("udp-listen", str(port), str(timeout)), "udp listener")
 
 
+# --- several hosts: a second Open vSwitch in a namespace of its own (issue 12) -------------
+
+
+@dataclass
+class Netns:
+    """A bare network namespace (a second "host" whose Open vSwitch runs inside it)."""
+
+    name: str
+
+    def create(self) -> Netns:
+        if (NETNS_RUN_DIR / self.name).exists():
+            raise LabError(f"network namespace {self.name} already exists; not touching it")
+        run(["ip", "netns", "add", self.name])
+        run(["ip", "-n", self.name, "link", "set", "lo", "up"])
+        return self
+
+    def argv(self, argv: list[str]) -> list[str]:
+        return ["ip", "netns", "exec", self.name, *argv]
+
+    def exec(self, argv: list[str], check: bool = True) -> subprocess.CompletedProcess[str]:
+        return run(self.argv(argv), check=check)
+
+    def destroy(self) -> None:
+        run(["ip", "netns", "del", self.name], check=False)
+
+
+def _ip(ns: str | None, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return run(["ip", *(["-n", ns] if ns else []), *args], check=check)
+
+
+def _no_tx_offload(dev: str, ns: str | None) -> None:
+    # As Vm.create: the userspace datapath does not finish partial checksums.
+    run((["ip", "netns", "exec", ns] if ns else []) + ["ethtool", "-K", dev, "tx", "off"])
+
+
+@dataclass
+class Link:
+    """A veth pair `name` (in this namespace) <-> `peer` (in `peer_ns`, or here), both up,
+    tx checksum offload off on both ends, optionally with an IPv4 address on each end."""
+
+    name: str
+    peer: str
+    peer_ns: str | None = None
+    addr: str | None = None  # e.g. 198.19.254.1/30
+    peer_addr: str | None = None
+
+    def create(self) -> Link:
+        if interface_exists(self.name):
+            raise LabError(f"interface {self.name} already exists; not touching it")
+        where = ["netns", self.peer_ns] if self.peer_ns else []
+        run(["ip", "link", "add", self.name, "type", "veth", "peer", "name", self.peer, *where])
+        try:
+            for dev, ns, addr in ((self.name, None, self.addr),
+                                  (self.peer, self.peer_ns, self.peer_addr)):  # fmt: skip
+                if addr:
+                    _ip(ns, "addr", "add", addr, "dev", dev)
+                _ip(ns, "link", "set", dev, "up")
+                _no_tx_offload(dev, ns)
+        except BaseException:
+            self.destroy()
+            raise
+        return self
+
+    def destroy(self) -> None:
+        _ip(None, "link", "del", self.name, check=False)  # takes its peer with it
+
+
+@dataclass
+class NsOvs(Ovs):
+    """An Ovs whose ovs-vswitchd runs in network namespace `ns` (ovsdb-server and the
+    sockets stay in `root`, reachable from here): one more host with a datapath and a
+    conntrack table of its own, and port names of its own. Its bridges reach the controller
+    at `controller_host` (an address of this namespace on a Link into `ns`)."""
+
+    ns: str = ""
+    controller_host: str = "127.0.0.1"
+
+    def start(self) -> NsOvs:
+        if run(["ip", "-n", self.ns, "link", "show", "ovs-netdev"], check=False).returncode == 0:
+            raise LabError(f"an Open vSwitch already runs in network namespace {self.ns}")
+        self.root.mkdir(parents=True, exist_ok=True)
+        r = self.root
+        run(["ovsdb-tool", "create", str(r / "conf.db"), str(SCHEMA)], self.env)
+        run(["ovsdb-server", str(r / "conf.db"), f"--remote=punix:{r}/db.sock",
+             f"--pidfile={r}/ovsdb-server.pid", "--detach", "--log-file"], self.env)  # fmt: skip
+        run(["ovs-vsctl", f"--db=unix:{r}/db.sock", "--no-wait", "init"], self.env)
+        self.start_vswitchd()
+        return self
+
+    def start_vswitchd(self) -> None:
+        r = self.root
+        run(["ip", "netns", "exec", self.ns, "ovs-vswitchd", f"unix:{r}/db.sock",
+             f"--pidfile={r}/ovs-vswitchd.pid", "--detach", "--log-file"], self.env)  # fmt: skip
+
+    def set_controller(self, bridge: str, port: int) -> None:
+        self.set_controller_at(bridge, self.controller_host, port)
+
+    def set_controller_at(self, bridge: str, host: str, port: int) -> None:
+        self.vsctl("set-controller", bridge, f"tcp:{host}:{port}")
+        uuid = self.vsctl("get", "bridge", bridge, "controller").strip("[]")
+        self.vsctl("set", "controller", uuid, "max_backoff=1000")
+
+
+@dataclass
+class HostVm(Vm):
+    """A Vm whose host end (`port`) may live in another network namespace (`port_ns`, a
+    second host's; None: this one), and may be moved there, renamed on the way."""
+
+    port_ns: str | None = None
+
+    def create_in(self, port_ns: str | None, tmp_port: str) -> HostVm:
+        """Create the VM with its host end named `tmp_port` here, then move that end into
+        `port_ns` as `port` (two hosts may each have a port of the same name)."""
+        final, self.port = self.port, tmp_port
+        self.create()
+        self.move_port(port_ns, final)
+        return self
+
+    def move_port(self, port_ns: str | None, new_name: str | None = None) -> None:
+        """Move the (unplugged) host end into `port_ns` (None: this namespace)."""
+        target = port_ns or str(os.getpid())
+        _ip(self.port_ns, "link", "set", "dev", self.port, "netns", target)
+        self.port_ns = port_ns
+        if new_name and new_name != self.port:
+            _ip(port_ns, "link", "set", "dev", self.port, "name", new_name)
+            self.port = new_name
+        _ip(port_ns, "link", "set", "dev", self.port, "up")
+
+    def destroy(self) -> None:
+        _ip(self.port_ns, "link", "del", self.port, check=False)
+        run(["ip", "netns", "del", self.ns], check=False)
+
+
+_SEND_ON = (
+    "import socket,sys\n"
+    "s=socket.socket(socket.AF_PACKET,socket.SOCK_RAW)\n"
+    "s.bind((sys.argv[1],0))\n"
+    "[s.send(bytes.fromhex(sys.argv[2])) for _ in range(int(sys.argv[3]))]\n"
+)
+
+
+def send_frame_on(iface: str, frame: bytes, count: int = 1, ns: str | None = None) -> None:
+    """Put a hand-made frame on interface `iface` (of namespace `ns`, or this one): sent on
+    one end of a veth, it arrives by the other end (a bridge's fabric port, say)."""
+    argv = [sys.executable, "-c", _SEND_ON, iface, frame.hex(), str(count)]
+    run((["ip", "netns", "exec", ns] if ns else []) + argv)
+
+
+def flow_table(dump: str) -> dict[str, str]:
+    """An `ovs-ofctl dump-flows --no-stats` dump as {table, priority and match: cookie and
+    actions}: what a sync adds or changes (new or other value) and deletes (gone keys)."""
+    out = {}
+    for line in dump.splitlines():
+        line = line.strip()
+        if " actions=" not in line:
+            continue
+        head, actions = line.split(" actions=", 1)
+        cookie, _, key = head.partition(", ") if head.startswith("cookie=") else ("", "", head)
+        out[key] = f"{cookie} actions={actions}"
+    return out
+
+
 # --- a router on a port that is no VM, and the outside world behind it ---------------------
 
 GATEWAY4, GATEWAY6 = "198.18.0.254", "2001:db8::fe"  # the VMs' default gateway
@@ -536,6 +698,23 @@ class Controller:
             log,
         )
         return [(int(a), int(b), int(c)) for a, b, c in found]
+
+    def sync_reports_by_switch(self) -> list[tuple[str, int, int, int]]:
+        """(dpid, flows of ours found, added or changed, deleted) for every time a switch
+        connected and was brought in sync, from the log, oldest first."""
+        log = self.log_file.read_text() if self.log_file.exists() else ""
+        found = re.findall(
+            r"switch ([0-9a-f]{16}) in sync [\d.]+ s after connect: (\d+) flows of ours"
+            r" found, (\d+) added or changed, (\d+) deleted",
+            log,
+        )
+        return [(d, int(a), int(b), int(c)) for d, a, b, c in found]
+
+    def changes_sent(self, dpid: str) -> int:
+        """How many times a change was sent to switch `dpid` outside a connect ("synced:"
+        lines of the log: a diff with at least one flow-mod)."""
+        log = self.log_file.read_text() if self.log_file.exists() else ""
+        return len(re.findall(rf"switch {dpid} synced: ", log))
 
     def wait_in_sync(self, reports_before: int, timeout: float = 20) -> tuple[int, int, int]:
         """The report of the next connect after `reports_before` reports."""

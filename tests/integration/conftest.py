@@ -173,3 +173,115 @@ def seed(labenv: Lab) -> Lab:
     labenv.vm("vm2", 3, 2)
     labenv.pair("vm1", "vm2")
     return labenv
+
+
+# --- two hosts (issue 12) ------------------------------------------------------------------
+# Host A is labenv's bridge (this namespace's Open vSwitch). Host B is a second Open vSwitch
+# whose ovs-vswitchd runs in a network namespace of its own: one OVS database cannot hold
+# two ports of one name (Port and Interface names are unique in it), and two hypervisors
+# do (libvirt's vnet0). B reaches the controller over a veth into its namespace
+# (CTL_LINK_A here, CTL_LINK_B there), and the two bridges are joined by a veth whose ends
+# are their fabric ports.
+
+CTL_LINK_A, CTL_LINK_B = "198.19.254.1/30", "198.19.254.2/30"
+
+
+@dataclass
+class Host:
+    label: str  # "A" or "B"
+    ovs: lab.Ovs
+    bridge: str
+    dpid: str  # 16 hex digits
+    fabric: str  # the fabric port's name
+    ns: str | None = None  # where its ports live (None: this namespace)
+
+    def flows(self) -> dict[str, str]:
+        """Our flows on this bridge (no counters), keyed by table, priority and match."""
+        return lab.flow_table(self.ovs.dump_flows(self.bridge, "--no-stats"))
+
+    def ofport(self, port: str) -> int:
+        return self.ovs.ofport(port)
+
+
+@dataclass
+class Hosts:
+    env: Lab
+    a: Host
+    b: Host
+
+    def vm(
+        self,
+        name: str,
+        host: Host,
+        ip: int,
+        port: str | None = None,
+        mac: str | None = None,
+        switch: str | None = "dpid",
+        register: bool = True,
+        ofport: int | None = None,
+    ) -> lab.HostVm:
+        """A namespace VM `name` with 198.18.0.<ip>/24 on `host`'s bridge (port name `port`,
+        default ct<token><name>), registered with its MAC and IP, and with its switch named
+        by "dpid", by "bridge" name, or not at all (None)."""
+        env = self.env
+        mac = mac or f"52:54:00:00:12:{ip:02x}"
+        port = port or f"ct{env.token}{name}"
+        ns = f"ctfw-{env.token}-{name}"
+        vm = lab.HostVm(ns=ns, port=port, mac=mac, ips=[f"198.18.0.{ip}/24"])
+        env.vms[name] = vm
+        if host.ns is None:
+            vm.create()
+        else:
+            vm.create_in(host.ns, f"cx{env.token}{ip:x}")
+        vm.plug(host.ovs, host.bridge, ofport)
+        if register:
+            body: dict = {"port": port, "mac": mac, "ips": [vm.ip]}
+            if switch is not None:
+                body["switch"] = host.dpid if switch == "dpid" else host.bridge
+            env.ctl.ok("PUT", f"/ctfw/v1/vms/{name}", body)
+        return vm
+
+    def move(self, vm: lab.HostVm, src: Host, dst: Host, ofport: int | None = None) -> int:
+        """Unplug `vm`'s port from `src`, take it to `dst`'s namespace, plug it into `dst`."""
+        vm.unplug(src.ovs, src.bridge)
+        vm.move_port(dst.ns)
+        return vm.plug(dst.ovs, dst.bridge, ofport)
+
+
+@pytest.fixture
+def hosts(labenv: Lab) -> Iterator[Hosts]:
+    """Two hosts A (labenv's bridge) and B, each connected to the controller on its own,
+    joined by fab<token>a (A's fabric port) <-> fab<token>b (B's), set over REST."""
+    tok = labenv.token
+    a = Host("A", labenv.ovs, labenv.bridge, f"00000000{tok}0001", f"fab{tok}a")
+    netns = lab.Netns(f"ctfw-{tok}-hostb")
+    ovs_b = lab.NsOvs(labenv.root / "ovs-b", ns=netns.name,
+                      controller_host=CTL_LINK_A.split("/")[0])  # fmt: skip
+    b = Host("B", ovs_b, f"ctbb{tok}", f"00000000{tok}0002", f"fab{tok}b", netns.name)
+    links = [
+        lab.Link(f"ctl{tok}a", f"ctl{tok}b", netns.name, CTL_LINK_A, CTL_LINK_B),
+        lab.Link(a.fabric, b.fabric, netns.name),
+    ]
+    made: list[lab.Link] = []
+    try:
+        netns.create()
+        for link in links:
+            made.append(link.create())
+        ovs_b.start()
+        ovs_b.add_bridge(b.bridge, labenv.ctl.ofp_port, dpid=b.dpid)
+        try:
+            labenv.ctl.wait_connected(b.bridge)
+        except lab.LabError as e:
+            raise lab.LabError(f"{e}\n{_connect_logs(ovs_b, labenv.ctl)}") from None
+        a.ovs.vsctl("add-port", a.bridge, a.fabric, "--", "set", "interface", a.fabric,
+                    "ofport_request=1000")  # fmt: skip
+        b.ovs.vsctl("add-port", b.bridge, b.fabric, "--", "set", "interface", b.fabric,
+                    "ofport_request=1000")  # fmt: skip
+        for host in (a, b):
+            labenv.ctl.ok("PUT", f"/ctfw/v1/switches/{host.dpid}", {"fabric_port": host.fabric})
+        yield Hosts(labenv, a, b)
+    finally:
+        ovs_b.stop()
+        for link in made:
+            link.destroy()
+        netns.destroy()
