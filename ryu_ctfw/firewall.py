@@ -16,7 +16,7 @@ from ryu.lib import hub
 
 from ryu_ctfw import store, wire
 from ryu_ctfw.compiler import Flow
-from ryu_ctfw.policy import Conflict, Network, Policy, PolicyError, Vm
+from ryu_ctfw.policy import Conflict, Network, NotFound, Policy, PolicyError, Vm
 from ryu_ctfw.switch import SwitchError, SwitchManager, dpid_str
 
 T = TypeVar("T")
@@ -38,7 +38,15 @@ class OutcomeUnknown(PolicyError):
 
 
 class Firewall:
-    def __init__(self, state_file: Path, logger: logging.Logger | None = None) -> None:
+    # [ctfw] fabric_port: the fabric port of a switch without a setting of its own.
+    default_fabric_port: str | None = None
+
+    def __init__(
+        self,
+        state_file: Path,
+        logger: logging.Logger | None = None,
+        default_fabric_port: str | None = None,
+    ) -> None:
         self.log = logger or logging.getLogger("ryu_ctfw")
         self.state_file = state_file
         self.policy = store.load(state_file)
@@ -47,9 +55,11 @@ class Firewall:
         if store.has_journal(state_file):
             # Start from a clean snapshot: the journal of the last run is folded into it.
             store.compact(state_file, self.policy)
+        self.default_fabric_port = default_fabric_port  # [ctfw] fabric_port
         self.switches = SwitchManager(
-            self.log, lambda: self.policy, self.zone_for, learned=self.learn_mac
-        )
+            self.log, lambda: self.policy, self.zone_for, learned=self.learn_mac,
+            default_fabric_port=default_fabric_port,
+        )  # fmt: skip
         # One change at a time: a change waits for its switches, and a rollback must not
         # undo somebody else's change made meanwhile.
         self._lock = hub.Semaphore(1)
@@ -133,7 +143,16 @@ class Firewall:
 
     # --- views -----------------------------------------------------------------------------
     def vm_view(self, vm: Vm) -> dict[str, Any]:
-        return {**vm.to_dict(), **self._where(vm.port)}
+        """The VM and where it is: dpid and ofport (null while absent, or while its port
+        name is on two switches and it names neither: "ambiguous" says so)."""
+        place = self.switches.locate_vm(vm.name)
+        where = place if isinstance(place, tuple) else None
+        return {
+            **vm.to_dict(),
+            "dpid": dpid_str(where[0]) if where else None,
+            "ofport": where[1] if where else None,
+            "ambiguous": place == "ambiguous",
+        }
 
     def network_view(self, net: Network) -> dict[str, Any]:
         return {**net.to_dict(), **self._where(net.port)}
@@ -144,33 +163,66 @@ class Firewall:
         return {"dpid": dpid_str(where[0]) if where else None,
                 "ofport": where[1] if where else None}  # fmt: skip
 
-    def switches_view(self) -> list[dict[str, Any]]:
-        by_port = {vm.port: vm.name for vm in self.policy.vms.values()}
-        networks: dict[str, list[str]] = {}
-        for net in self.policy.networks.values():
-            networks.setdefault(net.port, []).append(net.name)
-        out = []
-        for sw in sorted(self.switches.switches.values(), key=lambda s: s.dpid):
+    def fabric_port_of(self, dpid: int, policy: Policy | None = None) -> str | None:
+        """The fabric port switch `dpid` uses: its own setting, else [ctfw] fabric_port."""
+        policy = self.policy if policy is None else policy
+        return policy.fabric.get(dpid, self.default_fabric_port)
+
+    def switches_view(self, policy: Policy | None = None) -> list[dict[str, Any]]:
+        """Every switch known (connected now or before) or with a setting of its own."""
+        policy = self.policy if policy is None else policy
+        dpids = sorted({*self.switches.switches, *policy.fabric})
+        return [self._switch_view(dpid, policy) for dpid in dpids]
+
+    def switch_view(self, dpid: int, policy: Policy | None = None) -> dict[str, Any]:
+        """One switch, as GET /switches lists it; NotFound when it would not be listed."""
+        policy = self.policy if policy is None else policy
+        if dpid not in self.switches.switches and dpid not in policy.fabric:
+            raise NotFound(f"no switch {dpid_str(dpid)} is known or has a setting")
+        return self._switch_view(dpid, policy)
+
+    def _switch_view(self, dpid: int, policy: Policy) -> dict[str, Any]:
+        sw = self.switches.switches.get(dpid)
+        ports = []
+        if sw is not None:
+            # The VM on each port is the one the VM views place there (an ambiguous one
+            # is on none).
+            places = self.switches.locations(policy)
+            at = {place: name for name, place in places.items() if place and place[0] == dpid}
+            networks: dict[str, list[str]] = {}
+            for net in policy.networks.values():
+                networks.setdefault(net.port, []).append(net.name)
             ports = [
                 {
                     "name": name,
                     "ofport": no,
-                    "vm": by_port.get(name),
+                    "vm": at.get((dpid, no)),
                     "networks": sorted(networks.get(name, [])),
                 }
                 for name, no in sorted(sw.ports.items(), key=lambda kv: kv[1])
             ]
-            out.append(
-                {
-                    "dpid": dpid_str(sw.dpid),
-                    "name": sw.name,
-                    "zone": self.policy.zones.get(sw.dpid),
-                    "connected": sw.connected,
-                    "packet_ins": sw.packet_ins,
-                    "ports": ports,
-                }
-            )
-        return out
+        return {
+            "dpid": dpid_str(dpid),
+            "name": sw.name if sw else None,
+            "zone": policy.zones.get(dpid),
+            "connected": sw.connected if sw else False,
+            "packet_ins": sw.packet_ins if sw else 0,
+            "fabric_port": self.fabric_port_of(dpid, policy),
+            "ports": ports,
+        }
+
+    def set_fabric_port(self, dpid: int, port: str | None) -> dict[str, Any]:
+        """PUT /switches/{dpid}: set (None: clear) the switch's own fabric port, through
+        change() like every mutation; the switch's view after it. The switch need not be
+        connected or known yet (a host that has not connected); its view is answered even
+        when a cleared setting leaves it unlisted."""
+
+        def put(policy: Policy) -> Policy:
+            policy.set_fabric_port(dpid, port)
+            return policy
+
+        # The view of the policy this change made: the next change may follow at once.
+        return self._switch_view(dpid, self.change(put))
 
     def flows_view(self) -> list[dict[str, Any]]:
         out = []

@@ -8,7 +8,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from ryu_ctfw.policy import KINDS, MAX_CIDRS_PER_NETWORK, PORT_NAME_RE, PROTOCOLS, VM_NAME_RE
+from ryu_ctfw.policy import (
+    KINDS,
+    MAX_CIDRS_PER_NETWORK,
+    PORT_NAME_RE,
+    PROTOCOLS,
+    VM_NAME_RE,
+)
 
 API = "/ctfw/v1"
 
@@ -33,6 +39,11 @@ PORT = {"type": "string", "pattern": PORT_NAME_RE.pattern}
 KIND = {"type": "string", "enum": list(KINDS)}
 PAIR_ID_PARAM = {"name": "pair_id", "in": "path", "required": True,
                  "schema": {"type": "integer", "minimum": 1}}  # fmt: skip
+# A dpid in a path: 16 hex digits, either case (answered in lower case).
+DPID = {"type": "string", "pattern": "^[0-9A-Fa-f]{16}$"}
+DPID_PARAM = {"name": "dpid", "in": "path", "required": True, "schema": DPID}
+# Where a VM says it is: a dpid, or a bridge name (the port-name rule).
+SWITCH = {"type": "string", "pattern": f"^(?:[0-9A-Fa-f]{{16}}|{PORT_NAME_RE.pattern[1:-1]})$"}
 AUTH = [{"bearer": []}]
 # Every call, reads included (rest.CtfwController._check_host).
 REBINDING = _error(
@@ -82,6 +93,12 @@ SCHEMAS: dict[str, Any] = {
                 "items": {"type": "string"},
                 "description": "IPv4 and/or IPv6 addresses the VM may send from",
             },
+            "switch": {
+                **SWITCH,
+                "nullable": True,
+                "description": "the switch the VM is on: its dpid (16 hex digits) or bridge"
+                " name; without it, the one connected switch that has its port",
+            },
         },
     },
     "Vm": {
@@ -98,6 +115,12 @@ SCHEMAS: dict[str, Any] = {
             "dpid": NULLABLE_STR,
             "ofport": {"type": "integer", "nullable": True},
             "learned_mac": NULLABLE_STR,
+            "switch": {**NULLABLE_STR, "description": "as given: a dpid or a bridge name"},
+            "ambiguous": {
+                "type": "boolean",
+                "description": "its port name is on several switches and it names none:"
+                " dpid and ofport are null and no flows guess",
+            },
         },
     },
     "NetworkBody": {
@@ -182,14 +205,32 @@ SCHEMAS: dict[str, Any] = {
             "responder_kind": KIND,
         },
     },
+    "SwitchBody": {
+        "type": "object",
+        "required": ["fabric_port"],
+        "additionalProperties": False,
+        "properties": {
+            "fabric_port": {
+                **PORT,
+                "nullable": True,
+                "description": "the port of this bridge that leads to the other hosts; null"
+                " clears it (then [ctfw] fabric_port applies)",
+            },
+        },
+    },
     "Switch": {
         "type": "object",
         "properties": {
             "dpid": {"type": "string"},
-            "name": NULLABLE_STR,
+            "name": {**NULLABLE_STR, "description": "the bridge's name; null until it connects"},
             "zone": {"type": "integer", "nullable": True},
             "connected": {"type": "boolean"},
             "packet_ins": {"type": "integer", "description": "packets sent to the controller"},
+            "fabric_port": {
+                **NULLABLE_STR,
+                "description": "the fabric port in effect: the switch's own setting, else"
+                " [ctfw] fabric_port; null: none",
+            },
             "ports": {
                 "type": "array",
                 "items": {
@@ -281,8 +322,22 @@ PATHS: dict[str, Any] = {
     },
     f"{API}/switches": {
         "get": {"operationId": "list_switches",
-                "responses": {"200": _json(_list("switches", "Switch"), "known switches"),
+                "responses": {"200": _json(_list("switches", "Switch"),
+                                           "known switches, and those with a setting"),
                               "403": REBINDING}},
+    },
+    f"{API}/switches/{{dpid}}": {
+        "parameters": [DPID_PARAM],
+        "get": {"operationId": "get_switch", "responses": {
+            "200": _json(_ref("Switch"), "the switch"),
+            "400": _error("the dpid is not 16 hex digits"),
+            "404": _error("no such switch is known, and it has no setting"), "403": REBINDING}},
+        "put": {"operationId": "put_switch", "security": AUTH,
+                "requestBody": {"required": True, "content": {
+                    "application/json": {"schema": _ref("SwitchBody")}}},
+                "responses": {"200": _json(_ref("Switch"),
+                                           "set (a switch not connected yet is allowed)"),
+                              **COMMON_ERRORS}},
     },
     f"{API}/flows": {
         "get": {"operationId": "list_flows", "responses": {

@@ -27,6 +27,8 @@ from ryu_ctfw.policy import (
     group_from_body,
     network_from_body,
     pair_request_from_body,
+    switch_settings_from_body,
+    validate_dpid,
     validate_vm_name,
     vm_from_body,
 )
@@ -51,6 +53,7 @@ ROUTES: dict[str, dict[str, str]] = {
     "/pairs": {"GET": "list_pairs", "POST": "add_pair"},
     "/pairs/{pair_id}": {"GET": "get_pair", "DELETE": "delete_pair"},
     "/switches": {"GET": "list_switches"},
+    "/switches/{dpid}": {"GET": "get_switch", "PUT": "put_switch"},
     "/flows": {"GET": "list_flows"},
     "/openapi.json": {"GET": "openapi"},
 }
@@ -265,6 +268,14 @@ class CtfwController(ControllerBase):
 
     def list_switches(self, req: Any) -> Response:
         return json_response(200, {"switches": self.fw.switches_view()})
+
+    def get_switch(self, req: Any, dpid: str) -> Response:
+        return json_response(200, self.fw.switch_view(validate_dpid(dpid)))
+
+    def put_switch(self, req: Any, dpid: str) -> Response:
+        ident = validate_dpid(dpid)  # before the body: a bad path is the first thing wrong
+        port = switch_settings_from_body(parse_body(req))
+        return json_response(200, self.fw.set_fabric_port(ident, port))
 
     def list_flows(self, req: Any) -> Response:
         return json_response(200, {"flows": self.fw.flows_view()})

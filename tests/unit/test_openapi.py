@@ -330,7 +330,7 @@ def test_the_vm_body_is_what_vm_from_body_accepts() -> None:
     body = schema("VmBody")
     assert body["additionalProperties"] is False
     assert body["properties"]["port"]["pattern"] == PORT_NAME_RE.pattern
-    full = {"port": "tap9", "mac": "52:54:00:00:00:09", "ips": ["10.0.0.9"]}
+    full = {"port": "tap9", "mac": "52:54:00:00:00:09", "ips": ["10.0.0.9"], "switch": "br0"}
     assert set(full) == set(body["properties"])
     vm_from_body("vm9", full)  # every described property is accepted
     for missing in body["required"]:
@@ -430,3 +430,64 @@ def test_the_openapi_path_takes_only_get(tmp_path: Path) -> None:
     assert resp.status_int == 405
     assert resp.headers["Allow"] == "GET"
     assert list(resp.json) == ["error"]
+
+
+# --- switches (issue 12) -------------------------------------------------------------------
+
+
+def test_the_switch_body_is_what_switch_settings_from_body_accepts() -> None:
+    body = schema("SwitchBody")
+    assert body["additionalProperties"] is False
+    assert set(body["properties"]) == set(body["required"]) == {"fabric_port"}
+    port = body["properties"]["fabric_port"]
+    assert (port["pattern"], port["nullable"]) == (PORT_NAME_RE.pattern, True)
+    assert policy.switch_settings_from_body({"fabric_port": "eth1"}) == "eth1"
+    assert policy.switch_settings_from_body({"fabric_port": None}) is None
+    with pytest.raises(InvalidInput, match="missing field: fabric_port"):
+        policy.switch_settings_from_body({})
+    with pytest.raises(InvalidInput, match="unknown field"):
+        policy.switch_settings_from_body({"fabric_port": "eth1", "zone": 1})
+
+
+@pytest.mark.parametrize(
+    "dpid",
+    ["0000000000000001", "00005254006084FF", "00005254006084ff", "1", "000000000000000g",
+     "00000000000000001", "0x00000000000001", "-000000000000001"],
+)  # fmt: skip
+def test_the_dpid_parameter_agrees_with_the_validator(dpid: str) -> None:
+    (param,) = SPEC["paths"][f"{API}/switches/{{dpid}}"]["parameters"]
+    try:
+        policy.validate_dpid(dpid)
+        ok = True
+    except InvalidInput:
+        ok = False
+    assert bool(regex(param["schema"]["pattern"]).fullmatch(dpid)) == ok
+
+
+@pytest.mark.parametrize(
+    "switch",
+    ["br0", "br-int", "0000000000000001", "00005254006084FF", "a" * 15, "a" * 16, "a" * 17,
+     "br/0", "", "br 0", "000000000000000g0", "0000000000000001x"],
+)  # fmt: skip
+def test_the_vm_switch_pattern_agrees_with_the_validator(switch: str) -> None:
+    prop = schema("VmBody")["properties"]["switch"]
+    assert prop["nullable"] is True
+    try:
+        policy.validate_switch(switch)
+        ok = True
+    except InvalidInput:
+        ok = False
+    assert bool(regex(prop["pattern"]).fullmatch(switch)) == ok
+
+
+def test_the_switch_view_is_described(tmp_path: Path) -> None:
+    wsgi = WSGIApplication()
+    rest.register(wsgi, Firewall(tmp_path / "state.json"))
+    body = json.dumps({"fabric_port": "eth1"}).encode()
+    resp = Request.blank(f"{API}/switches/0000000000000001", method="PUT", body=body)
+    answer = json.loads(resp.get_response(wsgi).body)
+    assert set(answer) == set(schema("Switch")["properties"])
+    listed = json.loads(Request.blank(f"{API}/switches").get_response(wsgi).body)
+    assert listed == {"switches": [answer]}
+    port = schema("Switch")["properties"]["ports"]["items"]["properties"]
+    assert set(port) == {"name", "ofport", "vm", "networks"}

@@ -495,7 +495,8 @@ def test_state_file_holds_what_the_api_shows(populated: Api) -> None:
     shown_vms = populated.get_json("/vms")["vms"]
     # The view is the stored VM (ids and learned MACs too) plus where it is attached.
     assert stored["vms"] == [
-        {k: v for k, v in vm.items() if k not in ("dpid", "ofport")} for vm in shown_vms
+        {k: v for k, v in vm.items() if k not in ("dpid", "ofport", "ambiguous")}
+        for vm in shown_vms
     ]
     assert [vm["id"] for vm in stored["vms"]] == [1, 2, 3]
     # The view adds what each side is; the store keeps the pair as given.
@@ -693,6 +694,7 @@ def test_get_switches_shows_each_bridge_and_its_vms(populated: Api) -> None:
                 "zone": 2,
                 "connected": False,
                 "packet_ins": 0,
+                "fabric_port": None,
                 "ports": [{"name": "tap5", "ofport": 7, "vm": "vm3", "networks": []}],
             },
             {
@@ -701,6 +703,7 @@ def test_get_switches_shows_each_bridge_and_its_vms(populated: Api) -> None:
                 "zone": 1,
                 "connected": True,
                 "packet_ins": 0,
+                "fabric_port": None,
                 "ports": [
                     {"name": "eth1", "ofport": 1, "vm": None, "networks": []},
                     {"name": "tap2", "ofport": 2, "vm": "vm1", "networks": []},
@@ -709,11 +712,12 @@ def test_get_switches_shows_each_bridge_and_its_vms(populated: Api) -> None:
             },
         ]
     }
-    # The VM views say where each VM is, for connected switches only.
+    # The VM views say where each VM is; a disconnected switch keeps its VMs (it still
+    # enforces its flows, issue 12).
     vm1 = populated.get_json("/vms/vm1")
     assert (vm1["dpid"], vm1["ofport"]) == ("00005254006084ff", 2)
     vm3 = populated.get_json("/vms/vm3")
-    assert (vm3["dpid"], vm3["ofport"]) == (None, None)
+    assert (vm3["dpid"], vm3["ofport"]) == ("0000000000000002", 7)
 
 
 def test_a_bridge_gets_a_zone_that_is_stored_at_once(populated: Api) -> None:

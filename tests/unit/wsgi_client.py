@@ -40,6 +40,8 @@ MUTATIONS = [
     ("POST", "/pairs", {"initiator": "vm2", "responder": "vm3"}, 201),
     ("POST", "/pairs", WEB_TO_DNS, 201),
     ("DELETE", "/pairs/1", None, 204),
+    ("PUT", "/switches/0000000000000001", {"fabric_port": "eth1"}, 200),  # not connected yet
+    ("PUT", "/switches/00005254006084FF", {"fabric_port": None}, 200),  # none to clear
 ]
 # "POST /pairs", "POST /pairs #2": a route tried twice keeps readable, distinct ids.
 MUTATION_IDS = [
