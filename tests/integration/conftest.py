@@ -219,15 +219,18 @@ class Hosts:
         switch: str | None = "dpid",
         register: bool = True,
         ofport: int | None = None,
+        ipv6: bool = False,
     ) -> lab.HostVm:
-        """A namespace VM `name` with 198.18.0.<ip>/24 on `host`'s bridge (port name `port`,
-        default ct<token><name>), registered with its MAC and IP, and with its switch named
-        by "dpid", by "bridge" name, or not at all (None)."""
+        """A namespace VM `name` with 198.18.0.<ip>/24 (and, with `ipv6`, 2001:db8::<ip>/64)
+        on `host`'s bridge (port name `port`, default ct<token><name>), registered with its
+        MAC and IPs, and with its switch named by "dpid", by "bridge" name, or not at all
+        (None)."""
         env = self.env
         mac = mac or f"52:54:00:00:12:{ip:02x}"
         port = port or f"ct{env.token}{name}"
         ns = f"ctfw-{env.token}-{name}"
-        vm = lab.HostVm(ns=ns, port=port, mac=mac, ips=[f"198.18.0.{ip}/24"])
+        ips = [f"198.18.0.{ip}/24"] + ([f"2001:db8::{ip:x}/64"] if ipv6 else [])
+        vm = lab.HostVm(ns=ns, port=port, mac=mac, ips=ips)
         env.vms[name] = vm
         if host.ns is None:
             vm.create()
@@ -235,7 +238,7 @@ class Hosts:
             vm.create_in(host.ns, f"cx{env.token}{ip:x}")
         vm.plug(host.ovs, host.bridge, ofport)
         if register:
-            body: dict = {"port": port, "mac": mac, "ips": [vm.ip]}
+            body: dict = {"port": port, "mac": mac, "ips": [i.split("/")[0] for i in ips]}
             if switch is not None:
                 body["switch"] = host.dpid if switch == "dpid" else host.bridge
             env.ctl.ok("PUT", f"/ctfw/v1/vms/{name}", body)

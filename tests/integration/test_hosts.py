@@ -115,15 +115,18 @@ def test_a_pair_across_hosts_works_and_reaches_nobody_else(three: Three) -> None
         assert (v["switch"], v["dpid"], v["ofport"]) == (switch, host.dpid, host.ofport(vm.port))
     assert switch_view(h, h.a.dpid)["fabric_port"] == h.a.fabric
     assert switch_view(h, h.b.dpid)["fabric_port"] == h.b.fabric
+    vm4 = h.vm("vm4", h.a, 4)  # beside vm1 on A: must see none of vm2's replies
     h.env.pair("vm1", "vm2", "tcp", "7000")
     h.env.pair("vm1", "vm2", "icmp")
     with servers(vm2, ("tcp", 7000)), servers(vm3, ("tcp", 7000)):
         watch = sniff(lab.PROBE, vm2, vm3)
         watch += sniff(flow_marker(vm1.ip, vm2.ip), vm3) + sniff(flow_marker(vm2.ip, vm1.ip), vm3)
+        watch += sniff(flow_marker(vm2.ip, vm1.ip), vm1, vm4)
         assert vm1.tcp(vm2.ip, 7000), "vm1 -> vm2 tcp/7000 across the fabric, echoed back"
         assert vm1.ping(vm2.ip), "vm1 -> vm2 ping across the fabric"
-        to_vm2, *to_vm3 = seen(watch)
+        to_vm2, *to_vm3, to_vm1, to_vm4 = seen(watch)
         assert to_vm2 >= 1 and to_vm3 == [0, 0, 0], "vm2 got it; vm3 saw no request or reply"
+        assert to_vm1 >= 1 and to_vm4 == 0, "the replies came back to vm1 alone"
     # Committed on both hosts, each in its own conntrack table.
     for host in (h.a, h.b):
         assert host.ovs.conntrack_entries("tcp", vm1.ip, vm2.ip, "dport=7000"), host.label
@@ -164,6 +167,27 @@ def test_arp_crosses_the_fabric(three: Three) -> None:
     watch = sniff(mark, vm1, vm3)
     vm2.send_frame(frames.arp_frame(vm2.mac, "ff:ff:ff:ff:ff:ff", 1, vm2.mac, vm2.ip, vm1.ip, mark))
     assert seen(watch) == [1, 1], "and B's broadcast reaches A (and vm3 beside it)"
+
+
+def test_neighbour_discovery_crosses_the_fabric(hosts: Hosts) -> None:
+    h = hosts
+    vm1, vm2 = h.vm("vm1", h.a, 1, ipv6=True), h.vm("vm2", h.b, 2, ipv6=True)
+    vm3 = h.vm("vm3", h.b, 3, ipv6=True)
+    h.env.pair("vm1", "vm2", "icmp")
+    a1, a2 = "2001:db8::1", "2001:db8::2"
+    mark = marker()
+    watch = sniff(mark, vm2, vm3)
+    vm1.send_frame(frames.nd_frame(135, vm1.mac, a1, a2, vm1.mac, padding=mark))
+    assert seen(watch) == [1, 1], "a multicast solicitation from A is flooded on B"
+    watch = sniff(mark, vm2, vm3)
+    vm1.send_frame(frames.nd_frame(135, vm1.mac, a1, a2, vm1.mac, vm2.mac, a2, mark))
+    assert seen(watch) == [1, 0], "a unicast solicitation to vm2's MAC reaches vm2 alone"
+    watch = sniff(mark, vm1, vm3)
+    vm2.send_frame(frames.nd_frame(136, vm2.mac, a2, a2, vm2.mac, vm1.mac, a1, mark))
+    assert seen(watch) == [1, 0], "vm2's advertisement to vm1's MAC crosses back to vm1 alone"
+    watch = [Sniffer(vm3, flow_marker(a1, a2)), Sniffer(vm3, flow_marker(a2, a1))]
+    assert vm1.ping(a2), "ping6 across the fabric (its ND too)"
+    assert seen(watch) == [0, 0]
 
 
 def test_one_port_name_on_both_hosts_for_two_vms(hosts: Hosts) -> None:
