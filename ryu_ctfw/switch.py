@@ -355,7 +355,14 @@ class SwitchManager:
         fabric = sw.ports.get(self.fabric_port(sw.dpid) or "")
         if fabric is not None:
             local = {vm.name for vm in here}
-            for name in _remote_peers(policy, local, places, sw.dpid):
+            # A VM naming a switch not seen since the start is on another host too: a
+            # restart that meets this switch first keeps its lines for that VM.
+            unseen = {
+                vm.name
+                for vm in policy.vms.values()
+                if vm.switch is not None and self._switch_named(vm.switch) is None
+            }
+            for name in _remote_peers(policy, local, places, sw.dpid, unseen):
                 vm = policy.vms[name]
                 if vm.known_mac is not None and name not in out:
                     out[name] = Attachment(fabric, vm.known_mac, remote=True)
@@ -562,7 +569,11 @@ class SwitchManager:
 
 
 def _remote_peers(
-    policy: Policy, local: set[str], places: dict[str, tuple[int, int] | None], dpid: int
+    policy: Policy,
+    local: set[str],
+    places: dict[str, tuple[int, int] | None],
+    dpid: int,
+    unseen: set[str],
 ) -> list[str]:
     """VMs on other switches that a pair joins with a VM here (a side, or a member of a
     group side): only those get lines here, so a pair between two VMs of another host
@@ -574,7 +585,8 @@ def _remote_peers(
             if this & local:
                 out |= {
                     n for n in other
-                    if n in policy.vms and (place := places.get(n)) and place[0] != dpid
+                    if n in unseen
+                    or (n in policy.vms and (place := places.get(n)) and place[0] != dpid)
                 }  # fmt: skip
     return sorted(out)
 

@@ -127,3 +127,14 @@ def test_group_pairs_across_the_fabric_tell_remote_members_apart_by_mac(world) -
     assert "priority=90,in_port=9,dl_src=52:54:00:00:00:02 actions=conjunction(" in on_a
     assert "priority=90,in_port=9,dl_src=52:54:00:00:00:03 actions=conjunction(" in on_a
     assert "conj_id=" in on_a and ",in_port=9,dl_src=52:54:00:00:00:03 actions=ct(commit" in on_a
+
+
+def test_a_vm_naming_a_switch_not_seen_yet_is_on_another_host(world) -> None:
+    # After a controller restart the first switch to connect must keep its lines for the
+    # VMs of hosts that have not reconnected yet (a hitless restart sends no flow-mod).
+    policy, mgr = world["policy"], world["mgr"]
+    policy.put_vm(Vm("vm1", "vnet0", MAC1, ("198.18.0.1",), switch="brA"))
+    policy.put_vm(Vm("vm4", "vnet4", MAC3, ("198.18.0.4",), switch="brC"))
+    policy.add_pair(PairRequest("vm1", "vm4"))
+    assert mgr.attachments(world["a"])["vm4"] == Attachment(9, MAC3, remote=True)
+    assert "vm4" not in mgr.locations(policy)  # its view: not placed
