@@ -416,8 +416,13 @@ def test_frames_forged_from_the_fabric_are_dropped(three: Three) -> None:
     lab.wait_for(lambda: drops(h, h.a.dpid) >= dropped + len(to_a), 5, "A to count the drops")
 
 
-def test_controller_restart_with_both_hosts_sends_no_flow_mod(three: Three) -> None:
-    h, vm1, vm2, vm3 = three.h, three.vm1, three.vm2, three.vm3
+@pytest.mark.parametrize("named_by", ["dpid", "bridge"])
+def test_controller_restart_with_both_hosts_sends_no_flow_mod(hosts: Hosts, named_by: str) -> None:
+    """Both pairs' VMs name their switch (README: one placed by its port name alone is
+    known only once its host is back), by dpid or by bridge name."""
+    h = hosts
+    vm1, vm2 = h.vm("vm1", h.a, 1, switch=named_by), h.vm("vm2", h.b, 2, switch=named_by)
+    vm3 = h.vm("vm3", h.b, 3, switch=named_by)
     ctl = h.env.ctl
     h.env.pair("vm1", "vm2")
     h.env.pair("vm3", "vm2", "icmp")
