@@ -267,6 +267,9 @@ P_CLAIMED_MAC = 108  # a VM's MAC, sent (or advertised) from another port
 # A network's port, below the claims: nothing from it may use a VM's MAC or addresses.
 P_NET_IN = 107  # IP from the network's CIDRs (to conntrack), and its ND
 P_NET_SPOOFED = 106  # other IP from the network's port: a source it cannot have, dropped
+# Anything else by the fabric port (VMs of other hosts come in above, with their MAC and
+# addresses): below a network's lines, for a gateway on the hosts' shared segment.
+P_FABRIC_GUARD = 106
 P_ND = 105  # Neighbor Discovery from other ports (it must not go through conntrack)
 P_IP = 100  # IPv4 / IPv6 from other ports, to conntrack
 P_ARP = 10
@@ -340,13 +343,18 @@ def vm_port_flows(vm: Vm, at: Attachment, zone: int) -> tuple[Flow, ...]:
     addresses, and ARP / ND for its MAC delivered to its port only (table 2)."""
     port = at.ofport
     tagged = (TABLE_CLASSIFY, P_VM_TAGGED, Match(in_port=port, vlan_tci=VLAN_TAGGED), ())
-    guard = (TABLE_CLASSIFY, P_VM_GUARD, Match(in_port=port), ())
+    guard = (TABLE_CLASSIFY, P_FABRIC_GUARD if at.remote else P_VM_GUARD, Match(in_port=port), ())
     if at.mac is None:
         lines = [tagged, *_learning_lines(vm, port), *_address_claims(vm, None), guard]
         return _flows(lines, cookie(KIND_LEARN, port))
+    own = _own_lines(vm, port, at.mac, zone) if vm.ips else _mac_only_lines(port, at.mac, zone)
+    if at.remote:
+        # The fabric port is shared: another host's VM is checked by its MAC and addresses;
+        # ND it sends otherwise meets the fabric guard, or a gateway's network lines.
+        own = [line for line in own if line[1] not in (P_VM_FALSE_ND, P_MAC_VM_FALSE_ND)]
     lines = [
         tagged,
-        *(_own_lines(vm, port, at.mac, zone) if vm.ips else _mac_only_lines(port, at.mac, zone)),
+        *own,
         *_address_claims(vm, at.mac),
         guard,
         *_mac_claims(at.mac),
@@ -644,8 +652,8 @@ def _address_match(cidr: str, v4: str, v6: str) -> Match:
 
 @lru_cache(maxsize=1 << 12)
 def network_port_flows(net: Network, at: Attachment, zone: int) -> tuple[Flow, ...]:
-    """A network's port in table 0: untagged IP from its CIDRs goes to conntrack, its
-    Neighbor Discovery to delivery, any other IP is a forged source (counted, dropped).
+    """A network's port in table 0: untagged IP from its CIDRs goes to conntrack, its ARP
+    and Neighbor Discovery to delivery, any other IP is a forged source (counted, dropped).
     The claim lines above already stop it using a VM's MAC or registered addresses. In
     table 2, unicast ARP / ND for a MAC that is no VM's (the gateway's) goes out here."""
     port = at.ofport
@@ -655,6 +663,7 @@ def network_port_flows(net: Network, at: Attachment, zone: int) -> tuple[Flow, .
         (t0, P_VM_TAGGED, Match(in_port=port, vlan_tci=VLAN_TAGGED), ()),
         *((t0, P_NET_IN, _icmp6(nd, in_port=port), (TO_DELIVERY,))
           for nd in (ND_RS, ND_RA, ND_NS, ND_NA)),
+        (t0, P_NET_IN, Match(in_port=port, eth_type=ETH_TYPE_ARP), (TO_DELIVERY,)),
         *((t0, P_NET_IN, _source(cidr)._replace(in_port=port), to_ct) for cidr in net.cidrs),
         *((t0, P_NET_SPOOFED, Match(in_port=port, eth_type=fam), ()) for fam in FAMILIES),
         (TABLE_DELIVER, P_TO_NETWORK, Match(), (Output(port),)),

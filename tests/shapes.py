@@ -10,6 +10,7 @@ MAC1 = "52:54:00:60:84:ff"
 MAC2 = "52:54:00:99:90:78"
 MAC3 = "52:54:00:00:00:0c"
 MAC5 = "52:54:00:00:00:0e"
+MAC6 = "52:54:00:00:00:0f"
 
 
 def round_trip_policy() -> tuple[Policy, dict[str, Attachment]]:
@@ -37,6 +38,11 @@ def round_trip_policy() -> tuple[Policy, dict[str, Attachment]]:
     policy.add_pair(PairRequest("vm3", "outside", "udp", "53"))
     policy.add_pair(PairRequest("outside", "web", "tcp", "443"))
     policy.add_pair(PairRequest("db", "internet", "tcp", "80"))
+    # A VM of another host, at the fabric port, in a VM pair and a group pair.
+    policy.put_vm(Vm("vm6", "vnet6", MAC6, ("198.18.0.6",), switch="brB"))
+    policy.add_pair(PairRequest("vm6", "vm1", "tcp", "22"))
+    policy.put_group(Group("far", ("vm6",)))
+    policy.add_pair(PairRequest("far", "web", "udp", "5353"))
     attached = {
         "vm1": Attachment(2, MAC1),
         "vm2": Attachment(3, MAC2),
@@ -45,6 +51,7 @@ def round_trip_policy() -> tuple[Policy, dict[str, Attachment]]:
         "vm5": Attachment(65000, MAC5),
         "outside": Attachment(9, None),
         "internet": Attachment(9, None),
+        "vm6": Attachment(8, MAC6, remote=True),
     }
     return policy, attached
 
