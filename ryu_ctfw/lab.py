@@ -657,6 +657,78 @@ class Uplink:
         return self.router.plug(ovs, bridge, ofport)
 
 
+# --- a shared L2 segment: hosts' fabric ports and a gateway on one Linux bridge -----------
+
+
+@dataclass
+class Segment:
+    """A shared L2 segment (issue 12): a Linux bridge `bridge` in a namespace `ns` of its
+    own, to which veths are attached: each host's fabric port, a gateway's NIC. Every veth
+    end has tx checksum offload off (the userspace datapath does not finish checksums).
+    IPv6 is off in the segment's namespace, so the bridge itself says nothing on it. With
+    `hub` (the default) the bridge learns no MACs (ageing_time 0): every frame reaches every
+    other port, so frames forged with a VM's MAC cannot steer the segment, and each host
+    sees all the segment's traffic (the worst case for its flows).
+    `destroy()` deletes the veths it made or adopted and the namespace."""
+
+    ns: str
+    bridge: str = "seg0"
+    hub: bool = True
+    ends: list[str] = field(default_factory=list)  # its side of each veth
+
+    def create(self) -> Segment:
+        Netns(self.ns).create()
+        try:
+            for conf in ("all", "default"):
+                _ip_exec(self.ns, ["sysctl", "-qw", f"net.ipv6.conf.{conf}.disable_ipv6=1"])
+            _ip(self.ns, "link", "add", self.bridge, "type", "bridge", "stp_state", "0",
+                "mcast_snooping", "0", *(["ageing_time", "0"] if self.hub else []))  # fmt: skip
+            _ip(self.ns, "link", "set", self.bridge, "up")
+        except BaseException:
+            self.destroy()
+            raise
+        return self
+
+    def _enslave(self, end: str) -> None:
+        self.ends.append(end)
+        _ip(self.ns, "link", "set", end, "master", self.bridge)
+        _ip(self.ns, "link", "set", end, "up")
+        _no_tx_offload(end, self.ns)
+
+    def attach(self, dev: str, dev_ns: str | None, end: str) -> str:
+        """A veth `dev` in `dev_ns` (None: this namespace), up, whose other end `end` is a
+        port of the segment's bridge; returns `dev`."""
+        if run(["ip", *(["-n", dev_ns] if dev_ns else []), "link", "show", dev],
+               check=False).returncode == 0:  # fmt: skip
+            raise LabError(f"interface {dev} already exists; not touching it")
+        _ip(dev_ns, "link", "add", dev, "type", "veth", "peer", "name", end, "netns", self.ns)
+        try:
+            self._enslave(end)
+            _ip(dev_ns, "link", "set", dev, "up")
+            _no_tx_offload(dev, dev_ns)
+        except BaseException:
+            _ip(dev_ns, "link", "del", dev, check=False)
+            raise
+        return dev
+
+    def adopt(self, end: str) -> None:
+        """Move `end` (a veth end in this namespace, e.g. an Uplink's `port`: its router's
+        eth0 is the other end) into the segment and make it a port of its bridge."""
+        run(["ip", "link", "set", end, "netns", self.ns])
+        self._enslave(end)
+
+    def destroy(self) -> None:
+        for end in self.ends:
+            _ip(self.ns, "link", "del", end, check=False)  # takes its peer with it
+        self.ends.clear()
+        _ip(self.ns, "link", "del", self.bridge, check=False)
+        Netns(self.ns).destroy()
+
+
+def _ip_exec(ns: str, argv: list[str]) -> subprocess.CompletedProcess[str]:
+    return run(["ip", "netns", "exec", ns, *argv])
+
+
 def lab_cmd(*args: str) -> list[str]:
     """This module's traffic programs (below), run with the same interpreter."""
     return [sys.executable, "-m", "ryu_ctfw.lab", *args]

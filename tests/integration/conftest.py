@@ -288,3 +288,63 @@ def hosts(labenv: Lab) -> Iterator[Hosts]:
         for link in made:
             link.destroy()
         netns.destroy()
+
+
+# --- two hosts on a shared segment with a gateway (issue 12, networks by the fabric) ---------
+
+
+@dataclass
+class SegmentHosts(Hosts):
+    segment: lab.Segment | None = None
+    up: lab.Uplink | None = None  # the gateway (router) on the segment, and the outside
+
+
+@pytest.fixture
+def segment_hosts(labenv: Lab) -> Iterator[SegmentHosts]:
+    """As `hosts`, but the fabric is a shared segment: a Linux bridge in a namespace of its
+    own (ctfw-<token>-seg; a hub, it learns no MACs) with A's fabric port, B's fabric port
+    and a gateway router's NIC attached, so A, B and the router sit on one L2 segment. Both
+    hosts' fabric ports have the same name, fab<token> (each set over REST). The router
+    (lab.Uplink: lab.GATEWAY4 / lab.GATEWAY6 on the segment, forwarding) routes to an
+    outside namespace (lab.OUTSIDE4, lab.OUTSIDE6, ...); no network is registered, and no
+    VM routed via it yet."""
+    tok = labenv.token
+    fabric = f"fab{tok}"
+    a = Host("A", labenv.ovs, labenv.bridge, f"00000000{tok}0001", fabric)
+    netns = lab.Netns(f"ctfw-{tok}-hostb")
+    ovs_b = lab.NsOvs(labenv.root / "ovs-b", ns=netns.name,
+                      controller_host=CTL_LINK_A.split("/")[0])  # fmt: skip
+    b = Host("B", ovs_b, f"ctbb{tok}", f"00000000{tok}0002", fabric, netns.name)
+    ctl_link = lab.Link(f"ctl{tok}a", f"ctl{tok}b", netns.name, CTL_LINK_A, CTL_LINK_B)
+    segment = lab.Segment(f"ctfw-{tok}-seg", bridge=f"seg{tok}")
+    up = lab.Uplink.named(f"ctfw-{tok}-gw", f"ct{tok}gw")
+    made: list = []
+    try:
+        netns.create()
+        made.append(netns)
+        made.append(ctl_link.create())
+        made.append(segment.create())
+        segment.attach(a.fabric, None, f"sg{tok}a")
+        segment.attach(b.fabric, b.ns, f"sg{tok}b")
+        labenv.vms["gw:router"], labenv.vms["gw:outside"] = up.router, up.outside
+        up.create()
+        segment.adopt(up.port)
+        ovs_b.start()
+        made.append(ovs_b)
+        ovs_b.add_bridge(b.bridge, labenv.ctl.ofp_port, dpid=b.dpid)
+        try:
+            labenv.ctl.wait_connected(b.bridge)
+        except lab.LabError as e:
+            raise lab.LabError(f"{e}\n{_connect_logs(ovs_b, labenv.ctl)}") from None
+        for host in (a, b):
+            host.ovs.vsctl("add-port", host.bridge, host.fabric, "--", "set", "interface",
+                           host.fabric, "ofport_request=1000")  # fmt: skip
+            labenv.ctl.ok("PUT", f"/ctfw/v1/switches/{host.dpid}", {"fabric_port": host.fabric})
+        yield SegmentHosts(labenv, a, b, segment, up)
+    finally:
+        for thing in reversed(made):
+            if isinstance(thing, lab.Ovs):
+                thing.stop()
+            else:
+                thing.destroy()
+        up.destroy()
