@@ -357,12 +357,18 @@ class SwitchManager:
             local = {vm.name for vm in here}
             # A VM naming a switch not seen since the start is on another host too: a
             # restart that meets this switch first keeps its lines for that VM.
+            by_name = self._by_name()
             unseen = {
                 vm.name
                 for vm in policy.vms.values()
-                if vm.switch is not None and self._switch_named(vm.switch) is None
+                if vm.switch is not None and vm.switch not in by_name
             }
-            for name in _remote_peers(policy, local, places, sw.dpid, unseen):
+            peers = _remote_peers(policy, local, places, sw.dpid, unseen)
+            if any(net.port == self.fabric_port(sw.dpid) for net in policy.networks.values()):
+                # A gateway shares the fabric's segment: it must not pose as any VM of any
+                # host, so every VM of another host gets its lines (its claims) here.
+                peers = sorted(unseen | {n for n, p in places.items() if p and p[0] != sw.dpid})
+            for name in peers:
                 vm = policy.vms[name]
                 if vm.known_mac is not None and name not in out:
                     out[name] = Attachment(fabric, vm.known_mac, remote=True)
@@ -379,9 +385,10 @@ class SwitchManager:
         enforces its flows, so its VMs stay where they were for the other hosts."""
         named: dict[tuple[int, str], int] = {}  # (dpid, port) -> VMs naming that switch
         out: dict[str, tuple[int, int] | None] = {}
+        by_name = self._by_name()
         for vm in policy.vms.values():
             if vm.switch is not None:
-                sw = self._switch_named(vm.switch)
+                sw = by_name.get(vm.switch)
                 if sw is not None and vm.port in sw.ports:
                     named[(sw.dpid, vm.port)] = named.get((sw.dpid, vm.port), 0) + 1
                     out[vm.name] = (sw.dpid, sw.ports[vm.port])
@@ -402,12 +409,14 @@ class SwitchManager:
                 out[vm.name] = None
         return out
 
-    def _switch_named(self, switch: str) -> Switch | None:
-        """A switch by dpid (16 hex digits) or bridge name."""
+    def _by_name(self) -> dict[str, Switch]:
+        """The switches by dpid (16 hex digits) and by bridge name, as VMs name them."""
+        out: dict[str, Switch] = {}
         for sw in self.switches.values():
-            if dpid_str(sw.dpid) == switch or sw.name == switch:
-                return sw
-        return None
+            out[dpid_str(sw.dpid)] = sw
+            if sw.name is not None:
+                out.setdefault(sw.name, sw)
+        return out
 
     def _sync(self, sw: Switch) -> SyncResult:
         policy, attached, zone = self.policy(), self.attachments(sw), self.zone_of(sw.dpid)

@@ -229,7 +229,10 @@ def test_the_gateway_cannot_claim_a_vms_mac_or_address(world: World) -> None:
         (to(vm2, gw, "198.19.0.9"), [0, 1, 0]),
         (to(vm2, gw, "2001:db8:19::9"), [0, 1, 0]),
         (frames.arp_frame(gw, bcast, 1, gw, lab.GATEWAY4, vm1.ip, mark), [1, 1, 1]),
-        (frames.nd_frame(136, gw, lab.GATEWAY6, lab.GATEWAY6, gw, padding=mark), [1, 1, 1]),
+        # (ND from the gateway: test_vms_on_both_hosts_resolve_the_gateway_over_arp_and_nd
+        # is the control; an unsolicited advertisement hand-made here, though
+        # ofproto/trace floods it on both hosts, never reached the VMs through the
+        # segment's Linux bridge, with or without the frames above.)
     ]
     # Each forged frame and the host that must drop (and count) it: the one whose VM it
     # is addressed to (or, for ARP and ND, whose VM it claims to be).
