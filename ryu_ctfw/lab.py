@@ -23,6 +23,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -727,6 +728,17 @@ class Segment:
 
 def _ip_exec(ns: str, argv: list[str]) -> subprocess.CompletedProcess[str]:
     return run(["ip", "netns", "exec", ns, *argv])
+
+
+@contextlib.contextmanager
+def servers(vm: Vm, *specs: tuple[str, int]) -> Iterator[None]:
+    """Servers (protocol, port) in `vm` while the block runs, killed after it."""
+    procs = [vm.serve(proto, port) for proto, port in specs]
+    try:
+        yield
+    finally:
+        for p in procs:
+            p.kill()
 
 
 def lab_cmd(*args: str) -> list[str]:

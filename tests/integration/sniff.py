@@ -51,6 +51,16 @@ class Sniffer:
         return [bytes.fromhex(line) for line in out.split()]
 
 
+def watch(mark: bytes, *vms: lab.Vm) -> list[Sniffer]:
+    """A sniffer on each VM, for frames carrying `mark`."""
+    return [Sniffer(vm, mark) for vm in vms]
+
+
+def seen(sniffers: list[Sniffer]) -> list[int]:
+    """Marked frames each sniffer saw (one settle time for all of them)."""
+    return [len(s.frames(settle=0.5 if i == 0 else 0)) for i, s in enumerate(sniffers)]
+
+
 def main(iface: str, seconds: float, marker: bytes) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))

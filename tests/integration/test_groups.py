@@ -20,7 +20,7 @@ import frames
 import pytest
 from conftest import Lab
 from frames import flow_marker
-from sniff import Sniffer
+from sniff import Sniffer, seen
 
 from ryu_ctfw import lab
 
@@ -58,11 +58,6 @@ def servers(vms: list[lab.Vm], proto: str, port: int) -> Iterator[None]:
     finally:
         for p in procs:
             p.kill()
-
-
-def seen(sniffers: list[Sniffer]) -> list[int]:
-    """Marked frames each sniffer saw (one settle time for all of them)."""
-    return [len(s.frames(settle=0.5 if i == 0 else 0)) for i, s in enumerate(sniffers)]
 
 
 def refused(attempts: list[tuple[lab.Vm, lab.Vm, int, int]]) -> list[int]:

@@ -10,20 +10,19 @@ showing the same path delivers, and every forged frame comes with an honest one.
 
 from __future__ import annotations
 
-import contextlib
 import re
 import secrets
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import frames
 import pytest
 from conftest import Host, Hosts
 from frames import flow_marker
-from sniff import Sniffer
+from sniff import Sniffer, seen
+from sniff import watch as sniff
 
 from ryu_ctfw import lab
 
@@ -48,25 +47,6 @@ def three(hosts: Hosts) -> Three:
 
 def marker() -> bytes:
     return b"ctfw-hosts-" + secrets.token_hex(6).encode()
-
-
-def sniff(mark: bytes, *vms: lab.Vm) -> list[Sniffer]:
-    return [Sniffer(vm, mark) for vm in vms]
-
-
-def seen(sniffers: list[Sniffer]) -> list[int]:
-    """Marked frames each sniffer saw (one settle time for all of them)."""
-    return [len(s.frames(settle=0.5 if i == 0 else 0)) for i, s in enumerate(sniffers)]
-
-
-@contextlib.contextmanager
-def servers(vm: lab.Vm, *specs: tuple[str, int]) -> Iterator[None]:
-    procs = [vm.serve(proto, port) for proto, port in specs]
-    try:
-        yield
-    finally:
-        for p in procs:
-            p.kill()
 
 
 def view(h: Hosts, name: str) -> dict:
@@ -118,7 +98,7 @@ def test_a_pair_across_hosts_works_and_reaches_nobody_else(three: Three) -> None
     vm4 = h.vm("vm4", h.a, 4)  # beside vm1 on A: must see none of vm2's replies
     h.env.pair("vm1", "vm2", "tcp", "7000")
     h.env.pair("vm1", "vm2", "icmp")
-    with servers(vm2, ("tcp", 7000)), servers(vm3, ("tcp", 7000)):
+    with lab.servers(vm2, ("tcp", 7000)), lab.servers(vm3, ("tcp", 7000)):
         watch = sniff(lab.PROBE, vm2, vm3)
         watch += sniff(flow_marker(vm1.ip, vm2.ip), vm3) + sniff(flow_marker(vm2.ip, vm1.ip), vm3)
         watch += sniff(flow_marker(vm2.ip, vm1.ip), vm1, vm4)
@@ -136,7 +116,11 @@ def test_no_pair_no_path_between_hosts(three: Three) -> None:
     h, vm1, vm2, vm3 = three.h, three.vm1, three.vm2, three.vm3
     h.env.pair("vm1", "vm2", "tcp", "7000")
     h.env.pair("vm1", "vm2", "icmp")
-    with servers(vm1, ("tcp", 7000)), servers(vm2, ("tcp", 7000)), servers(vm3, ("tcp", 7000)):
+    with (
+        lab.servers(vm1, ("tcp", 7000)),
+        lab.servers(vm2, ("tcp", 7000)),
+        lab.servers(vm3, ("tcp", 7000)),
+    ):
         # Controls: the same hosts, the same fabric, both ways (vm2's replies reach vm1).
         assert vm1.tcp(vm2.ip, 7000) and vm1.ping(vm2.ip)
         watch = [
@@ -202,7 +186,11 @@ def test_one_port_name_on_both_hosts_for_two_vms(hosts: Hosts) -> None:
         assert (v["port"], v["dpid"], v["ofport"]) == (tap, host.dpid, host.ofport(tap)), v
     h.env.pair("p1", "p2", "icmp")
     h.env.pair("p1", "p2", "tcp", "7000")
-    with servers(p2, ("tcp", 7000)), servers(other, ("tcp", 7000)), servers(p1, ("tcp", 7000)):
+    with (
+        lab.servers(p2, ("tcp", 7000)),
+        lab.servers(other, ("tcp", 7000)),
+        lab.servers(p1, ("tcp", 7000)),
+    ):
         watch = sniff(lab.PROBE, p2, other)
         assert p1.tcp(p2.ip, 7000) and p1.ping(p2.ip), "p1 (A's tap) -> p2 (B's tap)"
         to_p2, to_other = seen(watch)
@@ -330,7 +318,7 @@ def test_a_host_cut_from_the_controller_keeps_enforcing_and_is_mended(three: Thr
     h.env.pair("vm1", "vm2", "tcp", "7000")
     h.env.pair("vm1", "vm2", "icmp")
     h.env.pair("vm2", "vm3", "tcp", "7001")
-    with servers(vm2, ("tcp", 7000)), servers(vm3, ("tcp", 7000), ("tcp", 7001)):
+    with lab.servers(vm2, ("tcp", 7000)), lab.servers(vm3, ("tcp", 7000), ("tcp", 7001)):
         assert vm1.tcp(vm2.ip, 7000) and vm2.tcp(vm3.ip, 7001)
         across = vm1.stream(vm2.ip, 7000, 12)
         local = vm2.stream(vm3.ip, 7001, 12)
@@ -371,7 +359,7 @@ def test_a_host_cut_from_the_controller_keeps_enforcing_and_is_mended(three: Thr
     assert 0 < added + deleted < found
     for name, times in (("vm1 -> vm2 (A away)", across_t), ("vm2 -> vm3 (on B)", local_t)):
         assert any(cut + 1 < t < back for t in times), f"{name} went on while A was away"
-    with servers(vm3, ("tcp", 7000)):
+    with lab.servers(vm3, ("tcp", 7000)):
         lab.wait_for(lambda: vm1.tcp(vm3.ip, 7000, timeout=1), 5, "vm1 -> vm3 after A is back")
 
 
@@ -459,7 +447,7 @@ def test_a_change_on_a_sends_nothing_to_b(three: Three) -> None:
     assert vm1.ping(vm2.ip)
     flows_b, sent_b, sent_a = h.b.flows(), ctl.changes_sent(h.b.dpid), ctl.changes_sent(h.a.dpid)
     pair = h.env.pair("vm1", "vm4", "tcp", "7000")
-    with servers(vm4, ("tcp", 7000)), servers(vm2, ("tcp", 7000)):
+    with lab.servers(vm4, ("tcp", 7000)), lab.servers(vm2, ("tcp", 7000)):
         watch = sniff(lab.PROBE, vm2)
         assert vm1.tcp(vm4.ip, 7000), "control: the change took effect on A"
         assert not vm1.tcp(vm2.ip, 7000, timeout=1), "and reaches only vm4"

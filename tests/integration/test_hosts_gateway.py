@@ -16,16 +16,15 @@ honest one.
 
 from __future__ import annotations
 
-import contextlib
 import secrets
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import frames
 import pytest
 from conftest import Host, SegmentHosts
 from frames import flow_marker
-from sniff import Sniffer
+from sniff import Sniffer, seen
+from sniff import watch as sniff
 
 from ryu_ctfw import lab
 
@@ -71,25 +70,6 @@ def marker() -> bytes:
     return b"ctfw-hosts-gw-" + secrets.token_hex(6).encode()
 
 
-@contextlib.contextmanager
-def servers(vm: lab.Vm, *specs: tuple[str, int]) -> Iterator[None]:
-    procs = [vm.serve(proto, port) for proto, port in specs]
-    try:
-        yield
-    finally:
-        for p in procs:
-            p.kill()
-
-
-def sniff(mark: bytes, *vms: lab.Vm) -> list[Sniffer]:
-    return [Sniffer(vm, mark) for vm in vms]
-
-
-def seen(sniffers: list[Sniffer]) -> list[int]:
-    """Marked frames each sniffer saw (one settle time for all of them)."""
-    return [len(s.frames(settle=0.5 if i == 0 else 0)) for i, s in enumerate(sniffers)]
-
-
 def drops(h: SegmentHosts, host: Host) -> int:
     """Packets counted by the drop lines of `host`'s switch."""
     flows = h.env.ctl.ok("GET", "/ctfw/v1/flows")["flows"]
@@ -109,7 +89,7 @@ def test_the_network_on_both_hosts_is_at_their_fabric_port(world: World) -> None
 
 def test_a_vm_on_a_opens_udp53_to_the_network_through_the_gateway(world: World) -> None:
     h, vm1, vm2, vm3, out = world.h, world.vm1, world.vm2, world.vm3, world.out
-    with servers(out, ("udp", 53), ("tcp", 22)):
+    with lab.servers(out, ("udp", 53), ("tcp", 22)):
         # Allowed, both families: the requests cross the segment to the gateway and the
         # outside, the replies come back to vm1; B's VMs see none of it.
         watch = sniff(lab.PROBE, out, vm2, vm3)
@@ -140,10 +120,10 @@ def test_a_vm_on_a_opens_udp53_to_the_network_through_the_gateway(world: World) 
 def test_the_outside_opens_tcp443_to_a_vm_on_b_and_nothing_else(world: World) -> None:
     h, vm1, vm2, vm3, out = world.h, world.vm1, world.vm2, world.vm3, world.out
     with (
-        servers(vm2, ("tcp", 443), ("tcp", 444), ("udp", 443)),
-        servers(vm1, ("tcp", 443)),
-        servers(vm3, ("tcp", 443)),
-        servers(out, ("tcp", 443)),
+        lab.servers(vm2, ("tcp", 443), ("tcp", 444), ("udp", 443)),
+        lab.servers(vm1, ("tcp", 443)),
+        lab.servers(vm3, ("tcp", 443)),
+        lab.servers(out, ("tcp", 443)),
     ):
         watch = sniff(lab.PROBE, vm1, vm3)
         assert out.tcp(vm2.ip, 443), "198.19.0.1 -> vm2 (B) tcp/443 through the gateway"
@@ -183,7 +163,7 @@ def test_the_outside_opens_tcp443_to_a_vm_on_b_and_nothing_else(world: World) ->
 
 def test_vms_on_both_hosts_resolve_the_gateway_over_arp_and_nd(world: World) -> None:
     vm1, vm2, vm3, out, up = world.vm1, world.vm2, world.vm3, world.out, world.up
-    with servers(out, ("udp", 53)), servers(vm2, ("tcp", 443)):
+    with lab.servers(out, ("udp", 53)), lab.servers(vm2, ("tcp", 443)):
         # Each exchange needs ARP or ND between the VM and the gateway, both ways.
         assert vm1.udp(OUT4, 53) and vm1.udp(OUT6, 53), "vm1 (A) via the gateway"
         assert out.tcp(vm2.ip, 443) and out.tcp(v6(vm2), 443), "to vm2 (B) via the gateway"
@@ -289,7 +269,7 @@ def test_the_gateway_cannot_claim_a_vms_mac_or_address(world: World) -> None:
 
 def test_the_pair_across_hosts_still_works_over_the_segment(world: World) -> None:
     h, vm1, vm2, vm3 = world.h, world.vm1, world.vm2, world.vm3
-    with servers(vm2, ("tcp", 7000)), servers(vm3, ("tcp", 7000)):
+    with lab.servers(vm2, ("tcp", 7000)), lab.servers(vm3, ("tcp", 7000)):
         # The segment is a hub: the gateway hears this exchange too, and B hears the
         # replies it sends itself; what the hosts deliver is what is checked.
         watch = sniff(lab.PROBE, vm2, vm3)
@@ -303,7 +283,7 @@ def test_the_pair_across_hosts_still_works_over_the_segment(world: World) -> Non
         assert host.ovs.conntrack_entries("tcp", vm1.ip, vm2.ip, "dport=7000"), host.label
 
     # The wrong way and the other VM stay refused (the control is the exchange above).
-    with servers(vm1, ("tcp", 7000)), servers(vm3, ("tcp", 7000)):
+    with lab.servers(vm1, ("tcp", 7000)), lab.servers(vm3, ("tcp", 7000)):
         watch = [
             Sniffer(vm1, flow_marker(vm2.ip, vm1.ip, 40701, 7000)),
             Sniffer(vm3, flow_marker(vm1.ip, vm3.ip)),

@@ -11,19 +11,18 @@ that shows the same path delivers, and every forged frame comes with an honest o
 
 from __future__ import annotations
 
-import contextlib
 import re
 import secrets
 import subprocess
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import frames
 import pytest
 from conftest import Lab
 from frames import flow_marker
-from sniff import Sniffer
+from sniff import Sniffer, seen
+from sniff import watch as sniff
 
 from ryu_ctfw import lab
 
@@ -60,29 +59,10 @@ def marker() -> bytes:
     return b"ctfw-networks-" + secrets.token_hex(6).encode()
 
 
-@contextlib.contextmanager
-def servers(vm: lab.Vm, *specs: tuple[str, int]) -> Iterator[None]:
-    procs = [vm.serve(proto, port) for proto, port in specs]
-    try:
-        yield
-    finally:
-        for p in procs:
-            p.kill()
-
-
-def sniff(mark: bytes, *vms: lab.Vm) -> list[Sniffer]:
-    return [Sniffer(vm, mark) for vm in vms]
-
-
-def seen(sniffers: list[Sniffer]) -> list[int]:
-    """Marked frames each sniffer saw (one settle time for all of them)."""
-    return [len(s.frames(settle=0.5 if i == 0 else 0)) for i, s in enumerate(sniffers)]
-
-
 def test_a_vm_may_open_udp53_to_the_network_and_nothing_more(world: World) -> None:
     env, vm1, vm2, out = world.env, world.vm1, world.vm2, world.out
     env.pair("vm1", NET, "udp", "53")
-    with servers(out, ("udp", 53), ("tcp", 22)):
+    with lab.servers(out, ("udp", 53), ("tcp", 22)):
         # Allowed, both families: the requests reach the outside host (by the uplink),
         # the replies come back, and vm2 sees none of it.
         watch = sniff(lab.PROBE, out, vm2)
@@ -109,7 +89,7 @@ def test_a_vm_may_open_udp53_to_the_network_and_nothing_more(world: World) -> No
 def test_the_network_cannot_start_anything_towards_a_vm(world: World) -> None:
     env, vm1, out = world.env, world.vm1, world.out
     env.pair("vm1", NET, "udp", "53")
-    with servers(out, ("udp", 53)), servers(vm1, ("tcp", 22), ("udp", 53)):
+    with lab.servers(out, ("udp", 53)), lab.servers(vm1, ("tcp", 22), ("udp", 53)):
         # Control: vm1's exchange, whose replies come from the outside to vm1.
         assert vm1.udp(OUT4, 53) and vm1.udp(OUT6, 53)
         watch = sniff(flow_marker(OUT4, vm1.ip), vm1) + sniff(flow_marker(OUT6, v6(vm1)), vm1)
@@ -126,9 +106,9 @@ def test_the_network_may_open_tcp443_to_vm2_and_nothing_else(world: World) -> No
     env, vm1, vm2, out = world.env, world.vm1, world.vm2, world.out
     env.pair(NET, "vm2", "tcp", "443")
     with (
-        servers(vm2, ("tcp", 443), ("tcp", 444), ("udp", 443)),
-        servers(vm1, ("tcp", 443)),
-        servers(out, ("tcp", 443)),
+        lab.servers(vm2, ("tcp", 443), ("tcp", 444), ("udp", 443)),
+        lab.servers(vm1, ("tcp", 443)),
+        lab.servers(out, ("tcp", 443)),
     ):
         watch = sniff(lab.PROBE, vm1)
         assert out.tcp(vm2.ip, 443), "198.19.0.1 -> vm2 tcp/443"
@@ -259,7 +239,7 @@ def test_replies_from_the_network_reach_only_the_vm_that_asked(world: World) -> 
     env, vm1, vm2, up = world.env, world.vm1, world.vm2, world.up
     env.pair("vm1", NET, "udp", "53")
     env.pair("vm2", NET, "udp", "53")
-    with servers(world.out, ("udp", 53)):
+    with lab.servers(world.out, ("udp", 53)):
         assert vm1.udp(OUT4, 53, sport=40601), "vm1's connection 40601 -> 198.19.0.1:53"
     mark = marker()
 
@@ -290,7 +270,7 @@ def test_deleting_a_network_pair_cuts_its_open_connections(world: World) -> None
     outbound = env.pair("vm1", NET, "tcp", "5000")
     inbound = env.pair(NET, "vm2", "tcp", "443")
     env.pair("vm2", NET, "tcp", "5001")  # stays
-    with servers(out, ("tcp", 5000), ("tcp", 5001)), servers(vm2, ("tcp", 443)):
+    with lab.servers(out, ("tcp", 5000), ("tcp", 5001)), lab.servers(vm2, ("tcp", 443)):
         s4 = vm1.stream(OUT4, 5000, DURATION)
         s6 = vm1.stream(OUT6, 5000, DURATION)
         s_in = out.stream(vm2.ip, 443, DURATION)
@@ -347,10 +327,10 @@ def test_a_group_and_the_network(world: World) -> None:
     env.pair("clients", NET, "udp", "53")
     env.pair(NET, "clients", "tcp", "443")
     with (
-        servers(out, ("udp", 53)),
-        servers(vm1, ("tcp", 443)),
-        servers(vm2, ("tcp", 443)),
-        servers(vm3, ("tcp", 443)),
+        lab.servers(out, ("udp", 53)),
+        lab.servers(vm1, ("tcp", 443)),
+        lab.servers(vm2, ("tcp", 443)),
+        lab.servers(vm3, ("tcp", 443)),
     ):
         watch = sniff(lab.PROBE, vm3)
         assert vm1.udp(OUT4, 53) and vm2.udp(OUT4, 53), "every member -> the network"
@@ -406,7 +386,7 @@ def test_replies_from_the_network_to_a_group_reach_only_the_member_that_asked(
     env, vm1, vm2, up = world.env, world.vm1, world.vm2, world.up
     env.group("clients", ["vm1", "vm2"])
     env.pair("clients", NET, "udp", "53")
-    with servers(world.out, ("udp", 53)):
+    with lab.servers(world.out, ("udp", 53)):
         assert vm1.udp(OUT4, 53, sport=40801), "vm1's connection 40801 -> 198.19.0.1:53"
     mark = marker()
 
@@ -438,7 +418,7 @@ def test_a_networks_port_may_come_later_and_move(labenv: Lab) -> None:
             f"the network's port on ofport {ofport}",
         )
 
-    with servers(up.outside, ("udp", 53)):
+    with lab.servers(up.outside, ("udp", 53)):
         at(10)
         watch = sniff(lab.PROBE, vm2)
         assert vm1.udp(OUT4, 53) and vm1.udp(OUT6, 53), "through ofport 10"

@@ -2,29 +2,16 @@
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
-
 import frames
 from conftest import Lab
 
 from ryu_ctfw import lab
 
 
-@contextlib.contextmanager
-def servers(vm: lab.Vm, *specs: tuple[str, int]) -> Iterator[None]:
-    procs = [vm.serve(proto, port) for proto, port in specs]
-    try:
-        yield
-    finally:
-        for p in procs:
-            p.kill()
-
-
 def test_tcp_22_allows_only_ssh(labenv: Lab) -> None:
     a, b = labenv.vm("a", 2, 1), labenv.vm("b", 3, 2)
     labenv.pair("a", "b", "tcp", "22")
-    with servers(b, ("tcp", 22), ("tcp", 23), ("udp", 53)):
+    with lab.servers(b, ("tcp", 22), ("tcp", 23), ("udp", 53)):
         assert a.tcp(b.ip, 22), "tcp/22 is the service"
         assert not a.tcp(b.ip, 23, timeout=1), "tcp/23 is not"
         assert not a.udp(b.ip, 53, timeout=1), "udp is not"
@@ -34,7 +21,7 @@ def test_tcp_22_allows_only_ssh(labenv: Lab) -> None:
 def test_port_range_edges(labenv: Lab) -> None:
     a, b = labenv.vm("a", 2, 1), labenv.vm("b", 3, 2)
     labenv.pair("a", "b", "tcp", "8000-8100")
-    with servers(b, ("tcp", 7999), ("tcp", 8000), ("tcp", 8100), ("tcp", 8101)):
+    with lab.servers(b, ("tcp", 7999), ("tcp", 8000), ("tcp", 8100), ("tcp", 8101)):
         assert a.tcp(b.ip, 8000), "first port of the range"
         assert a.tcp(b.ip, 8100), "last port of the range"
         assert not a.tcp(b.ip, 8101, timeout=1), "one past the range"
@@ -48,7 +35,7 @@ def test_several_services_for_the_same_vms(labenv: Lab) -> None:
     labenv.pair("a", "b", "tcp", "22")
     labenv.pair("a", "b", "udp", "53")
     labenv.pair("a", "b", "icmp")
-    with servers(b, ("tcp", 22), ("tcp", 80), ("udp", 53), ("udp", 54)):
+    with lab.servers(b, ("tcp", 22), ("tcp", 80), ("udp", 53), ("udp", 54)):
         assert a.tcp(b.ip, 22) and a.udp(b.ip, 53) and a.ping(b.ip)
         assert not a.tcp(b.ip, 80, timeout=1)
         assert not a.udp(b.ip, 54, timeout=1)
@@ -58,7 +45,7 @@ def test_responder_cannot_start_anything(labenv: Lab) -> None:
     a, b = labenv.vm("a", 2, 1, ipv6=True), labenv.vm("b", 3, 2, ipv6=True)
     labenv.pair("a", "b")
     a6 = "2001:db8::1"
-    with servers(a, ("tcp", 22), ("udp", 53)), servers(b, ("tcp", 22)):
+    with lab.servers(a, ("tcp", 22), ("udp", 53)), lab.servers(b, ("tcp", 22)):
         assert a.tcp(b.ip, 22), "the pair works"
         assert not b.ping(a.ip, count=1)
         assert not b.tcp(a.ip, 22, timeout=1)
@@ -71,7 +58,7 @@ def test_ipv6_goes_through_conntrack_like_ipv4(labenv: Lab) -> None:
     a, b = labenv.vm("a", 2, 1, ipv6=True), labenv.vm("b", 3, 2, ipv6=True)
     labenv.pair("a", "b")
     b6 = "2001:db8::2"
-    with servers(b, ("tcp", 22), ("udp", 53)):
+    with lab.servers(b, ("tcp", 22), ("udp", 53)):
         assert a.ping(b6), "ping6 a -> b"
         assert a.tcp(b6, 22), "tcp over IPv6"
         assert a.udp(b6, 53), "udp over IPv6"

@@ -68,7 +68,7 @@ def test_a_misspelt_option_stops_the_start_naming_it(tmp_path: Path, typo: str) 
     assert code != 0
     assert (
         f"ryu-ctfw: unknown option {typo!r} in [ctfw] of {conf}; known: api_token,"
-        " max_ips_per_vm, max_pairs, max_vms, state_file"
+        " fabric_port, max_ips_per_vm, max_pairs, max_vms, state_file"
     ) in out
     assert "wsgi starting up" not in out
     assert took < 15, "fails fast"
