@@ -31,7 +31,7 @@ from ryu_ctfw import channel, wire
 from ryu_ctfw.channel import Pending, SwitchError, SwitchRefused, dpid_str
 from ryu_ctfw.compiler import Attachment, Flow, Meter
 from ryu_ctfw.flowset import Diff, FlowSet
-from ryu_ctfw.policy import Policy, PolicyError, validate_mac
+from ryu_ctfw.policy import Policy, PolicyError, Vm, validate_mac
 
 SYNC_TIMEOUT = 600.0  # a backstop: every step of a sync has a timeout of its own
 # OVS's fragment handling that shows the L4 ports of a first fragment to the flow table
@@ -108,6 +108,7 @@ class SwitchManager:
         # green thread of its own: storing waits for the switches.
         self.learned = learned
         self.switches: dict[int, Switch] = {}
+        self._placed: _Placement | None = None
 
     # --- events from Ryu (never block) -----------------------------------------------------
     def connected(self, dp: Any) -> None:
@@ -340,39 +341,77 @@ class SwitchManager:
         their ports, the networks whose port it has, and VMs on other hosts that a pair
         joins with something here, at its fabric port (when it has one)."""
         policy = self.policy()
-        places = self.locations(policy)
-        here = [vm for vm in policy.vms.values() if (places.get(vm.name) or (None,))[0] == sw.dpid]
+        placed = self._placement(policy)
+        places = placed.places
+        here = placed.by_dpid.get(sw.dpid, [])
         given = {vm.mac for vm in here if vm.mac}
         out = {}
         for vm in here:
             mac = vm.known_mac
             if vm.mac is None and mac in given:
                 mac = None  # learned elsewhere, but another VM here is configured with it
-            out[vm.name] = Attachment(places[vm.name][1], mac)
+            out[vm.name] = Attachment(places[vm.name][1], mac)  # type: ignore[index]
         for net in policy.networks.values():
             if net.port in sw.ports:
                 out[net.name] = Attachment(sw.ports[net.port], None)
-        fabric = sw.ports.get(self.fabric_port(sw.dpid) or "")
+        fabric_name = self.fabric_port(sw.dpid)
+        fabric = sw.ports.get(fabric_name or "")
         if fabric is not None:
             local = {vm.name for vm in here}
-            # A VM naming a switch not seen since the start is on another host too: a
-            # restart that meets this switch first keeps its lines for that VM.
-            by_name = self._by_name()
-            unseen = {
-                vm.name
-                for vm in policy.vms.values()
-                if vm.switch is not None and vm.switch not in by_name
-            }
-            peers = _remote_peers(policy, local, places, sw.dpid, unseen)
-            if any(net.port == self.fabric_port(sw.dpid) for net in policy.networks.values()):
+            if any(net.port == fabric_name for net in policy.networks.values()):
                 # A gateway shares the fabric's segment: it must not pose as any VM of any
                 # host, so every VM of another host gets its lines (its claims) here.
-                peers = sorted(unseen | {n for n, p in places.items() if p and p[0] != sw.dpid})
-            for name in peers:
+                peers = placed.unseen | {n for n, p in places.items() if p and p[0] != sw.dpid}
+            else:
+                peers = _remote_peers(placed.sides, local, places, sw.dpid, placed.unseen)
+            for name in sorted(peers):
                 vm = policy.vms[name]
                 if vm.known_mac is not None and name not in out:
                     out[name] = Attachment(fabric, vm.known_mac, remote=True)
         return out
+
+    def _ports_state(self) -> tuple:
+        """What placements depend on besides the policy: each switch's ports, name,
+        connection and fabric port."""
+        return tuple(
+            (sw.dpid, sw.name, sw.connected, self.fabric_port(sw.dpid),
+             hash(frozenset(sw.ports.items())))
+            for sw in self.switches.values()
+        )  # fmt: skip
+
+    def _placement(self, policy: Policy) -> _Placement:
+        """Where the VMs are, worked out once per policy and port change, not per switch
+        (a change syncs every switch, and each asks)."""
+        cached = self._placed
+        gen = self._ports_state()
+        if (
+            cached is not None
+            and cached.gen == gen
+            and _same(cached.vms, policy.vms)
+            and _same(cached.pairs, policy.pairs)
+            and _same(cached.groups, policy.groups)
+        ):
+            return cached
+        places = self.locations(policy)
+        by_dpid: dict[int, list[Vm]] = {}
+        for vm in policy.vms.values():
+            place = places.get(vm.name)
+            if place is not None:
+                by_dpid.setdefault(place[0], []).append(vm)
+        # A VM naming a switch not seen since the start is on another host too: a restart
+        # that meets one switch first keeps its lines there for that VM.
+        by_name = self._by_name()
+        unseen = {vm.name for vm in policy.vms.values()
+                  if vm.switch is not None and vm.switch not in by_name}  # fmt: skip
+        sides = [
+            (set(policy.members(p.initiator)), set(policy.members(p.responder)))
+            for p in policy.pairs.values()
+        ]
+        self._placed = _Placement(
+            gen, dict(policy.vms), dict(policy.pairs), dict(policy.groups),
+            places, by_dpid, unseen, sides,
+        )  # fmt: skip
+        return self._placed
 
     def fabric_port(self, dpid: int) -> str | None:
         """The port of switch `dpid` that leads to the other hosts, if any."""
@@ -578,26 +617,44 @@ class SwitchManager:
 
 
 def _remote_peers(
-    policy: Policy,
+    sides: list[tuple[set[str], set[str]]],
     local: set[str],
     places: dict[str, tuple[int, int] | None],
     dpid: int,
     unseen: set[str],
-) -> list[str]:
+) -> set[str]:
     """VMs on other switches that a pair joins with a VM here (a side, or a member of a
     group side): only those get lines here, so a pair between two VMs of another host
     changes nothing on this one. (A network is reached on the hosts that have its port.)"""
     out: set[str] = set()
-    for pair in policy.pairs.values():
-        sides = [set(policy.members(n)) for n in (pair.initiator, pair.responder)]
-        for this, other in (sides, sides[::-1]):
+    for ini, res in sides:
+        for this, other in ((ini, res), (res, ini)):
             if this & local:
                 out |= {
                     n for n in other
-                    if n in unseen
-                    or (n in policy.vms and (place := places.get(n)) and place[0] != dpid)
+                    if n in unseen or ((place := places.get(n)) and place[0] != dpid)
                 }  # fmt: skip
-    return sorted(out)
+    return out
+
+
+def _same(old: dict[Any, Any], new: dict[Any, Any]) -> bool:
+    """The same keys holding the very same objects."""
+    return len(old) == len(new) and all(new.get(k) is v for k, v in old.items())
+
+
+@dataclass
+class _Placement:
+    """SwitchManager._placement's answer for one state of the VMs, pairs, groups and
+    ports (VMs, pairs and groups are immutable: the same objects, the same answer)."""
+
+    gen: tuple  # SwitchManager._ports_state() then
+    vms: dict[str, Vm]
+    pairs: dict[int, Any]
+    groups: dict[str, Any]
+    places: dict[str, tuple[int, int] | None]
+    by_dpid: dict[int, list[Vm]]
+    unseen: set[str]
+    sides: list[tuple[set[str], set[str]]]  # per pair: the VMs of each side
 
 
 def _by_bytes(
