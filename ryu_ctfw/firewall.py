@@ -38,9 +38,6 @@ class OutcomeUnknown(PolicyError):
 
 
 class Firewall:
-    # [ctfw] fabric_port: the fabric port of a switch without a setting of its own.
-    default_fabric_port: str | None = None
-
     def __init__(
         self,
         state_file: Path,
@@ -55,7 +52,6 @@ class Firewall:
         if store.has_journal(state_file):
             # Start from a clean snapshot: the journal of the last run is folded into it.
             store.compact(state_file, self.policy)
-        self.default_fabric_port = default_fabric_port  # [ctfw] fabric_port
         self.switches = SwitchManager(
             self.log, lambda: self.policy, self.zone_for, learned=self.learn_mac,
             default_fabric_port=default_fabric_port,
@@ -163,10 +159,14 @@ class Firewall:
         return {"dpid": dpid_str(where[0]) if where else None,
                 "ofport": where[1] if where else None}  # fmt: skip
 
-    def fabric_port_of(self, dpid: int, policy: Policy | None = None) -> str | None:
-        """The fabric port switch `dpid` uses: its own setting, else [ctfw] fabric_port."""
-        policy = self.policy if policy is None else policy
-        return policy.fabric.get(dpid, self.default_fabric_port)
+    @property
+    def default_fabric_port(self) -> str | None:
+        """[ctfw] fabric_port: kept by the switch side, which builds the flows with it."""
+        return self.switches.default_fabric_port
+
+    @default_fabric_port.setter
+    def default_fabric_port(self, port: str | None) -> None:
+        self.switches.default_fabric_port = port
 
     def switches_view(self, policy: Policy | None = None) -> list[dict[str, Any]]:
         """Every switch known (connected now or before) or with a setting of its own."""
@@ -207,7 +207,7 @@ class Firewall:
             "zone": policy.zones.get(dpid),
             "connected": sw.connected if sw else False,
             "packet_ins": sw.packet_ins if sw else 0,
-            "fabric_port": self.fabric_port_of(dpid, policy),
+            "fabric_port": self.switches.fabric_port(dpid, policy),
             "ports": ports,
         }
 

@@ -392,7 +392,7 @@ class SwitchManager:
             and _same(cached.groups, policy.groups)
         ):
             return cached
-        places = self.locations(policy)
+        places = self._locate(policy)
         by_dpid: dict[int, list[Vm]] = {}
         for vm in policy.vms.values():
             place = places.get(vm.name)
@@ -413,11 +413,18 @@ class SwitchManager:
         )  # fmt: skip
         return self._placed
 
-    def fabric_port(self, dpid: int) -> str | None:
-        """The port of switch `dpid` that leads to the other hosts, if any."""
-        return self.policy().fabric.get(dpid, self.default_fabric_port)
+    def fabric_port(self, dpid: int, policy: Policy | None = None) -> str | None:
+        """The port of switch `dpid` that leads to the other hosts, if any: its own
+        setting, else [ctfw] fabric_port."""
+        policy = self.policy() if policy is None else policy
+        return policy.fabric.get(dpid, self.default_fabric_port)
 
     def locations(self, policy: Policy) -> dict[str, tuple[int, int] | None]:
+        """Where each VM is (see _locate), worked out once per state of the policy and
+        ports."""
+        return self._placement(policy).places
+
+    def _locate(self, policy: Policy) -> dict[str, tuple[int, int] | None]:
         """(dpid, ofport) of each VM's port; None for a VM whose place is ambiguous (its
         port name, with no switch named, is on two switches). A VM whose port no switch
         has is left out. A switch that disconnected keeps its last ports: it still
