@@ -92,13 +92,14 @@ class Firewall:
                 )
             return result
 
-    def put_vm(self, vm: Vm) -> bool:
-        """Create or update a VM; True when created."""
+    def put_vm(self, vm: Vm) -> tuple[bool, Vm]:
+        """Create or update a VM; whether it was created, and the VM stored (taken inside
+        the change: the next change may replace it before the caller answers)."""
 
-        def put(policy: Policy) -> bool:
+        def put(policy: Policy) -> tuple[bool, Vm]:
             if vm.mac:
                 self._check_mac_is_free(policy, vm)
-            return policy.put_vm(vm)
+            return policy.put_vm(vm), policy.vms[vm.name]
 
         return self.change(put)
 

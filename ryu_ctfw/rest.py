@@ -194,8 +194,8 @@ class CtfwController(ControllerBase):
 
     def put_vm(self, req: Any, name: str) -> Response:
         vm = vm_from_body(name, parse_body(req))
-        created = self.fw.put_vm(vm)
-        return json_response(201 if created else 200, self.fw.vm_view(self.fw.policy.vms[name]))
+        created, stored = self.fw.put_vm(vm)
+        return json_response(201 if created else 200, self.fw.vm_view(stored))
 
     def delete_vm(self, req: Any, name: str) -> Response:
         validate_vm_name(name)
