@@ -647,9 +647,12 @@ class Policy:
             "next_pair_id": self.next_pair_id,
             "next_vm_id": self.next_vm_id,
             "zones": {f"{dpid:016x}": zone for dpid, zone in sorted(self.zones.items())},
-            "switches": {f"{dpid:016x}": {"fabric_port": port}
-                         for dpid, port in sorted(self.fabric.items())},
-        }  # fmt: skip
+            "switches": self.fabric_table(),
+        }
+
+    def fabric_table(self) -> dict[str, dict[str, str]]:
+        """The per-switch settings as stored: dpid (16 hex digits) -> the PUT body."""
+        return {f"{dpid:016x}": {"fabric_port": port} for dpid, port in sorted(self.fabric.items())}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Policy:

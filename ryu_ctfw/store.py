@@ -161,8 +161,8 @@ Record = tuple[str, Any, Any]  # (kind, key, value): ("vm", name, {...} | None),
 # The entities journalled one by one: record kind -> the snapshot's list and its key.
 ENTITIES = {
     "vm": ("vms", "name"),
-    "group": ("groups", "name"),
     "network": ("networks", "name"),
+    "group": ("groups", "name"),
     "pair": ("pairs", "id"),
 }
 
@@ -360,34 +360,22 @@ def record(path: Path, before: Policy, after: Policy) -> None:
 def _diff(before: Policy, after: Policy) -> list[dict[str, Any]]:
     """Journal records that turn `before` into `after`."""
     out: list[dict[str, Any]] = []
-    for name in _changed(before.vms, after.vms):
-        vm = after.vms.get(name)
-        out.append({"vm": name, "value": vm.to_dict() if vm else None})
-    for name in _changed(before.networks, after.networks):
-        net = after.networks.get(name)
-        out.append({"network": name, "value": net.to_dict() if net else None})
-    for name in _changed(before.groups, after.groups):
-        group = after.groups.get(name)
-        out.append({"group": name, "value": group.to_dict() if group else None})
-    for pair_id in _changed(before.pairs, after.pairs):
-        pair = after.pairs.get(pair_id)
-        out.append({"pair": pair_id, "value": pair.to_dict() if pair else None})
+    for kind, (field, _key) in ENTITIES.items():  # Policy's dicts have the snapshot's names
+        old, new = getattr(before, field), getattr(after, field)
+        for key in _changed(old, new):
+            thing = new.get(key)
+            out.append({kind: key, "value": thing.to_dict() if thing else None})
     if before.zones != after.zones:
         zones = {f"{dpid:016x}": zone for dpid, zone in sorted(after.zones.items())}
         out.append({"zones": zones})
     if before.fabric != after.fabric:
         # The whole table, as for the zones: a handful of switches, changed rarely.
-        out.append({"switches": _switches(after)})
+        out.append({"switches": after.fabric_table()})
     if before.next_pair_id != after.next_pair_id:
         out.append({"next_pair_id": after.next_pair_id})
     if before.next_vm_id != after.next_vm_id:
         out.append({"next_vm_id": after.next_vm_id})
     return out
-
-
-def _switches(policy: Policy) -> dict[str, dict[str, str]]:
-    """The per-switch settings as the snapshot stores them (Policy.to_dict's "switches")."""
-    return {f"{dpid:016x}": {"fabric_port": port} for dpid, port in sorted(policy.fabric.items())}
 
 
 def _changed(old: dict[Any, Any], new: dict[Any, Any]) -> list[Any]:
