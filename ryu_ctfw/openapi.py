@@ -71,6 +71,10 @@ COMMON_ERRORS = {
     ),
 }
 
+# VMs, groups and networks: one space of ids, given by the controller.
+ID = {"type": "integer", "description": "given by the controller; its half of the connections'"
+      " ct_mark"}  # fmt: skip
+
 SCHEMAS: dict[str, Any] = {
     "Error": {
         "type": "object",
@@ -105,10 +109,7 @@ SCHEMAS: dict[str, Any] = {
         "type": "object",
         "properties": {
             "name": {"type": "string"},
-            "id": {
-                "type": "integer",
-                "description": "given by the controller; its half of the connections' ct_mark",
-            },
+            "id": ID,
             "port": {"type": "string"},
             "mac": NULLABLE_STR,
             "ips": {"type": "array", "items": {"type": "string"}},
@@ -143,10 +144,7 @@ SCHEMAS: dict[str, Any] = {
         "type": "object",
         "properties": {
             "name": {"type": "string"},
-            "id": {
-                "type": "integer",
-                "description": "given by the controller; its half of the connections' ct_mark",
-            },
+            "id": ID,
             "port": {"type": "string"},
             "cidrs": {"type": "array", "items": {"type": "string"}},
             "dpid": NULLABLE_STR,
@@ -169,10 +167,7 @@ SCHEMAS: dict[str, Any] = {
         "type": "object",
         "properties": {
             "name": {"type": "string"},
-            "id": {
-                "type": "integer",
-                "description": "given by the controller; its half of the connections' ct_mark",
-            },
+            "id": ID,
             "members": {"type": "array", "items": {"type": "string"}},
         },
     },
