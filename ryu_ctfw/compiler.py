@@ -347,11 +347,11 @@ def vm_port_flows(vm: Vm, at: Attachment, zone: int) -> tuple[Flow, ...]:
     if at.mac is None:
         lines = [tagged, *_learning_lines(vm, port), *_address_claims(vm, None), guard]
         return _flows(lines, cookie(KIND_LEARN, port))
-    own = _own_lines(vm, port, at.mac, zone) if vm.ips else _mac_only_lines(port, at.mac, zone)
-    if at.remote:
-        # The fabric port is shared: another host's VM is checked by its MAC and addresses;
-        # ND it sends otherwise meets the fabric guard, or a gateway's network lines.
-        own = [line for line in own if line[1] not in (P_VM_FALSE_ND, P_MAC_VM_FALSE_ND)]
+    # The fabric port is shared: ND from it that no remote VM's line took is no lie of
+    # theirs; it meets the fabric guard, or a gateway's network lines.
+    lies = not at.remote
+    own = (_own_lines(vm, port, at.mac, zone, lies) if vm.ips
+           else _mac_only_lines(port, at.mac, zone, lies))  # fmt: skip
     lines = [
         tagged,
         *own,
@@ -367,7 +367,7 @@ def _flows(lines: Iterable[Line], flow_cookie: int) -> tuple[Flow, ...]:
     return tuple(Flow(table, prio, match, acts, flow_cookie) for table, prio, match, acts in lines)
 
 
-def _own_lines(vm: Vm, port: int, mac: str, zone: int) -> list[Line]:
+def _own_lines(vm: Vm, port: int, mac: str, zone: int, lies: bool = True) -> list[Line]:
     """A VM bound to its MAC and IPs: ARP and ND only about them, IP only from them."""
     v4, v6 = _split(vm)
     v6_sources = [link_local(mac), *v6]  # a VM always owns its link-local address
@@ -388,14 +388,14 @@ def _own_lines(vm: Vm, port: int, mac: str, zone: int) -> list[Line]:
          (TO_DELIVERY,)),
         # Any other ND from the port lies about an address (and, sent from the VM's own
         # address, would otherwise pass the IPv6 line below).
-        *((t0, P_VM_FALSE_ND, _icmp6(nd, in_port=port), ()) for nd in (ND_NS, ND_NA)),
+        *((t0, P_VM_FALSE_ND, _icmp6(nd, in_port=port), ()) for nd in (ND_NS, ND_NA) if lies),
         *((t0, P_VM_IP, own._replace(eth_type=ETH_TYPE_IP, ipv4_src=ip), to_ct) for ip in v4),
         *((t0, P_VM_IP, own._replace(eth_type=ETH_TYPE_IPV6, ipv6_src=ip), to_ct)
           for ip in v6_sources),
     ]  # fmt: skip
 
 
-def _mac_only_lines(port: int, mac: str, zone: int) -> list[Line]:
+def _mac_only_lines(port: int, mac: str, zone: int, lies: bool = True) -> list[Line]:
     """A VM bound to its MAC alone (as OVN's port security with a bare MAC): any source
     address that no other VM registered, but ARP and ND only with its own MAC."""
     own = Match(in_port=port, eth_src=mac)
@@ -407,7 +407,8 @@ def _mac_only_lines(port: int, mac: str, zone: int) -> list[Line]:
           for ll in (mac, NO_MAC)),
         *((t0, nb, _icmp6(ND_NS, in_port=port, eth_src=mac, nd_sll=ll), (TO_DELIVERY,))
           for ll in (mac, NO_MAC)),
-        *((t0, P_MAC_VM_FALSE_ND, _icmp6(nd, in_port=port), ()) for nd in (ND_NS, ND_NA)),
+        *((t0, P_MAC_VM_FALSE_ND, _icmp6(nd, in_port=port), ())
+          for nd in (ND_NS, ND_NA) if lies),
         *((t0, P_MAC_VM_IP, own._replace(eth_type=fam), to_ct) for fam in FAMILIES),
     ]  # fmt: skip
 
