@@ -14,7 +14,8 @@ from typing import Any, TypeVar
 
 from ryu.lib import hub
 
-from ryu_ctfw import store, wire
+from ryu_ctfw import dryrun, store, wire
+from ryu_ctfw.events import EventLog
 from ryu_ctfw.compiler import Flow
 from ryu_ctfw.policy import Conflict, Network, NotFound, Policy, PolicyError, Vm
 from ryu_ctfw.switch import SwitchError, SwitchManager, dpid_str
@@ -56,11 +57,15 @@ class Firewall:
             self.log, lambda: self.policy, self.zone_for, learned=self.learn_mac,
             default_fabric_port=default_fabric_port,
         )  # fmt: skip
+        self.events = EventLog()
         # One change at a time: a change waits for its switches, and a rollback must not
         # undo somebody else's change made meanwhile.
         self._lock = hub.Semaphore(1)
 
-    def change(self, mutate: Callable[[Policy], T]) -> T:
+    def change(self, mutate: Callable[[Policy], T], plan: dict[str, Any] | None = None) -> T:
+        """Apply `mutate` to a copy of the policy, store it, and have every connected switch
+        confirm it (or undo it all). A dry run (`plan` given) stops after `mutate`: `plan`
+        is filled with what the change would do (dryrun.py) and nothing is stored or sent."""
         with self._lock:
             before = self.policy
             candidate = self.policy.copy()
@@ -68,6 +73,9 @@ class Firewall:
             # that connects while this change waits must keep the zone it was given.
             candidate.zones = before.zones
             result = mutate(candidate)  # raises PolicyError before anything changed
+            if plan is not None:
+                plan.update(dryrun.plan(self, before, candidate))
+                return result
             store.record(self.state_file, before, candidate)
             self.policy = candidate
             results = self.switches.sync_all()
@@ -92,7 +100,7 @@ class Firewall:
                 )
             return result
 
-    def put_vm(self, vm: Vm) -> tuple[bool, Vm]:
+    def put_vm(self, vm: Vm, plan: dict[str, Any] | None = None) -> tuple[bool, Vm]:
         """Create or update a VM; whether it was created, and the VM stored (taken inside
         the change: the next change may replace it before the caller answers)."""
 
@@ -101,7 +109,7 @@ class Firewall:
                 self._check_mac_is_free(policy, vm)
             return policy.put_vm(vm), policy.vms[vm.name]
 
-        return self.change(put)
+        return self.change(put, plan)
 
     def _check_mac_is_free(self, policy: Policy, vm: Vm) -> None:
         # Two VMs with one MAC on one bridge: either could receive the other's traffic.
@@ -212,7 +220,9 @@ class Firewall:
             "ports": ports,
         }
 
-    def set_fabric_port(self, dpid: int, port: str | None) -> dict[str, Any]:
+    def set_fabric_port(
+        self, dpid: int, port: str | None, plan: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
         """PUT /switches/{dpid}: set (None: clear) the switch's own fabric port, through
         change() like every mutation; the switch's view after it. The switch need not be
         connected or known yet (a host that has not connected); its view is answered even
@@ -223,7 +233,7 @@ class Firewall:
             return policy
 
         # The view of the policy this change made: the next change may follow at once.
-        return self._switch_view(dpid, self.change(put))
+        return self._switch_view(dpid, self.change(put, plan))
 
     def flows_view(self) -> list[dict[str, Any]]:
         out = []

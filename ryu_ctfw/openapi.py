@@ -240,6 +240,42 @@ SCHEMAS: dict[str, Any] = {
             },
         },
     },
+    "Event": {
+        "type": "object",
+        "properties": {
+            "id": {"type": "integer"},
+            "time": {"type": "number", "description": "seconds since the epoch"},
+            "switch": {"type": "string"},
+            "vm": NULLABLE_STR,
+            "peer": NULLABLE_STR,
+            "protocol": {"type": "string"},
+            "src": NULLABLE_STR,
+            "dst": NULLABLE_STR,
+            "sport": {"type": "integer", "nullable": True},
+            "dport": {"type": "integer", "nullable": True},
+            "verdict": {"type": "string", "enum": ["allowed", "denied"]},
+            "reason": {"type": "string"},
+            "pair": {"type": "integer", "nullable": True},
+        },
+    },
+    "Explanation": {
+        "type": "object",
+        "properties": {
+            "verdict": {"type": "string", "enum": ["allowed", "denied"]},
+            "why": {"type": "string"},
+            "pairs": {"type": "array", "items": _ref("Pair")},
+            "flows": {"type": "array", "items": _ref("Flow")},
+        },
+    },
+    "PolicyDocument": {
+        "type": "object",
+        "properties": {
+            "vms": {"type": "array", "items": _ref("Vm")},
+            "groups": {"type": "array", "items": _ref("Group")},
+            "networks": {"type": "array", "items": _ref("Network")},
+            "pairs": {"type": "array", "items": _ref("Pair")},
+        },
+    },
     "Flow": {
         "type": "object",
         "properties": {
@@ -338,6 +374,56 @@ PATHS: dict[str, Any] = {
         "get": {"operationId": "list_flows", "responses": {
             "200": _json(_list("flows", "Flow"), "the app's flows, read from the switches"),
             "403": REBINDING, "502": _error("a switch did not answer")}},
+    },
+    f"{API}/events": {
+        "get": {"operationId": "list_events",
+                "parameters": [
+                    {"name": "verdict", "in": "query",
+                     "schema": {"type": "string", "enum": ["allowed", "denied"]}},
+                    {"name": "vm", "in": "query", "schema": NAME,
+                     "description": "events whose vm or peer is this"},
+                    {"name": "since", "in": "query", "schema": {"type": "number"},
+                     "description": "seconds since the epoch"},
+                    {"name": "after", "in": "query", "schema": {"type": "integer"},
+                     "description": "events with a larger id (to follow the log)"},
+                    {"name": "limit", "in": "query",
+                     "schema": {"type": "integer", "minimum": 1, "maximum": 10000,
+                                "default": 100}}],
+                "responses": {"200": _json(_list("events", "Event"),
+                                           "the latest events that match, oldest first"),
+                              "400": _error("an unknown or malformed query parameter"),
+                              "403": REBINDING}},
+    },
+    f"{API}/explain": {
+        "get": {"operationId": "explain",
+                "parameters": [
+                    {"name": "from", "in": "query", "required": True,
+                     "schema": {"type": "string"},
+                     "description": "a VM, group or network, or an address"},
+                    {"name": "to", "in": "query", "required": True,
+                     "schema": {"type": "string"},
+                     "description": "a VM, group or network, or an address"},
+                    {"name": "protocol", "in": "query",
+                     "schema": {"type": "string", "enum": ["tcp", "udp", "icmp", "any"]}},
+                    {"name": "port", "in": "query",
+                     "schema": {"type": "integer", "minimum": 1, "maximum": 65535}}],
+                "responses": {"200": _json(_ref("Explanation"), "the verdict and why"),
+                              "400": _error("a missing or malformed query parameter"),
+                              "404": _error("no VM, group or network of that name"),
+                              "403": REBINDING}},
+    },
+    f"{API}/policy": {
+        "get": {"operationId": "get_policy", "responses": {
+            "200": _json(_ref("PolicyDocument"), "the whole policy"), "403": REBINDING}},
+        "put": {"operationId": "put_policy", "security": AUTH,
+                "requestBody": {"required": True, "content": {
+                    "application/json": {"schema": _ref("PolicyDocument")}}},
+                "responses": {"200": _json({"type": "object"},
+                                           "replaced; the difference it made"),
+                              "404": _error("a pair or group names something the document"
+                                            " does not have"),
+                              "409": _error("two entries conflict"),
+                              **COMMON_ERRORS}},
     },
     f"{API}/openapi.json": {
         "get": {"operationId": "openapi",

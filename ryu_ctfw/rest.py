@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 from ryu import cfg
 from ryu.app.wsgi import ControllerBase, Response, WSGIApplication
 
-from ryu_ctfw import openapi
+from ryu_ctfw import events, explain, metrics, openapi, policydoc, ui
 from ryu_ctfw.policy import (
     Group,
     Network,
@@ -55,7 +55,15 @@ ROUTES: dict[str, dict[str, str]] = {
     "/switches": {"GET": "list_switches"},
     "/switches/{dpid}": {"GET": "get_switch", "PUT": "put_switch"},
     "/flows": {"GET": "list_flows"},
+    "/events": {"GET": "list_events"},
+    "/explain": {"GET": "explain"},
+    "/policy": {"GET": "get_policy", "PUT": "put_policy"},
     "/openapi.json": {"GET": "openapi"},
+}
+# Outside the versioned API: Prometheus' scrape path and the page (not JSON, not in OpenAPI).
+OTHER_ROUTES: dict[str, dict[str, str]] = {
+    "/metrics": {"GET": "metrics"},
+    "/ctfw/ui/": {"GET": "ui_page"},
 }
 MAX_BODY = 64 * 1024
 LOG = logging.getLogger("ryu_ctfw.rest")
@@ -125,6 +133,11 @@ class CtfwController(ControllerBase):
     def __init__(self, req: Any, link: Any, data: dict, **config: Any) -> None:
         super().__init__(req, link, data, **config)
         self.fw: Firewall = data[APP_KEY]
+        self.plan: dict[str, Any] | None = None  # set for a dry run (dispatch)
+
+    def change(self, mutate: Any) -> Any:
+        """Firewall.change, or its dry run when the call asked for one."""
+        return self.fw.change(mutate, plan=self.plan)
 
     def dispatch(self, req: Any, template: str, **params: Any) -> Response:
         """Every route ends here: method check, auth, handler, errors as JSON."""
@@ -133,7 +146,7 @@ class CtfwController(ControllerBase):
             return self.unknown_path(req)
         try:
             self._check_host(req)
-            methods = ROUTES[template]
+            methods = ROUTES.get(template) or OTHER_ROUTES[template]
             if req.method not in methods:
                 allow = ", ".join(sorted(methods))
                 raise HttpError(
@@ -143,7 +156,10 @@ class CtfwController(ControllerBase):
                 _check_same_origin(req)
                 self._authorize(req)
                 _check_content_type(req)
-            return getattr(self, methods[req.method])(req, **params)
+                # A dry run fills `plan` (firewall.change) instead of changing anything.
+                self.plan = {} if dry_run_asked(req) else None
+            resp = getattr(self, methods[req.method])(req, **params)
+            return resp if self.plan is None else _dry_run_answer(resp, self.plan)
         except HttpError as e:
             return json_response(e.status, {"error": str(e)}, e.headers)
         except PolicyError as e:
@@ -194,12 +210,12 @@ class CtfwController(ControllerBase):
 
     def put_vm(self, req: Any, name: str) -> Response:
         vm = vm_from_body(name, parse_body(req))
-        created, stored = self.fw.put_vm(vm)
+        created, stored = self.fw.put_vm(vm, plan=self.plan)
         return json_response(201 if created else 200, self.fw.vm_view(stored))
 
     def delete_vm(self, req: Any, name: str) -> Response:
         validate_vm_name(name)
-        self.fw.change(lambda policy: policy.delete_vm(name))
+        self.change(lambda policy: policy.delete_vm(name))
         return json_response(204)
 
     def list_networks(self, req: Any) -> Response:
@@ -219,12 +235,12 @@ class CtfwController(ControllerBase):
         def put(policy: Policy) -> tuple[bool, Network]:
             return policy.put_network(net), policy.networks[name]
 
-        created, stored = self.fw.change(put)
+        created, stored = self.change(put)
         return json_response(201 if created else 200, self.fw.network_view(stored))
 
     def delete_network(self, req: Any, name: str) -> Response:
         validate_vm_name(name, "network")
-        self.fw.change(lambda policy: policy.delete_network(name))
+        self.change(lambda policy: policy.delete_network(name))
         return json_response(204)
 
     def list_groups(self, req: Any) -> Response:
@@ -239,12 +255,12 @@ class CtfwController(ControllerBase):
         def put(policy: Policy) -> tuple[bool, Group]:  # as in put_network
             return policy.put_group(group), policy.groups[name]
 
-        created, stored = self.fw.change(put)
+        created, stored = self.change(put)
         return json_response(201 if created else 200, stored.to_dict())
 
     def delete_group(self, req: Any, name: str) -> Response:
         validate_vm_name(name, "group")
-        self.fw.change(lambda policy: policy.delete_group(name))
+        self.change(lambda policy: policy.delete_group(name))
         return json_response(204)
 
     def list_pairs(self, req: Any) -> Response:
@@ -258,12 +274,12 @@ class CtfwController(ControllerBase):
     def add_pair(self, req: Any) -> Response:
         request = pair_request_from_body(parse_body(req))
         # The view is made in the change: what the sides are when the pair was made.
-        view = self.fw.change(lambda policy: policy.pair_view(policy.add_pair(request)))
+        view = self.change(lambda policy: policy.pair_view(policy.add_pair(request)))
         return json_response(201, view, {"Location": f"{API}/pairs/{view['id']}"})
 
     def delete_pair(self, req: Any, pair_id: str) -> Response:
         ident = _pair_id(pair_id)
-        self.fw.change(lambda policy: policy.delete_pair(ident))
+        self.change(lambda policy: policy.delete_pair(ident))
         return json_response(204)
 
     def list_switches(self, req: Any) -> Response:
@@ -275,13 +291,74 @@ class CtfwController(ControllerBase):
     def put_switch(self, req: Any, dpid: str) -> Response:
         ident = validate_dpid(dpid)  # before the body: a bad path is the first thing wrong
         port = switch_settings_from_body(parse_body(req))
-        return json_response(200, self.fw.set_fabric_port(ident, port))
+        return json_response(200, self.fw.set_fabric_port(ident, port, plan=self.plan))
 
     def list_flows(self, req: Any) -> Response:
         return json_response(200, {"flows": self.fw.flows_view()})
 
+    def list_events(self, req: Any) -> Response:
+        query = events.query_from_params(req.GET)
+        return json_response(200, {"events": self.fw.events.select(query)})
+
+    def explain(self, req: Any) -> Response:
+        return json_response(200, explain.answer(self.fw, _params(req)))
+
+    def get_policy(self, req: Any) -> Response:
+        return json_response(200, policydoc.export(self.fw))
+
+    def put_policy(self, req: Any) -> Response:
+        return json_response(200, policydoc.apply(self.fw, parse_body(req), plan=self.plan))
+
     def openapi(self, req: Any) -> Response:
         return json_response(200, openapi.SPEC)
+
+    def metrics(self, req: Any) -> Response:
+        body, content_type = metrics.scrape(self.fw)
+        resp = Response(status=200, body=body)
+        resp.headers["Content-Type"] = content_type
+        return resp
+
+    def ui_page(self, req: Any) -> Response:
+        resp = Response(status=200, body=ui.page())
+        resp.headers["Content-Type"] = "text/html; charset=utf-8"
+        resp.headers["Cache-Control"] = "no-cache"
+        return resp
+
+
+def _params(req: Any) -> dict[str, str]:
+    """The query string as a dict; a parameter given twice is refused (which one meant?)."""
+    out: dict[str, str] = {}
+    for key, value in req.GET.items():
+        if key in out:
+            raise HttpError(400, f"query parameter {key!r} given more than once")
+        out[key] = value
+    return out
+
+
+def dry_run_asked(req: Any) -> bool:
+    """?dry_run=true on a mutating call; any other query parameter (a misspelt option) or
+    value is refused, before anything is done."""
+    params = _params(req)
+    unknown = sorted(set(params) - {"dry_run"})
+    if unknown:
+        raise HttpError(
+            400, f"unknown query parameter(s): {', '.join(unknown)}; a change takes only dry_run"
+        )
+    value = params.get("dry_run", "false").strip().lower()
+    if value not in ("true", "false", "1", "0"):
+        raise HttpError(400, f"invalid dry_run {params['dry_run']!r}: true or false")
+    return value in ("true", "1")
+
+
+def _dry_run_answer(resp: Response, plan: dict[str, Any]) -> Response:
+    """What a dry run answers: 200, the answer the real call would have given, and the plan
+    (flows per switch, pairs cut). Errors are answered as the real call would (4xx)."""
+    if resp.status_int >= 300:
+        return resp
+    body = json.loads(resp.text) if resp.text else None
+    return json_response(
+        200, {"dry_run": True, "status": resp.status_int, "answer": body, **plan}
+    )
 
 
 def _path(req: Any) -> str:
@@ -438,6 +515,10 @@ def register(
         # Any method: dispatch() answers a wrong one with 405 (Ryu's own routing would 404).
         wsgi.mapper.connect(
             "ctfw", API + template, controller=CtfwController, action="dispatch", template=template
+        )
+    for path in OTHER_ROUTES:
+        wsgi.mapper.connect(
+            "ctfw_other", path, controller=CtfwController, action="dispatch", template=path
         )
     # Registered last so that it only catches what no route above matched.
     wsgi.mapper.connect(

@@ -336,11 +336,12 @@ class SwitchManager:
             for gen in sorted(sw.results)[:-64]:
                 del sw.results[gen]
 
-    def attachments(self, sw: Switch) -> dict[str, Attachment]:
+    def attachments(self, sw: Switch, policy: Policy | None = None) -> dict[str, Attachment]:
         """Where each VM and network that matters to this switch is, by name: its VMs at
         their ports, the networks whose port it has, and VMs on other hosts that a pair
-        joins with something here, at its fabric port (when it has one)."""
-        policy = self.policy()
+        joins with something here, at its fabric port (when it has one). Of the policy in
+        force, or of another one (a dry run's)."""
+        policy = self.policy() if policy is None else policy
         placed = self._placement(policy)
         places = placed.places
         here = placed.by_dpid.get(sw.dpid, [])
@@ -354,7 +355,7 @@ class SwitchManager:
         for net in policy.networks.values():
             if net.port in sw.ports:
                 out[net.name] = Attachment(sw.ports[net.port], None)
-        fabric_name = self.fabric_port(sw.dpid)
+        fabric_name = self.fabric_port(sw.dpid, policy)
         fabric = sw.ports.get(fabric_name or "")
         if fabric is not None:
             local = {vm.name for vm in here}
