@@ -229,9 +229,9 @@ def test_the_change_is_made_under_the_firewalls_lock(
     seen: list[Any] = []
     change = world.fw.change
 
-    def spy(mutate: Any) -> Any:
+    def spy(mutate: Any, plan: Any = None) -> Any:
         seen.append(mutate)
-        return change(mutate)
+        return change(mutate, plan)
 
     monkeypatch.setattr(world.fw, "change", spy)
     assert world.call("PUT", f"/switches/{A}", {"fabric_port": "eth1"}).status_int == 200
