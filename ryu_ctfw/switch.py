@@ -73,7 +73,10 @@ class Switch:
     worker: Any = None
     bundle_id: int = 0
     connected_at: float = 0.0
-    packet_ins: int = 0  # only MAC learning sends packets here; the API shows the count
+    packet_ins: int = 0  # MAC learning and the connection log; the API shows the count
+    # Events the switch's meters dropped, by meter id (a VM port's ofport, or
+    # compiler.SHARED_METER), as last read from its meter stats.
+    meter_drops: dict[int, int] = field(default_factory=dict)
 
     @property
     def connected(self) -> bool:
