@@ -46,6 +46,7 @@ class CtfwApp(app_manager.RyuApp):
             # inside Ryu's receive loop.
             ryu_compat.check()
             ryu_compat.install_raw_flow_stats_parser()
+            ryu_compat.install_controller2_meter_id()
             settings = config.check(cfg.CONF)
             policy.set_limits(settings.max_vms, settings.max_pairs, settings.max_ips_per_vm)
             # Before Firewall touches the folder (stale temporary files, compaction): those

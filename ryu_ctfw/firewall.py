@@ -15,8 +15,8 @@ from typing import Any, TypeVar
 from ryu.lib import hub
 
 from ryu_ctfw import dryrun, store, wire
-from ryu_ctfw.events import EventLog
 from ryu_ctfw.compiler import Flow
+from ryu_ctfw.events import EventLog
 from ryu_ctfw.policy import Conflict, Network, NotFound, Policy, PolicyError, Vm
 from ryu_ctfw.switch import SwitchError, SwitchManager, dpid_str
 
