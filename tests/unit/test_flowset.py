@@ -34,9 +34,11 @@ from ryu_ctfw.compiler import (
     Attachment,
     Ct,
     Flow,
+    Log,
     Output,
     compile_keyed,
     cookie,
+    opens_connections,
     pair_unit_flows,
 )
 from ryu_ctfw.flowset import BASE, Diff, FlowSet
@@ -178,7 +180,7 @@ def step(world: World, kind: str, data: st.DataObject) -> str:
     if kind == "add pair" and len(names) >= 2:
         ini, res = pick(pair_ends(names))
         protocol, ports = pick(st.sampled_from(SERVICES))
-        req = PairRequest(ini, res, protocol, ports)
+        req = PairRequest(ini, res, protocol, ports, log=pick(st.booleans()))
         return f"add pair {req} -> {world.change(lambda p: p.add_pair(req))}"
     if kind == "add overlapping pair" and len(names) >= 2:
         # A range sharing a prefix block with an existing pair's, between the same VMs.
@@ -193,7 +195,9 @@ def step(world: World, kind: str, data: st.DataObject) -> str:
                 pick(st.sampled_from(("tcp", "udp"))),
                 pick(st.sampled_from(sorted(OVERLAPS))),
             )
-        req = PairRequest(ini, res, protocol, ports)
+        # A logging pair's opening lines differ from a silent one's only in their actions:
+        # a flow of one identity that changes hands must change its actions too.
+        req = PairRequest(ini, res, protocol, ports, log=pick(st.booleans()))
         return f"add pair {req} -> {world.change(lambda p: p.add_pair(req))}"
     if kind == "delete pair" and policy.pairs:
         pid = pick(st.sampled_from(sorted(policy.pairs)))
@@ -382,11 +386,11 @@ def test_the_next_pair_takes_a_shared_flow_over_when_its_owner_goes() -> None:
     flows_one = pair_unit_flows(policy, one, attached, 1)
     flows_two = pair_unit_flows(policy, two, attached, 1)
     shared = {f.key for f in flows_two}
-    # Pair 2's service lines (8000/0xfffc, both families) are pair 1's, and so are the
-    # lines of their link: later fragments (2), the replies and related ICMP (3).
-    assert shared < {f.key for f in flows_one} and len(shared) == 7
+    # Pair 2's service lines (8000/0xfffc, both families, +new and +est) are pair 1's, and
+    # so are the lines of their link: later fragments (2), the replies and related ICMP (3).
+    assert shared < {f.key for f in flows_one} and len(shared) == 4 + 5
     services = [f for f in flows_two if f.match.tp_dst is not None]
-    assert len(services) == 2 and all("tp_dst=0x1f40/0xfffc" in f.text() for f in services)
+    assert len(services) == 4 and all("tp_dst=0x1f40/0xfffc" in f.text() for f in services)
     fs = FlowSet.build(policy, attached, 1)
     for key in shared:
         assert fs.flows()[key].cookie == cookie(KIND_PAIR, 1)  # the first pair's
@@ -398,10 +402,32 @@ def test_the_next_pair_takes_a_shared_flow_over_when_its_owner_goes() -> None:
     assert {f.key for f in diff.add} == shared and len(diff.add) == len(shared)
     assert all(f.cookie == cookie(KIND_PAIR, 2) for f in diff.add)
     assert {f.key: f for f in diff.add} == {f.key: f for f in flows_two}
-    # What only pair 1 made goes, named by pair 1's cookie: 8004/0xfffe, both families.
+    # What only pair 1 made goes, named by pair 1's cookie: 8004/0xfffe, both families,
+    # +new and +est.
     only_one = [f for f in flows_one if f.key not in shared]
-    assert [f.match.tp_dst for f in only_one] == [(8004, 0xFFFE)] * 2
+    assert [f.match.tp_dst for f in only_one] == [(8004, 0xFFFE)] * 4
     assert set(diff.delete) == set(only_one) and len(diff.delete) == len(only_one)
+    assert fs.flows() == compile_keyed(candidate, attached, 1)
+
+
+def test_a_logging_pair_that_takes_a_shared_flow_over_brings_its_log_along() -> None:
+    """Pair 2 logs, pair 1 does not: their shared opening lines are pair 1's (no Log) until
+    pair 1 goes; then they must be re-sent with pair 2's Log, not kept as they were."""
+    policy = Policy()
+    policy.put_vm(Vm("vm1", "tap1", MAC1, ("198.18.0.1",)))
+    policy.put_vm(Vm("vm2", "tap2", MAC2, ("198.18.0.2",)))
+    policy.add_pair(PairRequest("vm1", "vm2", "tcp", "8000-8005"))
+    logging = policy.add_pair(PairRequest("vm1", "vm2", "tcp", "8000-8003", log=True))
+    attached = {"vm1": Attachment(1, MAC1), "vm2": Attachment(2, MAC2)}
+    fs = FlowSet.build(policy, attached, 1)
+    opening = [f for f in pair_unit_flows(policy, logging, attached, 1) if opens_connections(f)]
+    assert len(opening) == 2 and all(Log(1) in f.actions for f in opening)
+    assert all(Log(1) not in fs.flows()[f.key].actions for f in opening)  # pair 1's, silent
+    candidate = policy.copy()
+    candidate.delete_pair(1)
+    diff = fs.update(candidate, attached, 1)
+    assert set(opening) <= set(diff.add)
+    assert all(fs.flows()[f.key] == f for f in opening)
     assert fs.flows() == compile_keyed(candidate, attached, 1)
 
 
@@ -457,9 +483,9 @@ def test_a_lower_pair_that_starts_making_a_held_flow_takes_it_over() -> None:
     assert fs.flows() == want
     there = {f.key for f in pair_unit_flows(policy, policy.pairs[2], attached, 1)}
     there &= {f.key for f in pair_unit_flows(policy, policy.pairs[1], learned, 1)}
-    # Echo requests and later fragments, both families, towards MAC2 from port 1; the
-    # replies and related lines carry each link's own mark and do not collide.
-    assert len(there) == 4
+    # Echo requests (+new and +est) and later fragments, both families, towards MAC2 from
+    # port 1; the replies and related lines carry each link's own mark and do not collide.
+    assert len(there) == 2 * 2 + 2
     assert all(want[key].cookie == cookie(KIND_PAIR, 1) for key in there)
     assert all(want[key].actions[-1] == Output(3) for key in there)  # to vm3's port
     assert there <= {f.key for f in diff.add}

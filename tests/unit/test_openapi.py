@@ -353,9 +353,11 @@ def test_the_mac_pattern_agrees_with_the_validator(mac: str) -> None:
 def test_the_pair_body_is_what_pair_request_from_body_accepts() -> None:
     body = schema("PairBody")
     assert body["additionalProperties"] is False
-    full = {"initiator": "a", "responder": "b", "protocol": "tcp", "ports": "22"}
+    full = {"initiator": "a", "responder": "b", "protocol": "tcp", "ports": "22", "log": True}
     assert set(full) == set(body["properties"])
-    pair_request_from_body(full)
+    assert pair_request_from_body(full).log is True
+    without_log = {k: v for k, v in full.items() if k != "log"}
+    assert body["properties"]["log"]["default"] is pair_request_from_body(without_log).log
     for missing in body["required"]:
         with pytest.raises(InvalidInput, match=f"missing field: {missing}"):
             pair_request_from_body({k: v for k, v in full.items() if k != missing})

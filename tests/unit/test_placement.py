@@ -96,9 +96,10 @@ def test_lines_across_the_fabric(world) -> None:
     on_b = render(compile_switch(policy, mgr.attachments(world["b"]), 2))
     # A: vm1's connection leaves by the fabric; vm2's replies come back from the fabric
     # with vm2's MAC, bound in table 0 to vm2's address.
-    assert ("priority=100,ct_state=-rel-rpl+trk,tcp,in_port=1,dl_dst=52:54:00:00:00:02,"
-            "tp_dst=22 actions=ct(commit,zone=1,exec(set_field:0x10002->ct_mark)),output:9"
-            ) in on_a  # fmt: skip
+    for state in ("+new", "+est"):  # opening and established: two lines
+        assert (f"priority=100,ct_state={state}-rel-rpl+trk,tcp,in_port=1,"
+                "dl_dst=52:54:00:00:00:02,tp_dst=22 actions=ct(commit,zone=1,"
+                "exec(set_field:0x10002->ct_mark)),output:9") in on_a  # fmt: skip
     assert (
         "priority=100,ct_state=+est+rpl+trk,ct_mark=0x10002,in_port=9,"
         "dl_src=52:54:00:00:00:02,dl_dst=52:54:00:00:00:01 actions=output:1"
@@ -108,12 +109,21 @@ def test_lines_across_the_fabric(world) -> None:
         "actions=ct(table=1,zone=1)"
     ) in on_a
     assert "table=2, priority=100,dl_dst=52:54:00:00:00:02 actions=output:9" in on_a
-    assert "priority=106,in_port=9 actions=drop" in on_a  # anything else from the fabric
+    # Anything else from the fabric is a forged source, an event...
+    assert "priority=106,in_port=9 actions=write_metadata:0x4,goto_table:3" in on_a
+    # ...logged through the fabric port's meter: the remote VM has none of its own.
+    log = [line for line in on_a.splitlines() if line.startswith("table=3,")]
+    assert log == [
+        "table=3, priority=100,in_port=1 actions=meter:1,CONTROLLER:128",
+        "table=3, priority=100,in_port=9 actions=meter:9,CONTROLLER:128",
+        "table=3, priority=0 actions=meter:65280,CONTROLLER:128",
+    ]
     assert "52:54:00:00:00:03" not in on_a  # vm3 is paired with nothing on A
     # B: only vm1, from the fabric, may open ssh to vm2, and nothing to vm3.
-    assert ("priority=100,ct_state=-rel-rpl+trk,tcp,in_port=9,dl_src=52:54:00:00:00:01,"
-            "dl_dst=52:54:00:00:00:02,tp_dst=22 actions=ct(commit,zone=2,exec(set_field:"
-            "0x10002->ct_mark)),output:1") in on_b  # fmt: skip
+    for state in ("+new", "+est"):
+        assert (f"priority=100,ct_state={state}-rel-rpl+trk,tcp,in_port=9,"
+                "dl_src=52:54:00:00:00:01,dl_dst=52:54:00:00:00:02,tp_dst=22 actions=ct("
+                "commit,zone=2,exec(set_field:0x10002->ct_mark)),output:1") in on_b  # fmt: skip
     pair_lines = [line for line in on_b.splitlines() if "table=1, priority=100" in line]
     assert not [line for line in pair_lines if "dl_dst=52:54:00:00:00:03" in line]
 

@@ -438,7 +438,14 @@ def test_to_dict(policy: Policy) -> None:
             },
         ],
         "pairs": [
-            {"id": 1, "initiator": "vm1", "responder": "vm2", "protocol": "any", "ports": None}
+            {
+                "id": 1,
+                "initiator": "vm1",
+                "responder": "vm2",
+                "protocol": "any",
+                "ports": None,
+                "log": False,
+            }
         ],
         "groups": [],
         "networks": [],
@@ -456,6 +463,13 @@ def test_round_trip_through_json(policy: Policy) -> None:
     again = Policy.from_dict(json.loads(json.dumps(policy.to_dict())))
     assert again == policy
     assert again.to_dict() == policy.to_dict()
+
+
+def test_round_trip_keeps_a_pairs_log(policy: Policy) -> None:
+    logged = policy.add_pair(PairRequest("vm2", "vm3", "tcp", "22", log=True))
+    again = Policy.from_dict(json.loads(json.dumps(policy.to_dict())))
+    assert again.get_pair(logged.id).log is True
+    assert again.get_pair(1).log is False
 
 
 def test_round_trip_keeps_vm_ids_learned_macs_and_next_vm_id(policy: Policy) -> None:
@@ -578,6 +592,9 @@ AB = {"initiator": "a", "responder": "b"}
         ({"protocol": "tcp", "ports": "1-65535"}, PairRequest("a", "b", "tcp", "1-65535")),
         ({"protocol": "tcp", "ports": 65535}, PairRequest("a", "b", "tcp", "65535")),
         ({"protocol": "tcp", "ports": "1"}, PairRequest("a", "b", "tcp", "1")),
+        ({"log": True}, PairRequest("a", "b", "any", None, log=True)),
+        ({"log": False}, PairRequest("a", "b", "any", None, log=False)),
+        ({"protocol": "tcp", "ports": "22", "log": True}, PairRequest("a", "b", "tcp", "22", True)),
     ],
 )
 def test_good_pair_requests_are_normalised(extra: dict[str, Any], expected: PairRequest) -> None:
@@ -615,6 +632,9 @@ def test_good_pair_requests_are_normalised(extra: dict[str, Any], expected: Pair
         ({"protocol": "tcp", "ports": 22.0}, "ports", 'like "22"'),
         ({"protocol": "tcp", "ports": [22]}, "ports", 'like "22"'),
         ({"protocol": "tcp", "ports": {"from": 1}}, "ports", 'like "22"'),
+        ({"log": "true"}, "log", "true or false"),  # JSON true, not a string
+        ({"log": 1}, "log", "true or false"),
+        ({"log": None}, "log", "true or false"),
         ({"port": "22"}, "port", "unknown field"),
         ({"initiator": 5}, "initiator", "expected the name of a VM, group or network"),
         ({"responder": None}, "responder", "expected the name of a VM, group or network"),
@@ -654,6 +674,7 @@ def test_a_pair_has_protocol_ports_and_service(policy: Policy) -> None:
         "responder": "vm3",
         "protocol": "tcp",
         "ports": "22",
+        "log": False,
     }
     assert policy.get_pair(1).to_dict()["protocol"] == "any"
     assert policy.get_pair(1).to_dict()["ports"] is None

@@ -208,6 +208,7 @@ def test_post_pair(populated: Api) -> None:
         "responder": "vm3",
         "protocol": "any",
         "ports": None,
+        "log": False,
         **VM_VM,
     }
     # webob makes Location absolute; the path is what the API defines.
@@ -222,6 +223,7 @@ def test_post_pair(populated: Api) -> None:
                 "responder": "vm2",
                 "protocol": "any",
                 "ports": None,
+                "log": False,
                 **VM_VM,
             },
             {
@@ -230,6 +232,7 @@ def test_post_pair(populated: Api) -> None:
                 "responder": "vm3",
                 "protocol": "any",
                 "ports": None,
+                "log": False,
                 **VM_VM,
             },
         ]
@@ -538,6 +541,8 @@ def pair_body(initiator: str, responder: str, **extra: Any) -> dict[str, Any]:
         ({"protocol": "tcp"}, "tcp", None),
         ({"protocol": "icmp"}, "icmp", None),
         ({"protocol": "any"}, "any", None),
+        ({"protocol": "tcp", "ports": "22", "log": True}, "tcp", "22"),
+        ({"protocol": "icmp", "log": False}, "icmp", None),
     ],
 )
 def test_post_pair_with_protocol_and_ports(
@@ -551,6 +556,7 @@ def test_post_pair_with_protocol_and_ports(
         "responder": "vm3",
         "protocol": protocol,
         "ports": ports,
+        "log": extra.get("log", False),  # false unless asked for
         **VM_VM,
     }
     assert resp.json == expected
@@ -597,6 +603,8 @@ def test_a_duplicate_service_is_409_and_changes_nothing(populated: Api) -> None:
         ({"protocol": "tcp", "ports": 65536}, "ports"),
         ({"protocol": "tcp", "ports": "100-10"}, "ports"),
         ({"protocol": "tcp", "ports": "http"}, "ports"),
+        ({"log": "yes"}, "log"),
+        ({"protocol": "tcp", "ports": "22", "log": 1}, "log"),
     ],
 )
 def test_a_bad_service_is_a_400_naming_the_field(

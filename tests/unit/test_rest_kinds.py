@@ -214,6 +214,7 @@ def test_a_pair_view_says_what_each_side_is(
         "responder": responder,
         "protocol": "udp",
         "ports": "53",
+        "log": False,
         "initiator_kind": kinds[0],
         "responder_kind": kinds[1],
     }
@@ -221,7 +222,7 @@ def test_a_pair_view_says_what_each_side_is(
     assert world.get_json("/pairs/2") == expected
     assert world.get_json("/pairs")["pairs"] == [
         {"id": 1, "initiator": "vm1", "responder": "vm2", "protocol": "any", "ports": None,
-         "initiator_kind": "vm", "responder_kind": "vm"},
+         "log": False, "initiator_kind": "vm", "responder_kind": "vm"},
         expected,
     ]  # fmt: skip
     # The store keeps the pair as given; kinds are what the names are now.

@@ -223,7 +223,7 @@ def test_record_appends_each_change_and_load_replays_them(state: Path, seed_poli
         lambda p: p.delete_pair(1),  # delete one
         lambda p: p.zone_for(0xAB),
         lambda p: (p.delete_vm("vm2"), p.put_vm(Vm("vm4", "tap4"))),  # two in one change
-        lambda p: p.add_pair(PairRequest("vm4", "vm1", "icmp")),
+        lambda p: p.add_pair(PairRequest("vm4", "vm1", "icmp", log=True)),  # replays its log
         lambda p: (p.delete_pair(3), p.delete_vm("vm4")),
     ]
     policy = seed_policy
@@ -244,10 +244,13 @@ def test_record_appends_each_change_and_load_replays_them(state: Path, seed_poli
                                 "mac": "52:54:00:00:00:01", "ips": [], "learned_mac": None,
                                 "switch": None}},
         {"pair": 2, "value": {"id": 2, "initiator": "vm3", "responder": "vm1",
-                              "protocol": "tcp", "ports": "22"}},
+                              "protocol": "tcp", "ports": "22", "log": False}},
         {"next_pair_id": 3},
     ]  # fmt: skip
     assert {"next_vm_id": 5} in lines  # vm4
+    logged = {"id": 3, "initiator": "vm4", "responder": "vm1", "protocol": "icmp",
+              "ports": None, "log": True}  # fmt: skip
+    assert {"pair": 3, "value": logged} in lines
     assert store.load(state).vms["vm1"].id == 1  # the replaced VM kept its id
     assert {"pair": 1, "value": None} in journal_lines(state)
     assert {"zones": {"00000000000000ab": 1}} in journal_lines(state)
