@@ -22,7 +22,10 @@ from ryu_ctfw.compiler import (
     KIND_VM,
     MULTICAST,
     NO_MAC,
+    OPENING,
     ORIGINAL,
+    ORIGINAL_EST,
+    ORIGINAL_NEW,
     P_ARP,
     P_BLOCK,
     P_CLAIMED_ADDRESS,
@@ -30,9 +33,12 @@ from ryu_ctfw.compiler import (
     P_DEFAULT_DROP,
     P_DELIVER,
     P_DENY,
+    P_FABRIC_GUARD,
     P_FLOOD,
     P_INVALID,
     P_IP,
+    P_LOG_OTHER,
+    P_LOG_PORT,
     P_MAC_VM_FALSE_ND,
     P_MAC_VM_IP,
     P_MAC_VM_NEIGHBOUR,
@@ -46,9 +52,14 @@ from ryu_ctfw.compiler import (
     PROTO_ICMP,
     PROTO_ICMPV6,
     PROTO_TCP,
+    REASON_BY_CODE,
+    REASON_BY_NAME,
+    REASONS,
     RELATED,
+    SHARED_METER,
     TABLE_CLASSIFY,
     TABLE_DELIVER,
+    TABLE_LOG,
     TABLE_POLICY,
     VLAN_TAGGED,
     Attachment,
@@ -56,16 +67,22 @@ from ryu_ctfw.compiler import (
     CtState,
     Flow,
     Goto,
+    Log,
     Match,
     Meter,
     Output,
+    WriteMetadata,
     base_flows,
     compile_switch,
     cookie,
     cookie_kind,
     dedupe,
+    deny,
+    drop_reason,
     link_local,
     link_mark,
+    network_port_flows,
+    opens_connections,
     pair_flows,
     pair_unit_flows,
     render,
@@ -83,11 +100,23 @@ LL1 = "fe80::5054:ff:fe60:84ff"  # link_local(MAC1)
 LL2 = "fe80::5054:ff:fe99:9078"  # link_local(MAC2)
 LL_A = "fe80::5054:ff:fe00:a"  # link_local(MAC_A)
 
+# Drops that are events, as ovs-ofctl prints them: the reason's code to the metadata, then
+# the log table (compiler.REASONS).
+TAGGED = "actions=write_metadata:0x3,goto_table:3"
+FORGED_SOURCE = "actions=write_metadata:0x4,goto_table:3"
+FORGED_ND = "actions=write_metadata:0x5,goto_table:3"
+CLAIMED_ADDRESS = "actions=write_metadata:0x6,goto_table:3"
+CLAIMED_MAC = "actions=write_metadata:0x7,goto_table:3"
+
 SEED_ATTACHED = {"vm1": Attachment(2, MAC1), "vm2": Attachment(3, MAC2)}
 
 # The seed (vm1 = id 1 on ofport 2, vm2 = id 2 on ofport 3, pair vm1 -> vm2 any) in zone 1,
 # as render() prints it: by table, then priority high to low; equal priorities in compile
 # order (base, VMs by name, pairs by id).
+#
+# A drop that is an event writes its reason's code to the metadata and goes to table 3
+# (write_metadata:0x<code>,goto_table:3): tagged 3, forged-source 4, forged-nd 5,
+# claimed-address 6, claimed-mac 7, no-pair 1, invalid 2, revoked 9.
 #
 # Table 0, per VM port: tagged frames dropped (150: an access port); ARP only with its own
 # IPv4 and MAC, NA only for its link-local address (it was given no IPv6) with its MAC or no
@@ -97,18 +126,21 @@ SEED_ATTACHED = {"vm1": Attachment(2, MAC1), "vm2": Attachment(3, MAC2)}
 # Then the claims: nobody else sends from, ARPs or advertises its addresses (125). Anything
 # else from a VM port is dropped (110); nobody else sends from or advertises its MAC (108).
 # The generic lines: ND from other ports to the delivery table (105), IPv4 / IPv6 from
-# other ports to conntrack (100), ARP to the delivery table (10), the rest dropped (1).
+# other ports to conntrack (100), ARP to the delivery table (10), the rest dropped, silently
+# (1: no IP, ARP or ND, no event).
 # Table 1: invalid dropped first (200); the pair's lines: vm1's packets in the original
-# direction (new or established, not related) to vm2's MAC, per family, and its later
-# fragments, committed with the link's mark 1 << 16 | 2 and sent to vm2's port; replies
-# with that mark from vm2's port to vm1's MAC, and related ICMP both ways, to the other
-# port. Established original packets no pair took are marked blocked (10); the rest is
-# dropped (0).
+# direction to vm2's MAC, per family, new and established (not related) in two lines (the
+# first counts the connections), and its later fragments, committed with the link's mark
+# 1 << 16 | 2 and sent to vm2's port; replies with that mark from vm2's port to vm1's MAC,
+# and related ICMP both ways, to the other port. Established original packets no pair took
+# are marked blocked and dropped as revoked (10); the rest is dropped: no pair (0).
 # Table 2: ARP and ND for a VM's MAC to its port; multicast and broadcast flooded; the rest
-# dropped.
+# dropped, silently.
+# Table 3: the events of each VM's port go to the controller through the port's meter
+# (id = its ofport), the others' through the shared meter 0xff00.
 SEED_FLOWS = """\
-table=0, priority=150,in_port=2,vlan_tci=0x1000/0x1000 actions=drop
-table=0, priority=150,in_port=3,vlan_tci=0x1000/0x1000 actions=drop
+table=0, priority=150,in_port=2,vlan_tci=0x1000/0x1000 actions=write_metadata:0x3,goto_table:3
+table=0, priority=150,in_port=3,vlan_tci=0x1000/0x1000 actions=write_metadata:0x3,goto_table:3
 table=0, priority=140,arp,in_port=2,dl_src=52:54:00:60:84:ff,arp_spa=198.18.0.1,arp_sha=52:54:00:60:84:ff actions=goto_table:2
 table=0, priority=140,icmp6,in_port=2,dl_src=52:54:00:60:84:ff,icmp_type=136,nd_target=fe80::5054:ff:fe60:84ff,nd_tll=52:54:00:60:84:ff actions=goto_table:2
 table=0, priority=140,icmp6,in_port=2,dl_src=52:54:00:60:84:ff,icmp_type=136,nd_target=fe80::5054:ff:fe60:84ff,nd_tll=00:00:00:00:00:00 actions=goto_table:2
@@ -121,32 +153,32 @@ table=0, priority=140,icmp6,in_port=3,dl_src=52:54:00:99:90:78,icmp_type=136,nd_
 table=0, priority=140,icmp6,in_port=3,dl_src=52:54:00:99:90:78,ipv6_src=fe80::5054:ff:fe99:9078,icmp_type=135,nd_sll=52:54:00:99:90:78 actions=goto_table:2
 table=0, priority=140,icmp6,in_port=3,dl_src=52:54:00:99:90:78,ipv6_src=fe80::5054:ff:fe99:9078,icmp_type=135,nd_sll=00:00:00:00:00:00 actions=goto_table:2
 table=0, priority=140,icmp6,in_port=3,dl_src=52:54:00:99:90:78,ipv6_src=::,icmp_type=135,nd_sll=00:00:00:00:00:00 actions=goto_table:2
-table=0, priority=135,icmp6,in_port=2,icmp_type=135 actions=drop
-table=0, priority=135,icmp6,in_port=2,icmp_type=136 actions=drop
-table=0, priority=135,icmp6,in_port=3,icmp_type=135 actions=drop
-table=0, priority=135,icmp6,in_port=3,icmp_type=136 actions=drop
+table=0, priority=135,icmp6,in_port=2,icmp_type=135 actions=write_metadata:0x5,goto_table:3
+table=0, priority=135,icmp6,in_port=2,icmp_type=136 actions=write_metadata:0x5,goto_table:3
+table=0, priority=135,icmp6,in_port=3,icmp_type=135 actions=write_metadata:0x5,goto_table:3
+table=0, priority=135,icmp6,in_port=3,icmp_type=136 actions=write_metadata:0x5,goto_table:3
 table=0, priority=130,ip,in_port=2,dl_src=52:54:00:60:84:ff,nw_src=198.18.0.1 actions=ct(table=1,zone=1)
 table=0, priority=130,ipv6,in_port=2,dl_src=52:54:00:60:84:ff,ipv6_src=fe80::5054:ff:fe60:84ff actions=ct(table=1,zone=1)
 table=0, priority=130,ip,in_port=3,dl_src=52:54:00:99:90:78,nw_src=198.18.0.2 actions=ct(table=1,zone=1)
 table=0, priority=130,ipv6,in_port=3,dl_src=52:54:00:99:90:78,ipv6_src=fe80::5054:ff:fe99:9078 actions=ct(table=1,zone=1)
-table=0, priority=125,ip,nw_src=198.18.0.1 actions=drop
-table=0, priority=125,arp,arp_spa=198.18.0.1 actions=drop
-table=0, priority=125,ipv6,ipv6_src=fe80::5054:ff:fe60:84ff actions=drop
-table=0, priority=125,icmp6,icmp_type=136,nd_target=fe80::5054:ff:fe60:84ff actions=drop
-table=0, priority=125,ip,nw_src=198.18.0.2 actions=drop
-table=0, priority=125,arp,arp_spa=198.18.0.2 actions=drop
-table=0, priority=125,ipv6,ipv6_src=fe80::5054:ff:fe99:9078 actions=drop
-table=0, priority=125,icmp6,icmp_type=136,nd_target=fe80::5054:ff:fe99:9078 actions=drop
-table=0, priority=110,in_port=2 actions=drop
-table=0, priority=110,in_port=3 actions=drop
-table=0, priority=108,dl_src=52:54:00:60:84:ff actions=drop
-table=0, priority=108,arp,arp_sha=52:54:00:60:84:ff actions=drop
-table=0, priority=108,icmp6,icmp_type=135,nd_sll=52:54:00:60:84:ff actions=drop
-table=0, priority=108,icmp6,icmp_type=136,nd_tll=52:54:00:60:84:ff actions=drop
-table=0, priority=108,dl_src=52:54:00:99:90:78 actions=drop
-table=0, priority=108,arp,arp_sha=52:54:00:99:90:78 actions=drop
-table=0, priority=108,icmp6,icmp_type=135,nd_sll=52:54:00:99:90:78 actions=drop
-table=0, priority=108,icmp6,icmp_type=136,nd_tll=52:54:00:99:90:78 actions=drop
+table=0, priority=125,ip,nw_src=198.18.0.1 actions=write_metadata:0x6,goto_table:3
+table=0, priority=125,arp,arp_spa=198.18.0.1 actions=write_metadata:0x6,goto_table:3
+table=0, priority=125,ipv6,ipv6_src=fe80::5054:ff:fe60:84ff actions=write_metadata:0x6,goto_table:3
+table=0, priority=125,icmp6,icmp_type=136,nd_target=fe80::5054:ff:fe60:84ff actions=write_metadata:0x6,goto_table:3
+table=0, priority=125,ip,nw_src=198.18.0.2 actions=write_metadata:0x6,goto_table:3
+table=0, priority=125,arp,arp_spa=198.18.0.2 actions=write_metadata:0x6,goto_table:3
+table=0, priority=125,ipv6,ipv6_src=fe80::5054:ff:fe99:9078 actions=write_metadata:0x6,goto_table:3
+table=0, priority=125,icmp6,icmp_type=136,nd_target=fe80::5054:ff:fe99:9078 actions=write_metadata:0x6,goto_table:3
+table=0, priority=110,in_port=2 actions=write_metadata:0x4,goto_table:3
+table=0, priority=110,in_port=3 actions=write_metadata:0x4,goto_table:3
+table=0, priority=108,dl_src=52:54:00:60:84:ff actions=write_metadata:0x7,goto_table:3
+table=0, priority=108,arp,arp_sha=52:54:00:60:84:ff actions=write_metadata:0x7,goto_table:3
+table=0, priority=108,icmp6,icmp_type=135,nd_sll=52:54:00:60:84:ff actions=write_metadata:0x7,goto_table:3
+table=0, priority=108,icmp6,icmp_type=136,nd_tll=52:54:00:60:84:ff actions=write_metadata:0x7,goto_table:3
+table=0, priority=108,dl_src=52:54:00:99:90:78 actions=write_metadata:0x7,goto_table:3
+table=0, priority=108,arp,arp_sha=52:54:00:99:90:78 actions=write_metadata:0x7,goto_table:3
+table=0, priority=108,icmp6,icmp_type=135,nd_sll=52:54:00:99:90:78 actions=write_metadata:0x7,goto_table:3
+table=0, priority=108,icmp6,icmp_type=136,nd_tll=52:54:00:99:90:78 actions=write_metadata:0x7,goto_table:3
 table=0, priority=105,icmp6,icmp_type=133 actions=goto_table:2
 table=0, priority=105,icmp6,icmp_type=134 actions=goto_table:2
 table=0, priority=105,icmp6,icmp_type=135 actions=goto_table:2
@@ -155,21 +187,26 @@ table=0, priority=100,ip actions=ct(table=1,zone=1)
 table=0, priority=100,ipv6 actions=ct(table=1,zone=1)
 table=0, priority=10,arp actions=goto_table:2
 table=0, priority=1 actions=drop
-table=1, priority=200,ct_state=+inv+trk actions=drop
-table=1, priority=100,ct_state=-rel-rpl+trk,ip,in_port=2,dl_dst=52:54:00:99:90:78 actions=ct(commit,zone=1,exec(set_field:0x10002->ct_mark)),output:3
-table=1, priority=100,ct_state=-rel-rpl+trk,ipv6,in_port=2,dl_dst=52:54:00:99:90:78 actions=ct(commit,zone=1,exec(set_field:0x10002->ct_mark)),output:3
+table=1, priority=200,ct_state=+inv+trk actions=write_metadata:0x2,goto_table:3
+table=1, priority=100,ct_state=+new-rel-rpl+trk,ip,in_port=2,dl_dst=52:54:00:99:90:78 actions=ct(commit,zone=1,exec(set_field:0x10002->ct_mark)),output:3
+table=1, priority=100,ct_state=+est-rel-rpl+trk,ip,in_port=2,dl_dst=52:54:00:99:90:78 actions=ct(commit,zone=1,exec(set_field:0x10002->ct_mark)),output:3
+table=1, priority=100,ct_state=+new-rel-rpl+trk,ipv6,in_port=2,dl_dst=52:54:00:99:90:78 actions=ct(commit,zone=1,exec(set_field:0x10002->ct_mark)),output:3
+table=1, priority=100,ct_state=+est-rel-rpl+trk,ipv6,in_port=2,dl_dst=52:54:00:99:90:78 actions=ct(commit,zone=1,exec(set_field:0x10002->ct_mark)),output:3
 table=1, priority=100,ct_state=-rel-rpl+trk,ip,in_port=2,dl_dst=52:54:00:99:90:78,nw_frag=later actions=ct(commit,zone=1,exec(set_field:0x10002->ct_mark)),output:3
 table=1, priority=100,ct_state=-rel-rpl+trk,ipv6,in_port=2,dl_dst=52:54:00:99:90:78,nw_frag=later actions=ct(commit,zone=1,exec(set_field:0x10002->ct_mark)),output:3
 table=1, priority=100,ct_state=+est+rpl+trk,ct_mark=0x10002,in_port=3,dl_dst=52:54:00:60:84:ff actions=output:2
 table=1, priority=100,ct_state=+rel+trk,ct_mark=0x10002,in_port=3,dl_dst=52:54:00:60:84:ff actions=output:2
 table=1, priority=100,ct_state=+rel+trk,ct_mark=0x10002,in_port=2,dl_dst=52:54:00:99:90:78 actions=output:3
-table=1, priority=10,ct_state=+est-rpl+trk,ip actions=ct(commit,zone=1,exec(set_field:0xffffffff->ct_mark))
-table=1, priority=10,ct_state=+est-rpl+trk,ipv6 actions=ct(commit,zone=1,exec(set_field:0xffffffff->ct_mark))
-table=1, priority=0 actions=drop
+table=1, priority=10,ct_state=+est-rpl+trk,ip actions=ct(commit,zone=1,exec(set_field:0xffffffff->ct_mark)),write_metadata:0x9,goto_table:3
+table=1, priority=10,ct_state=+est-rpl+trk,ipv6 actions=ct(commit,zone=1,exec(set_field:0xffffffff->ct_mark)),write_metadata:0x9,goto_table:3
+table=1, priority=0 actions=write_metadata:0x1,goto_table:3
 table=2, priority=100,dl_dst=52:54:00:60:84:ff actions=output:2
 table=2, priority=100,dl_dst=52:54:00:99:90:78 actions=output:3
 table=2, priority=50,dl_dst=01:00:00:00:00:00/01:00:00:00:00:00 actions=FLOOD
-table=2, priority=0 actions=drop"""  # noqa: E501
+table=2, priority=0 actions=drop
+table=3, priority=100,in_port=2 actions=meter:2,CONTROLLER:128
+table=3, priority=100,in_port=3 actions=meter:3,CONTROLLER:128
+table=3, priority=0 actions=meter:65280,CONTROLLER:128"""  # noqa: E501
 
 BASE_FLOWS_ZONE_1 = """\
 table=0, priority=105,icmp6,icmp_type=133 actions=goto_table:2
@@ -180,12 +217,13 @@ table=0, priority=100,ip actions=ct(table=1,zone=1)
 table=0, priority=100,ipv6 actions=ct(table=1,zone=1)
 table=0, priority=10,arp actions=goto_table:2
 table=0, priority=1 actions=drop
-table=1, priority=200,ct_state=+inv+trk actions=drop
-table=1, priority=10,ct_state=+est-rpl+trk,ip actions=ct(commit,zone=1,exec(set_field:0xffffffff->ct_mark))
-table=1, priority=10,ct_state=+est-rpl+trk,ipv6 actions=ct(commit,zone=1,exec(set_field:0xffffffff->ct_mark))
-table=1, priority=0 actions=drop
+table=1, priority=200,ct_state=+inv+trk actions=write_metadata:0x2,goto_table:3
+table=1, priority=10,ct_state=+est-rpl+trk,ip actions=ct(commit,zone=1,exec(set_field:0xffffffff->ct_mark)),write_metadata:0x9,goto_table:3
+table=1, priority=10,ct_state=+est-rpl+trk,ipv6 actions=ct(commit,zone=1,exec(set_field:0xffffffff->ct_mark)),write_metadata:0x9,goto_table:3
+table=1, priority=0 actions=write_metadata:0x1,goto_table:3
 table=2, priority=50,dl_dst=01:00:00:00:00:00/01:00:00:00:00:00 actions=FLOOD
-table=2, priority=0 actions=drop"""  # noqa: E501
+table=2, priority=0 actions=drop
+table=3, priority=0 actions=meter:65280,CONTROLLER:128"""  # noqa: E501
 
 
 def cookie_ident(value: int) -> int:
@@ -197,8 +235,46 @@ def has(state: CtState | None, flag: int) -> bool:
 
 
 def service_flows(flows: list[Flow]) -> list[Flow]:
-    """The pairs' service lines: what opens (and keeps open) a connection, fragments apart."""
-    return [f for f in flows if f.match.ct_state == ORIGINAL and f.match.ip_frag is None]
+    """The pairs' service lines: what opens (+new) and keeps open (+est) a connection, two
+    lines per service, fragments apart."""
+    return [f for f in flows if f.match.ct_state in OPENING and f.match.ip_frag is None]
+
+
+def opening_flows(flows: list[Flow]) -> list[Flow]:
+    """The service lines that open a connection (+new): one per service."""
+    return [f for f in service_flows(flows) if f.match.ct_state == ORIGINAL_NEW]
+
+
+def holds(flow: Flow, action: object) -> bool:
+    """Whether the flow has this very action. Not `in`: actions are NamedTuples, and ones of
+    different kinds with the same values compare equal (WriteMetadata(2) == Goto(2),
+    Log(3) == Output(3))."""
+    return any(type(a) is type(action) and a == action for a in flow.actions)
+
+
+def passes(flow: Flow) -> bool:
+    """Whether a line lets its packet on: out of a port (or flooded), through conntrack to
+    table 1, or to the delivery table. A drop that is an event goes to table 3, which only
+    tells the controller; a learning line only shows the controller the packet."""
+    for a in flow.actions:
+        if isinstance(a, Output) and a != CONTROLLER:
+            return True
+        if isinstance(a, Goto) and a.table != TABLE_LOG:
+            return True
+        if isinstance(a, Ct) and a.table is not None:
+            return True
+    return False
+
+
+def assert_drops(flow: Flow, reason: str | None) -> None:
+    """The line lets nothing on; a drop that is an event (`reason`) ends by writing its
+    reason's code and going to the log table; a silent one has no action at all."""
+    assert not passes(flow), flow.text()
+    assert drop_reason(flow) == reason, flow.text()
+    if reason is None:
+        assert flow.actions == (), flow.text()
+    else:
+        assert flow.actions[-2:] == deny(reason), flow.text()
 
 
 def reply_flows(flows: list[Flow]) -> list[Flow]:
@@ -266,7 +342,8 @@ def hit(m: Match, pkt: dict[str, object]) -> bool:
 
 def policy_verdict(flows: list[Flow], **pkt: object) -> Flow:
     """The table-1 flow a packet meets: the highest priority that matches (ambiguity at one
-    priority would be a bug: OpenFlow leaves it undefined)."""
+    priority would be a bug: OpenFlow leaves it undefined). A +new packet meets a pair's
+    opening line, an established one its +est twin."""
     candidates = [f for f in table(flows, TABLE_POLICY) if hit(f.match, pkt)]
     top = max(f.priority for f in candidates)
     best = [f for f in candidates if f.priority == top]
@@ -309,7 +386,13 @@ def test_nothing_uses_the_bridges_mac_learning(seed_policy: Policy) -> None:
     assert "NORMAL" not in render(flows)
     outputs = {a.port for f in flows for a in f.actions if isinstance(a, Output)}
     assert outputs == {2, 3, 5, 6, 7, "FLOOD", "CONTROLLER"}
-    assert [f.actions for f in flows if CONTROLLER in f.actions] == [(Meter(9), CONTROLLER)] * 2
+    # The controller hears a packet only through a meter: D's learning lines (its port's),
+    # and table 3's lines (a port's own meter, or the shared one).
+    to_controller = [f for f in flows if CONTROLLER in f.actions]
+    assert [f.actions for f in table(to_controller, TABLE_CLASSIFY)] == [(Meter(9), CONTROLLER)] * 2
+    assert {f.table for f in to_controller} == {TABLE_CLASSIFY, TABLE_LOG}
+    for f in to_controller:
+        assert f.actions == (Meter(f.match.in_port or SHARED_METER), CONTROLLER), f.text()
     flood = [f for f in flows if FLOOD in f.actions]
     assert {(f.table, f.match) for f in flood} == {(TABLE_DELIVER, Match(eth_dst=MULTICAST))}
 
@@ -370,6 +453,13 @@ def test_text_of_each_part() -> None:
     assert Output(4).text() == "output:4"
     assert Goto(2).text() == "goto_table:2"
     assert Meter(5).text() == "meter:5"
+    assert WriteMetadata(9).text() == "write_metadata:0x9"
+    assert Log(7).text() == "controller(max_len=128,meter_id=7)"
+    assert Log(65280, 64).text() == "controller(max_len=64,meter_id=65280)"
+    assert ORIGINAL_NEW.text() == "+new-rel-rpl+trk"
+    assert ORIGINAL_EST.text() == "+est-rel-rpl+trk"
+    deny_tagged = Flow(0, 150, Match(in_port=2), deny("tagged"), cookie(KIND_VM, 2))
+    assert deny_tagged.actions_text() == "write_metadata:0x3,goto_table:3"
     flow = Flow(0, 1, Match(in_port=5), (Meter(5), CONTROLLER), cookie(KIND_LEARN, 5))
     assert flow.actions_text() == "meter:5,CONTROLLER:128"
     assert Flow(0, 1, Match(), (), 0).text() == "table=0, priority=1 actions=drop"
@@ -474,7 +564,10 @@ def test_the_block_lines_mark_established_original_packets_no_pair_took() -> Non
         (TABLE_POLICY, ETH_TYPE_IP, EST_ORIGINAL),
         (TABLE_POLICY, ETH_TYPE_IPV6, EST_ORIGINAL),
     ]
-    assert all(f.actions == (Ct(True, None, 1, BLOCKED),) for f in block)  # and no output
+    # Marked blocked, and dropped (no output) as an event: revoked.
+    assert all(f.actions == (Ct(True, None, 1, BLOCKED), *deny("revoked")) for f in block)
+    for f in block:
+        assert_drops(f, "revoked")
     # No base line lets a related packet through any more: only a link's lines do.
     assert not [f for f in base_flows(1) if f.match.ct_state == RELATED]
 
@@ -485,6 +578,7 @@ def test_the_delivery_table_floods_multicast_and_drops_the_rest() -> None:
         (P_FLOOD, Match(eth_dst=MULTICAST), (FLOOD,)),
         (P_DENY, Match(), ()),
     ]
+    assert_drops(deliver[-1], None)  # ARP / ND for nobody: no event
 
 
 def test_arp_and_nd_from_other_ports_go_to_the_delivery_table() -> None:
@@ -496,6 +590,9 @@ def test_arp_and_nd_from_other_ports_go_to_the_delivery_table() -> None:
         (P_ARP, ETH_TYPE_ARP, None),
     ]  # fmt: skip
     assert [f.priority for f in flows if f.match == Match() and f.table == 0] == [P_DEFAULT_DROP]
+    # What is no IP, ARP or ND is dropped there without an event.
+    (default,) = [f for f in table(flows, TABLE_CLASSIFY) if f.priority == P_DEFAULT_DROP]
+    assert_drops(default, None)
 
 
 def test_a_vm_registered_but_not_attached_changes_nothing(seed_policy: Policy) -> None:
@@ -511,7 +608,7 @@ def test_a_vm_with_mac_and_ipv4_only() -> None:
     own = f"in_port=2,dl_src={MAC1}"
     assert [f.text() for f in flows] == [
         # An access port: tagged frames never pass.
-        "table=0, priority=150,in_port=2,vlan_tci=0x1000/0x1000 actions=drop",
+        f"table=0, priority=150,in_port=2,vlan_tci=0x1000/0x1000 {TAGGED}",
         # ARP only with its own IPv4 and MAC.
         f"table=0, priority=140,arp,{own},arp_spa=198.18.0.1,arp_sha={MAC1} actions=goto_table:2",
         # NA only for its link-local address (it was given no IPv6), at its MAC or without
@@ -528,24 +625,26 @@ def test_a_vm_with_mac_and_ipv4_only() -> None:
         f"table=0, priority=140,icmp6,{own},ipv6_src=::,icmp_type=135,nd_sll={NO_MAC}"
         " actions=goto_table:2",
         # Any other ND from the port claims what it does not own.
-        "table=0, priority=135,icmp6,in_port=2,icmp_type=135 actions=drop",
-        "table=0, priority=135,icmp6,in_port=2,icmp_type=136 actions=drop",
+        f"table=0, priority=135,icmp6,in_port=2,icmp_type=135 {FORGED_ND}",
+        f"table=0, priority=135,icmp6,in_port=2,icmp_type=136 {FORGED_ND}",
         f"table=0, priority=130,ip,{own},nw_src=198.18.0.1 actions=ct(table=1,zone=3)",
         # IPv6 only from the link-local address.
         f"table=0, priority=130,ipv6,{own},ipv6_src={LL1} actions=ct(table=1,zone=3)",
         # Its addresses, sent or claimed from anywhere else.
-        "table=0, priority=125,ip,nw_src=198.18.0.1 actions=drop",
-        "table=0, priority=125,arp,arp_spa=198.18.0.1 actions=drop",
-        f"table=0, priority=125,ipv6,ipv6_src={LL1} actions=drop",
-        f"table=0, priority=125,icmp6,icmp_type=136,nd_target={LL1} actions=drop",
-        "table=0, priority=110,in_port=2 actions=drop",
+        f"table=0, priority=125,ip,nw_src=198.18.0.1 {CLAIMED_ADDRESS}",
+        f"table=0, priority=125,arp,arp_spa=198.18.0.1 {CLAIMED_ADDRESS}",
+        f"table=0, priority=125,ipv6,ipv6_src={LL1} {CLAIMED_ADDRESS}",
+        f"table=0, priority=125,icmp6,icmp_type=136,nd_target={LL1} {CLAIMED_ADDRESS}",
+        f"table=0, priority=110,in_port=2 {FORGED_SOURCE}",
         # Its MAC, sent or claimed from anywhere else.
-        f"table=0, priority=108,dl_src={MAC1} actions=drop",
-        f"table=0, priority=108,arp,arp_sha={MAC1} actions=drop",
-        f"table=0, priority=108,icmp6,icmp_type=135,nd_sll={MAC1} actions=drop",
-        f"table=0, priority=108,icmp6,icmp_type=136,nd_tll={MAC1} actions=drop",
+        f"table=0, priority=108,dl_src={MAC1} {CLAIMED_MAC}",
+        f"table=0, priority=108,arp,arp_sha={MAC1} {CLAIMED_MAC}",
+        f"table=0, priority=108,icmp6,icmp_type=135,nd_sll={MAC1} {CLAIMED_MAC}",
+        f"table=0, priority=108,icmp6,icmp_type=136,nd_tll={MAC1} {CLAIMED_MAC}",
         # ARP and ND for its MAC, to its port.
         f"table=2, priority=100,dl_dst={MAC1} actions=output:2",
+        # Its port's events, to the controller through the port's meter.
+        "table=3, priority=100,in_port=2 actions=meter:2,CONTROLLER:128",
     ]
     assert {(cookie_kind(f.cookie), cookie_ident(f.cookie)) for f in flows} == {(KIND_VM, 2)}
 
@@ -595,24 +694,25 @@ def test_a_vm_without_ips_is_bound_to_its_mac_only() -> None:
     own = f"in_port=5,dl_src={MAC_A}"
     goto = "actions=goto_table:2"
     assert [f.text() for f in flows] == [
-        "table=0, priority=150,in_port=5,vlan_tci=0x1000/0x1000 actions=drop",
+        f"table=0, priority=150,in_port=5,vlan_tci=0x1000/0x1000 {TAGGED}",
         # ARP and ND about any address no other VM registered, but only with its own MAC.
         f"table=0, priority=122,arp,{own},arp_sha={MAC_A} {goto}",
         f"table=0, priority=122,icmp6,{own},icmp_type=136,nd_tll={MAC_A} {goto}",
         f"table=0, priority=122,icmp6,{own},icmp_type=136,nd_tll={NO_MAC} {goto}",
         f"table=0, priority=122,icmp6,{own},icmp_type=135,nd_sll={MAC_A} {goto}",
         f"table=0, priority=122,icmp6,{own},icmp_type=135,nd_sll={NO_MAC} {goto}",
-        "table=0, priority=121,icmp6,in_port=5,icmp_type=135 actions=drop",
-        "table=0, priority=121,icmp6,in_port=5,icmp_type=136 actions=drop",
+        f"table=0, priority=121,icmp6,in_port=5,icmp_type=135 {FORGED_ND}",
+        f"table=0, priority=121,icmp6,in_port=5,icmp_type=136 {FORGED_ND}",
         f"table=0, priority=120,ip,{own} actions=ct(table=1,zone=1)",
         f"table=0, priority=120,ipv6,{own} actions=ct(table=1,zone=1)",
-        "table=0, priority=110,in_port=5 actions=drop",
+        f"table=0, priority=110,in_port=5 {FORGED_SOURCE}",
         # No addresses to claim, but its MAC is its own.
-        f"table=0, priority=108,dl_src={MAC_A} actions=drop",
-        f"table=0, priority=108,arp,arp_sha={MAC_A} actions=drop",
-        f"table=0, priority=108,icmp6,icmp_type=135,nd_sll={MAC_A} actions=drop",
-        f"table=0, priority=108,icmp6,icmp_type=136,nd_tll={MAC_A} actions=drop",
+        f"table=0, priority=108,dl_src={MAC_A} {CLAIMED_MAC}",
+        f"table=0, priority=108,arp,arp_sha={MAC_A} {CLAIMED_MAC}",
+        f"table=0, priority=108,icmp6,icmp_type=135,nd_sll={MAC_A} {CLAIMED_MAC}",
+        f"table=0, priority=108,icmp6,icmp_type=136,nd_tll={MAC_A} {CLAIMED_MAC}",
         f"table=2, priority=100,dl_dst={MAC_A} actions=output:5",
+        "table=3, priority=100,in_port=5 actions=meter:5,CONTROLLER:128",
     ]
 
 
@@ -633,8 +733,11 @@ def test_every_vm_port_drops_tagged_frames_first() -> None:
         flows = vm_port_flows(vm, at, 1)
         top = max(flows, key=lambda f: (f.table == TABLE_CLASSIFY, f.priority))
         assert top.priority == P_VM_TAGGED
-        assert (top.match, top.actions) == (Match(in_port=5, vlan_tci=VLAN_TAGGED), ())
-        assert [f.priority for f in flows if f.match == Match(in_port=5)] == [P_VM_GUARD]
+        assert top.match == Match(in_port=5, vlan_tci=VLAN_TAGGED)
+        assert_drops(top, "tagged")
+        guard = [f for f in table(list(flows), TABLE_CLASSIFY) if f.match == Match(in_port=5)]
+        assert [f.priority for f in guard] == [P_VM_GUARD]
+        assert_drops(guard[0], "forged-source")
 
 
 def test_table_0_priorities_keep_the_design_order() -> None:
@@ -652,13 +755,16 @@ def test_vm_port_lines_pass_only_from_the_vms_mac(seed_policy: Policy) -> None:
         if f.match.in_port is not None:
             # A line about the VM's port: it lets a packet on only from the VM's MAC.
             assert f.match.in_port == cookie_ident(f.cookie)
-            if f.actions:
+            if passes(f):
                 assert f.match.eth_src == {2: MAC1, 3: MAC2}[f.match.in_port]
             else:
-                assert f.priority in (P_VM_TAGGED, P_VM_FALSE_ND, P_VM_GUARD)
+                reason = {P_VM_TAGGED: "tagged", P_VM_FALSE_ND: "forged-nd",
+                          P_VM_GUARD: "forged-source"}[f.priority]  # fmt: skip
+                assert_drops(f, reason)
         else:
             # A claim: about any other port, and always a drop.
-            assert f.priority in (P_CLAIMED_ADDRESS, P_CLAIMED_MAC) and f.actions == ()
+            reason = {P_CLAIMED_ADDRESS: "claimed-address", P_CLAIMED_MAC: "claimed-mac"}
+            assert_drops(f, reason[f.priority])
 
 
 # --- claims ---------------------------------------------------------------------------------
@@ -676,7 +782,9 @@ def test_a_vms_addresses_are_claimed_from_every_other_port() -> None:
         Match(eth_type=ETH_TYPE_IPV6, ip_proto=PROTO_ICMPV6, icmp_type=136, nd_target=LL_A),
         Match(eth_type=ETH_TYPE_IPV6, ip_proto=PROTO_ICMPV6, icmp_type=136, nd_target="fd00::5"),
     ]
-    assert all(f.actions == () and f.match.in_port is None for f in claims)
+    assert all(f.match.in_port is None for f in claims)
+    for f in claims:
+        assert_drops(f, "claimed-address")
 
 
 def test_a_learning_vms_addresses_are_claimed_but_not_a_link_local_one() -> None:
@@ -703,7 +811,7 @@ def test_a_mac_only_vm_claims_no_address_and_cannot_use_a_registered_one() -> No
     assert {f.match.ipv4_src or f.match.arp_spa for f in d_claims if f.match.eth_type != 0x86DD} \
         == {"10.0.0.4"}  # fmt: skip
     assert min(f.priority for f in d_claims) > max(
-        f.priority for f in table(a_lines, TABLE_CLASSIFY) if f.actions
+        f.priority for f in table(a_lines, TABLE_CLASSIFY) if passes(f)
     )
 
 
@@ -716,7 +824,9 @@ def test_mac_claims_are_below_every_vm_ports_own_lines(seed_policy: Policy) -> N
         Match(eth_type=ETH_TYPE_IPV6, ip_proto=PROTO_ICMPV6, icmp_type=135, nd_sll=MAC1),
         Match(eth_type=ETH_TYPE_IPV6, ip_proto=PROTO_ICMPV6, icmp_type=136, nd_tll=MAC1),
     ]
-    assert len(claims) == 8 and all(f.actions == () for f in claims)
+    assert len(claims) == 8
+    for f in claims:
+        assert_drops(f, "claimed-mac")
     # Below the port guards (a VM's own port never reaches them) and above the generic
     # lines that would let the claim through from another port.
     assert P_VM_GUARD > P_CLAIMED_MAC > P_ND
@@ -738,17 +848,19 @@ def test_two_vms_with_one_address_share_a_claim_line() -> None:
 def test_a_vm_with_no_mac_known_shows_its_arp_and_ns_to_the_controller_through_a_meter() -> None:
     flows = vm_port_flows(Vm("B", "tapB"), Attachment(6, None), 1)
     assert [f.text() for f in flows] == [
-        "table=0, priority=150,in_port=6,vlan_tci=0x1000/0x1000 actions=drop",
+        f"table=0, priority=150,in_port=6,vlan_tci=0x1000/0x1000 {TAGGED}",
         "table=0, priority=122,arp,in_port=6 actions=meter:6,CONTROLLER:128",
         "table=0, priority=122,icmp6,in_port=6,icmp_type=135 actions=meter:6,CONTROLLER:128",
-        "table=0, priority=110,in_port=6 actions=drop",
+        f"table=0, priority=110,in_port=6 {FORGED_SOURCE}",
+        # Its events go through the meter its learning lines use.
+        "table=3, priority=100,in_port=6 actions=meter:6,CONTROLLER:128",
     ]
     assert {(cookie_kind(f.cookie), cookie_ident(f.cookie)) for f in flows} == {(KIND_LEARN, 6)}
 
 
 def test_a_learning_vm_with_ips_shows_only_arp_and_ns_from_them() -> None:
     flows = vm_port_flows(Vm("B", "tapB", None, ("10.0.0.2", "fd00::2")), Attachment(6, None), 1)
-    learn = [f for f in flows if f.actions]
+    learn = [f for f in flows if CONTROLLER in f.actions and f.table == TABLE_CLASSIFY]
     assert [f.text() for f in learn] == [
         "table=0, priority=140,arp,in_port=6,arp_spa=10.0.0.2 actions=meter:6,CONTROLLER:128",
         "table=0, priority=140,icmp6,in_port=6,ipv6_src=fd00::2,icmp_type=135"
@@ -756,9 +868,14 @@ def test_a_learning_vm_with_ips_shows_only_arp_and_ns_from_them() -> None:
         "table=0, priority=140,icmp6,in_port=6,ipv6_src=::,icmp_type=135"
         " actions=meter:6,CONTROLLER:128",
     ]
-    # Nothing passes meanwhile: no conntrack, no delivery (to the table or to its port).
+    # Nothing passes meanwhile: no conntrack, no delivery (to the table or to its port);
+    # the rest of table 0 drops as events, which go to the port's meter as well.
     assert all(f.actions == (Meter(6), CONTROLLER) for f in learn)
+    assert not [f for f in flows if passes(f)]
     assert not table(list(flows), TABLE_DELIVER)
+    for f in table(list(flows), TABLE_CLASSIFY):
+        assert f in learn or drop_reason(f) is not None, f.text()
+    assert [f.actions for f in table(list(flows), TABLE_LOG)] == [(Meter(6), CONTROLLER)]
     assert {cookie_kind(f.cookie) for f in flows} == {KIND_LEARN}
 
 
@@ -774,7 +891,7 @@ def test_learning_lines_come_before_the_generic_arp_and_nd() -> None:
     policy.put_vm(Vm("A", "tapA", MAC_A))
     policy.put_vm(Vm("B", "tapB"))
     flows = compile_switch(policy, {"A": Attachment(5, MAC_A), "B": Attachment(6, None)}, 1)
-    learn = [f for f in flows if CONTROLLER in f.actions]
+    learn = [f for f in table(flows, TABLE_CLASSIFY) if CONTROLLER in f.actions]
     assert len(learn) == 2
     assert min(f.priority for f in learn) > P_VM_GUARD > P_ND > P_ARP
 
@@ -784,7 +901,10 @@ def test_a_vm_with_a_configured_mac_gets_no_learn_flow() -> None:
     policy.put_vm(Vm("A", "tapA", MAC_A))
     flows = compile_switch(policy, {"A": Attachment(5, MAC_A)}, 1)
     assert not [f for f in flows if cookie_kind(f.cookie) == KIND_LEARN]
-    assert not [a for f in flows for a in f.actions if a == CONTROLLER or isinstance(a, Meter)]
+    # Nothing shows the controller A's packets but its port's log line (its events).
+    assert [f for f in flows if CONTROLLER in f.actions or any(isinstance(a, Meter)
+            for a in f.actions)] == [f for f in flows if f.table == TABLE_LOG]  # fmt: skip
+    assert {f.match.in_port for f in table(flows, TABLE_LOG)} == {5, None}
 
 
 # --- table 2: delivery ------------------------------------------------------------------------
@@ -806,7 +926,7 @@ def test_only_arp_and_nd_reach_the_delivery_table() -> None:
     policy.put_vm(Vm("D", "tapD", "52:54:00:00:00:0d", ("10.0.0.4", "fd00::4")))
     attached["D"] = Attachment(8, "52:54:00:00:00:0d")
     for f in compile_switch(policy, attached, 1):
-        if Goto(TABLE_DELIVER) in f.actions:
+        if holds(f, Goto(TABLE_DELIVER)):
             assert f.table == TABLE_CLASSIFY and f.actions == (Goto(TABLE_DELIVER),)
             is_nd = f.match.ip_proto == PROTO_ICMPV6 and f.match.icmp_type in range(133, 137)
             assert f.match.eth_type == ETH_TYPE_ARP or is_nd, f.text()
@@ -855,11 +975,16 @@ def test_link_marks_put_the_initiator_id_above_the_responders() -> None:
     assert link_mark(1, 1) != 0  # a connection no pair committed carries 0
 
 
-def test_an_any_pair_makes_one_line_per_family_and_its_links_lines() -> None:
+def test_an_any_pair_makes_two_lines_per_family_and_its_links_lines() -> None:
     there = f"in_port=2,dl_dst={MAC2}"
+    # Per family: the opening packet (+new), then the rest of the connection (+est).
     assert pair_text(Pair(1, "vm1", "vm2")) == [
-        f"table=1, priority=100,ct_state=-rel-rpl+trk,ip,{there} actions={commit()},output:3",
-        f"table=1, priority=100,ct_state=-rel-rpl+trk,ipv6,{there} actions={commit()},output:3",
+        f"table=1, priority=100,ct_state=+new-rel-rpl+trk,ip,{there} actions={commit()},output:3",
+        f"table=1, priority=100,ct_state=+est-rel-rpl+trk,ip,{there} actions={commit()},output:3",
+        f"table=1, priority=100,ct_state=+new-rel-rpl+trk,ipv6,{there}"
+        f" actions={commit()},output:3",
+        f"table=1, priority=100,ct_state=+est-rel-rpl+trk,ipv6,{there}"
+        f" actions={commit()},output:3",
         *link_lines(),
     ]
 
@@ -867,12 +992,10 @@ def test_an_any_pair_makes_one_line_per_family_and_its_links_lines() -> None:
 def test_a_tcp_22_pair() -> None:
     there = f"in_port=2,dl_dst={MAC2}"
     assert pair_text(Pair(4, "vm1", "vm2", "tcp", "22"), zone=9) == [
-        f"table=1, priority=100,ct_state=-rel-rpl+trk,tcp,{there},tp_dst=22"
-        f" actions={commit(9)},output:3",
-        f"table=1, priority=100,ct_state=-rel-rpl+trk,tcp6,{there},tp_dst=22"
-        f" actions={commit(9)},output:3",
+        *(f"table=1, priority=100,ct_state={state}-rel-rpl+trk,{proto},{there},tp_dst=22"
+          f" actions={commit(9)},output:3" for proto in ("tcp", "tcp6") for state in ("+new", "+est")),
         *link_lines(zone=9),
-    ]
+    ]  # fmt: skip
     flows = pair_flows(Pair(4, "vm1", "vm2", "tcp", "22"), INI, RES, 9, MARK)
     assert {cookie(KIND_PAIR, 4)} == {f.cookie for f in flows}
     # Replies are told apart by the mark, not by ports: a link's replies are one line.
@@ -881,28 +1004,36 @@ def test_a_tcp_22_pair() -> None:
 
 def test_a_udp_range_pair_has_one_line_per_mask_and_family() -> None:
     flows = pair_flows(Pair(2, "vm1", "vm2", "udp", "8000-8100"), INI, RES, 1, MARK)
-    assert len(flows) == 4 * 2 + 5  # 4 masks, 2 families; the link's 5 lines
+    assert len(flows) == 4 * 2 * 2 + 5  # 4 masks, 2 families, +new / +est; the link's 5 lines
     masks = [(8000, 0xFFC0), (8064, 0xFFE0), (8096, 0xFFFC), (8100, 0xFFFF)]
-    lines = [f.match for f in service_flows(list(flows))]
+    lines = [f.match for f in opening_flows(list(flows))]
     assert [m.tp_dst for m in lines] == masks * 2
     assert [m.eth_type for m in lines] == [ETH_TYPE_IP] * 4 + [ETH_TYPE_IPV6] * 4
     assert {m.ip_proto for m in lines} == {17}
+    # Each opening line has its +est twin, the same but for the state.
+    est = [f.match for f in service_flows(list(flows)) if f.match.ct_state == ORIGINAL_EST]
+    assert est == [m._replace(ct_state=ORIGINAL_EST) for m in lines]
     assert "tp_dst=0x1f40/0xffc0" in render(flows)
 
 
 def test_a_tcp_pair_without_ports_matches_any_port() -> None:
     flows = pair_flows(Pair(2, "vm1", "vm2", "tcp"), INI, RES, 1, MARK)
     services = service_flows(list(flows))
-    assert len(services) == 2
+    assert len(services) == 2 * 2  # both families, +new and +est
     assert all(f.match.ip_proto == PROTO_TCP and f.match.tp_dst is None for f in services)
 
 
 def test_an_icmp_pair_allows_echo_request_there_and_its_link_back() -> None:
     flows = pair_flows(Pair(3, "vm1", "vm2", "icmp"), INI, RES, 1, MARK)
-    got = [(f.match.eth_type, f.match.ip_proto, f.match.icmp_type, f.match.in_port)
-           for f in service_flows(list(flows))]  # fmt: skip
-    assert got == [(ETH_TYPE_IP, PROTO_ICMP, 8, 2), (ETH_TYPE_IPV6, PROTO_ICMPV6, 128, 2)]
-    assert [f.text() for f in flows][2:] == link_lines()
+    got = [(f.match.eth_type, f.match.ip_proto, f.match.icmp_type, f.match.in_port,
+            f.match.ct_state) for f in service_flows(list(flows))]  # fmt: skip
+    assert got == [
+        (ETH_TYPE_IP, PROTO_ICMP, 8, 2, ORIGINAL_NEW),
+        (ETH_TYPE_IP, PROTO_ICMP, 8, 2, ORIGINAL_EST),
+        (ETH_TYPE_IPV6, PROTO_ICMPV6, 128, 2, ORIGINAL_NEW),
+        (ETH_TYPE_IPV6, PROTO_ICMPV6, 128, 2, ORIGINAL_EST),
+    ]
+    assert [f.text() for f in flows][4:] == link_lines()
 
 
 @pytest.mark.parametrize(
@@ -922,12 +1053,14 @@ def test_pair_flows_commit_there_with_the_mark_and_pass_back_only_with_it(
 ) -> None:
     mark = link_mark(7, 9)
     flows = pair_flows(pair, INI, RES, zone, mark)
-    assert {f.match.ct_state for f in flows} == {ORIGINAL, EST_REPLY, RELATED}
+    # Services opening and established, later fragments (either), replies and related.
+    assert {f.match.ct_state for f in flows} == {*OPENING, ORIGINAL, EST_REPLY, RELATED}
     assert all(f.table == TABLE_POLICY and f.priority == P_PAIR for f in flows)
+    assert len(opening_flows(list(flows))) * 2 == len(service_flows(list(flows)))
     for f in flows:
-        if f.match.ct_state == ORIGINAL:
+        if f.match.ct_state in (*OPENING, ORIGINAL):
             # New or established, the original direction commits with the link's mark and
-            # goes to the responder's port.
+            # goes to the responder's port (a pair that does not log: nothing else).
             assert f.actions == (Ct(commit=True, zone=zone, mark=mark), Output(3))
             assert (f.match.in_port, f.match.eth_dst, f.match.ct_mark) == (2, MAC2, None)
         else:
@@ -982,7 +1115,7 @@ def test_the_pairs_of_one_link_share_its_lines() -> None:
     flows = compile_switch(policy, ABC_ATTACHED, 1)
     shared = [f for f in flows if f.key in keys[0]]
     assert len(shared) == 5 and {f.cookie for f in shared} == {cookie(KIND_PAIR, 1)}
-    assert len(service_flows(flows)) == 2 + 2 + 2
+    assert len(service_flows(flows)) == (2 + 2 + 2) * 2  # each service: +new and +est
 
 
 def test_different_links_have_different_marks() -> None:
@@ -1008,21 +1141,27 @@ def test_a_responders_own_new_connection_finds_nothing() -> None:
     for fam in (ETH_TYPE_IP, ETH_TYPE_IPV6):
         there = {"in_port": a.ofport, "eth_dst": b.mac, "eth_type": fam}
         back = {"in_port": b.ofport, "eth_dst": a.mac, "eth_type": fam}
-        # A opens and continues towards B.
-        assert policy_verdict(flows, ct_state=NEW_TRK, **there).actions[-1] == Output(6)
-        assert policy_verdict(flows, ct_state=EST_TRK, ct_mark=MARK, **there).actions[-1] == (
-            Output(6)
-        )
+        # A opens (the opening line, which counts it) and continues (its +est twin)
+        # towards B.
+        opened = policy_verdict(flows, ct_state=NEW_TRK, **there)
+        assert opened.actions[-1] == Output(6) and opens_connections(opened)
+        assert opened.match.ct_state == ORIGINAL_NEW
+        going = policy_verdict(flows, ct_state=EST_TRK, ct_mark=MARK, **there)
+        assert going.actions[-1] == Output(6) and not opens_connections(going)
+        assert going.match.ct_state == ORIGINAL_EST
         # B's replies pass with the link's mark...
         reply = policy_verdict(flows, ct_state=REPLY_TRK, ct_mark=MARK, **back)
         assert reply.actions == (Output(5),)
         # ...but B's own connections towards A meet the final drop, new or established.
-        assert policy_verdict(flows, ct_state=NEW_TRK, **back).priority == P_DENY
-        assert policy_verdict(flows, ct_state=NEW_TRK, ct_mark=MARK, **back).priority == P_DENY
-        # An established B -> A connection (committed before, say) is marked blocked.
-        assert policy_verdict(flows, ct_state=EST_TRK, **back).actions == (
-            Ct(True, None, 1, BLOCKED),
-        )
+        for mark in (None, MARK):
+            denied = policy_verdict(flows, ct_state=NEW_TRK, ct_mark=mark, **back)
+            assert denied.priority == P_DENY
+            assert_drops(denied, "no-pair")
+        # An established B -> A connection (committed before, say) is marked blocked, and
+        # dropped as revoked.
+        blocked = policy_verdict(flows, ct_state=EST_TRK, **back)
+        assert blocked.actions == (Ct(True, None, 1, BLOCKED), *deny("revoked"))
+        assert_drops(blocked, "revoked")
 
 
 def test_a_reply_with_another_links_mark_is_dropped() -> None:
@@ -1032,10 +1171,10 @@ def test_a_reply_with_another_links_mark_is_dropped() -> None:
         Output(5),
     )
     for mark in (0, 0x30001, 0x20001, BLOCKED):
-        assert policy_verdict(flows, ct_state=REPLY_TRK, ct_mark=mark, **back).priority == P_DENY
-        assert policy_verdict(flows, ct_state=CT_REL | CT_TRK, ct_mark=mark, **back).priority == (
-            P_DENY
-        )
+        for state in (REPLY_TRK, CT_REL | CT_TRK):
+            verdict = policy_verdict(flows, ct_state=state, ct_mark=mark, **back)
+            assert verdict.priority == P_DENY
+            assert_drops(verdict, "no-pair")
 
 
 def test_a_deleted_pair_blocks_its_connections_and_their_replies() -> None:
@@ -1046,17 +1185,20 @@ def test_a_deleted_pair_blocks_its_connections_and_their_replies() -> None:
     assert policy_verdict(before, ct_state=EST_TRK, ct_mark=MARK, **there).actions[-1] == Output(6)
     policy.delete_pair(1)
     after = compile_switch(policy, ABC_ATTACHED, 1)
-    assert policy_verdict(after, ct_state=EST_TRK, ct_mark=MARK, **there).actions == (
-        Ct(True, None, 1, BLOCKED),
-    )
-    assert policy_verdict(after, ct_state=REPLY_TRK, ct_mark=BLOCKED, **back).priority == P_DENY
+    blocked = policy_verdict(after, ct_state=EST_TRK, ct_mark=MARK, **there)
+    assert blocked.actions == (Ct(True, None, 1, BLOCKED), *deny("revoked"))
+    assert_drops(blocked, "revoked")
+    reply = policy_verdict(after, ct_state=REPLY_TRK, ct_mark=BLOCKED, **back)
+    assert reply.priority == P_DENY
+    assert_drops(reply, "no-pair")
 
 
 def test_invalid_packets_are_dropped_before_any_pair() -> None:
     flows = compile_switch(abc_policy(("A", "B")), ABC_ATTACHED, 1)
     pkt = {"in_port": 5, "eth_dst": MAC_B, "eth_type": ETH_TYPE_IP, "ct_mark": MARK}
     verdict = policy_verdict(flows, ct_state=CT_INV | CT_TRK | CT_EST, **pkt)
-    assert (verdict.priority, verdict.actions) == (P_INVALID, ())
+    assert verdict.priority == P_INVALID
+    assert_drops(verdict, "invalid")
 
 
 def test_a_port_restricted_pair_admits_only_its_ports_but_all_later_fragments() -> None:
@@ -1065,15 +1207,18 @@ def test_a_port_restricted_pair_admits_only_its_ports_but_all_later_fragments() 
     flows = compile_switch(policy, ABC_ATTACHED, 1)
     tcp = {"in_port": 5, "eth_dst": MAC_B, "eth_type": ETH_TYPE_IP, "ip_proto": PROTO_TCP}
     assert policy_verdict(flows, ct_state=NEW_TRK, tp_dst=22, **tcp).actions[-1] == Output(6)
-    assert policy_verdict(flows, ct_state=NEW_TRK, tp_dst=23, **tcp).priority == P_DENY
+    assert policy_verdict(flows, ct_state=EST_TRK, tp_dst=22, **tcp).actions[-1] == Output(6)
+    for state in (NEW_TRK, EST_TRK):
+        other_port = policy_verdict(flows, ct_state=state, tp_dst=23, **tcp)
+        assert_drops(other_port, "no-pair" if state == NEW_TRK else "revoked")
     # A later fragment has no ports: it goes with the same commit as its first fragment.
     frag = policy_verdict(flows, ct_state=NEW_TRK, ip_frag="later", **tcp)
     assert frag.actions == (Ct(True, None, 1, MARK), Output(6))
     # From another port, to another MAC, or in reply: not the link's fragments.
-    assert policy_verdict(flows, ct_state=NEW_TRK, ip_frag="later",
-                          **(tcp | {"in_port": 7})).priority == P_DENY  # fmt: skip
-    assert policy_verdict(flows, ct_state=REPLY_TRK, ip_frag="later", ct_mark=0,
-                          **tcp).priority == P_DENY  # fmt: skip
+    assert_drops(policy_verdict(flows, ct_state=NEW_TRK, ip_frag="later",
+                                **(tcp | {"in_port": 7})), "no-pair")  # fmt: skip
+    assert_drops(policy_verdict(flows, ct_state=REPLY_TRK, ip_frag="later", ct_mark=0,
+                                **tcp), "no-pair")  # fmt: skip
 
 
 def test_fragment_lines_are_per_link_for_both_families() -> None:
@@ -1098,16 +1243,19 @@ def test_fragment_lines_are_per_link_for_both_families() -> None:
 def test_a_pair_lets_its_initiator_reach_only_its_responder() -> None:
     flows = compile_switch(abc_policy(("A", "B")), ABC_ATTACHED, 1)
     services = service_flows(flows)
-    assert [(f.match.in_port, f.match.eth_dst, f.match.eth_type) for f in services] == [
-        (5, MAC_B, ETH_TYPE_IP),
-        (5, MAC_B, ETH_TYPE_IPV6),
-    ]
+    assert [(f.match.in_port, f.match.eth_dst, f.match.eth_type, f.match.ct_state)
+            for f in services] == [
+        (5, MAC_B, ETH_TYPE_IP, ORIGINAL_NEW),
+        (5, MAC_B, ETH_TYPE_IP, ORIGINAL_EST),
+        (5, MAC_B, ETH_TYPE_IPV6, ORIGINAL_NEW),
+        (5, MAC_B, ETH_TYPE_IPV6, ORIGINAL_EST),
+    ]  # fmt: skip
     assert all(f.actions == (Ct(True, None, 1, MARK), Output(6)) for f in services)
     assert [(f.match.in_port, f.match.eth_dst) for f in reply_flows(flows)] == [(6, MAC_A)]
     # C is in no pair: no table-1 flow mentions its port or its MAC, or outputs to it.
     for f in table(flows, TABLE_POLICY):
         assert f.match.in_port != 7 and f.match.eth_dst != MAC_C
-        assert Output(7) not in f.actions
+        assert not holds(f, Output(7))
 
 
 def test_both_directions_are_two_links() -> None:
@@ -1117,7 +1265,8 @@ def test_both_directions_are_two_links() -> None:
         (6, MAC_A),
     }
     assert in_ports(reply_flows(flows)) == [5, 6]
-    assert len(table(flows, TABLE_POLICY)) == 2 * (2 + 5) + 4
+    # Each link: two families, +new and +est, and its 5 lines; the base's 4.
+    assert len(table(flows, TABLE_POLICY)) == 2 * (2 * 2 + 5) + 4
 
 
 def test_one_initiator_with_two_responders() -> None:
@@ -1156,7 +1305,7 @@ def test_a_responder_cannot_open_or_continue_towards_its_initiator(
     for ini, res in directions:
         there = _towards(flows, ABC_ATTACHED[ini], ABC_ATTACHED[res])
         back = _towards(flows, ABC_ATTACHED[res], ABC_ATTACHED[ini])
-        assert there == {ORIGINAL, RELATED}
+        assert there == {*OPENING, ORIGINAL, RELATED}  # ORIGINAL: later fragments
         if (res, ini) not in directions:
             assert back == {EST_REPLY, RELATED}  # replies and related ICMP only
     # And VMs in no pair together have no line between them at all.
@@ -1172,7 +1321,8 @@ def test_a_reverse_pair_adds_its_own_link() -> None:
     before = _towards(compile_switch(policy, ABC_ATTACHED, 1), b, a)
     policy.add_pair(PairRequest("B", "A"))
     after = _towards(compile_switch(policy, ABC_ATTACHED, 1), b, a)
-    assert (before, after) == ({EST_REPLY, RELATED}, {ORIGINAL, EST_REPLY, RELATED})
+    assert before == {EST_REPLY, RELATED}
+    assert after == {*OPENING, ORIGINAL, EST_REPLY, RELATED}
 
 
 def test_two_services_of_the_same_vms_compile_side_by_side() -> None:
@@ -1181,12 +1331,8 @@ def test_two_services_of_the_same_vms_compile_side_by_side() -> None:
     policy.add_pair(PairRequest("A", "B", "udp", "53"))
     flows = compile_switch(policy, ABC_ATTACHED, 1)
     got = [(cookie_ident(f.cookie), f.match.ip_proto, f.match.tp_dst) for f in service_flows(flows)]
-    assert sorted(got) == [
-        (1, 6, (22, 0xFFFF)),
-        (1, 6, (22, 0xFFFF)),
-        (2, 17, (53, 0xFFFF)),
-        (2, 17, (53, 0xFFFF)),
-    ]
+    # Each: two families, +new and +est.
+    assert sorted(got) == [(1, 6, (22, 0xFFFF))] * 4 + [(2, 17, (53, 0xFFFF))] * 4
 
 
 @pytest.mark.parametrize("absent", ["A", "B"])
@@ -1204,7 +1350,7 @@ def test_a_renumbered_ofport_changes_in_port_and_output(seed_policy: Policy) -> 
     assert {f.match.in_port for f in service_flows(before)} == {2}
     assert {f.match.in_port for f in service_flows(after)} == {9}
     assert {f.actions for f in reply_flows(after)} == {(Output(9),)}
-    assert not [f for f in after if f.match.in_port == 2 or Output(2) in f.actions]
+    assert not [f for f in after if f.match.in_port == 2 or holds(f, Output(2))]
     assert {cookie_ident(f.cookie) for f in after if cookie_kind(f.cookie) == KIND_VM} == {3, 9}
 
 
@@ -1217,9 +1363,12 @@ def test_a_responder_without_a_known_mac_gets_no_pair_flows() -> None:
     flows = compile_switch(policy, attached, 1)
     # No pinning by IP: nothing opens until B's MAC is known.
     assert table(flows, TABLE_POLICY) == table(list(base_flows(1)), TABLE_POLICY)
-    assert [f for f in flows if CONTROLLER in f.actions] == [
-        f for f in flows if cookie_kind(f.cookie) == KIND_LEARN and f.actions
+    # Only B's learning lines (and the log table) show the controller anything.
+    assert [f for f in table(flows, TABLE_CLASSIFY) if CONTROLLER in f.actions] == [
+        f for f in table(flows, TABLE_CLASSIFY)
+        if cookie_kind(f.cookie) == KIND_LEARN and f.actions and not drop_reason(f)
     ]
+    assert not [a for f in flows for a in f.actions if isinstance(a, Log)]
 
 
 def test_an_initiator_without_a_known_mac_gets_no_pair_flows() -> None:
@@ -1281,12 +1430,12 @@ def test_cookies_say_which_part_of_the_policy_made_each_flow() -> None:
     base = [f for f in flows if cookie_kind(f.cookie) == KIND_BASE]
     assert [(f.table, f.priority) for f in base] == [
         (0, 100), (0, 100), (0, 105), (0, 105), (0, 105), (0, 105), (0, 10), (0, 1),
-        (1, 200), (1, 10), (1, 10), (1, 0), (2, 50), (2, 0),
+        (1, 200), (1, 10), (1, 10), (1, 0), (2, 50), (2, 0), (3, 0),
     ]  # fmt: skip
     assert all(cookie_ident(f.cookie) == 0 for f in base)
     vm = [f for f in flows if cookie_kind(f.cookie) == KIND_VM]
     assert {cookie_ident(f.cookie) for f in vm} == {5, 6, 7}
-    assert {f.table for f in vm} == {TABLE_CLASSIFY, TABLE_DELIVER}
+    assert {f.table for f in vm} == {TABLE_CLASSIFY, TABLE_DELIVER, TABLE_LOG}
     pair = [f for f in flows if cookie_kind(f.cookie) == KIND_PAIR]
     assert all(f.table == TABLE_POLICY for f in pair)
     assert {(cookie_ident(f.cookie), f.match.eth_dst) for f in service_flows(flows)} == {
@@ -1344,7 +1493,7 @@ def test_compiled_flows_have_unique_keys() -> None:
 def test_an_any_pair_has_its_link_lines_once() -> None:
     flows = compile_switch(abc_policy(("A", "B")), ABC_ATTACHED, 1)
     assert len(reply_flows(flows)) == 1
-    assert len(service_flows(flows)) == 2
+    assert len(service_flows(flows)) == 2 * 2
     assert len([f for f in flows if f.match.ct_state == RELATED]) == 2
 
 
@@ -1375,10 +1524,10 @@ def test_a_group_pair_grows_with_members_plus_services_not_members_times_members
 
     per_two = cost(2) - cost(1)  # a member more on each side
     assert cost(100) == cost(1) + 99 * per_two, "linear in the members"
-    # An initiator: its source clause, its two commit lines (the mark names it, one per
-    # family), its reply clause (back) and its related clause (there). A responder: its
-    # MAC (original and there) and its port (back).
-    assert per_two == 5 + 2
+    # An initiator: its source clause, its four commit lines (the mark names it, one per
+    # family, +new and +est), its reply clause (back) and its related clause (there). A
+    # responder: its MAC (original and there) and its port (back).
+    assert per_two == 7 + 2
     assert cost(100) < 1_000 < 100 * 100
 
 
