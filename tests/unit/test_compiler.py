@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
+from shapes import MAC6, round_trip_policy
 
 from ryu_ctfw.compiler import (
     BLOCKED,
@@ -18,6 +21,7 @@ from ryu_ctfw.compiler import (
     INVALID,
     KIND_BASE,
     KIND_LEARN,
+    KIND_NETWORK,
     KIND_PAIR,
     KIND_VM,
     MULTICAST,
@@ -79,6 +83,7 @@ from ryu_ctfw.compiler import (
     dedupe,
     deny,
     drop_reason,
+    is_clause,
     link_local,
     link_mark,
     network_port_flows,
@@ -981,10 +986,8 @@ def test_an_any_pair_makes_two_lines_per_family_and_its_links_lines() -> None:
     assert pair_text(Pair(1, "vm1", "vm2")) == [
         f"table=1, priority=100,ct_state=+new-rel-rpl+trk,ip,{there} actions={commit()},output:3",
         f"table=1, priority=100,ct_state=+est-rel-rpl+trk,ip,{there} actions={commit()},output:3",
-        f"table=1, priority=100,ct_state=+new-rel-rpl+trk,ipv6,{there}"
-        f" actions={commit()},output:3",
-        f"table=1, priority=100,ct_state=+est-rel-rpl+trk,ipv6,{there}"
-        f" actions={commit()},output:3",
+        f"table=1, priority=100,ct_state=+new-rel-rpl+trk,ipv6,{there} actions={commit()},output:3",
+        f"table=1, priority=100,ct_state=+est-rel-rpl+trk,ipv6,{there} actions={commit()},output:3",
         *link_lines(),
     ]
 
@@ -993,7 +996,8 @@ def test_a_tcp_22_pair() -> None:
     there = f"in_port=2,dl_dst={MAC2}"
     assert pair_text(Pair(4, "vm1", "vm2", "tcp", "22"), zone=9) == [
         *(f"table=1, priority=100,ct_state={state}-rel-rpl+trk,{proto},{there},tp_dst=22"
-          f" actions={commit(9)},output:3" for proto in ("tcp", "tcp6") for state in ("+new", "+est")),
+          f" actions={commit(9)},output:3"
+          for proto in ("tcp", "tcp6") for state in ("+new", "+est")),
         *link_lines(zone=9),
     ]  # fmt: skip
     flows = pair_flows(Pair(4, "vm1", "vm2", "tcp", "22"), INI, RES, 9, MARK)
@@ -1365,7 +1369,8 @@ def test_a_responder_without_a_known_mac_gets_no_pair_flows() -> None:
     assert table(flows, TABLE_POLICY) == table(list(base_flows(1)), TABLE_POLICY)
     # Only B's learning lines (and the log table) show the controller anything.
     assert [f for f in table(flows, TABLE_CLASSIFY) if CONTROLLER in f.actions] == [
-        f for f in table(flows, TABLE_CLASSIFY)
+        f
+        for f in table(flows, TABLE_CLASSIFY)
         if cookie_kind(f.cookie) == KIND_LEARN and f.actions and not drop_reason(f)
     ]
     assert not [a for f in flows for a in f.actions if isinstance(a, Log)]
@@ -1549,3 +1554,311 @@ def test_two_networks_on_one_port_keep_their_sources_apart() -> None:
     # ...but only the office may open ssh: the pair's source clause names its CIDR.
     (source,) = [line for line in text.splitlines() if "/3)" in line and "in_port=1" in line]
     assert "nw_src=198.19.1.0/24" in source and "1/3" in source
+
+
+# --- the connection log (issue 13) -----------------------------------------------------------
+
+# The two drops that are no event: table 0's last line (no IP, ARP or ND) and table 2's (ARP
+# or ND for nobody).
+SILENT_DROPS = {(TABLE_CLASSIFY, P_DEFAULT_DROP), (TABLE_DELIVER, P_DENY)}
+
+
+def pair_between(policy: Policy, initiator: str, responder: str) -> Pair:
+    (pair,) = [p for p in policy.pairs.values() if (p.initiator, p.responder) == (initiator,
+               responder)]  # fmt: skip
+    return pair
+
+
+def round_trip_flows(zone: int = 7) -> tuple[Policy, dict[str, Attachment], list[Flow]]:
+    policy, attached = round_trip_policy()
+    return policy, attached, compile_switch(policy, attached, zone)
+
+
+def test_the_reasons_have_one_code_and_one_name_each() -> None:
+    codes, names = [r.code for r in REASONS], [r.name for r in REASONS]
+    assert len(set(codes)) == len(codes) and len(set(names)) == len(names)
+    # Metadata 0 is a packet that no drop line marked: no reason may be it.
+    assert 0 not in codes
+    for r in REASONS:
+        assert REASON_BY_CODE[r.code] == REASON_BY_NAME[r.name] == r
+        assert deny(r.name) == (WriteMetadata(r.code), Goto(TABLE_LOG))
+        assert drop_reason(Flow(TABLE_POLICY, 1, Match(), deny(r.name), 0)) == r.name
+    with pytest.raises(KeyError):
+        deny("no-such-reason")
+
+
+def test_every_drop_that_is_an_event_says_why_and_goes_to_the_log_table() -> None:
+    _, _, flows = round_trip_flows()
+    reasons = set()
+    for f in flows:
+        reason = drop_reason(f)
+        to_log = holds(f, Goto(TABLE_LOG))
+        # Nothing reaches table 3 without its reason in the metadata, nor the reverse.
+        assert to_log == (reason is not None), f.text()
+        if reason is not None:
+            assert_drops(f, reason)
+            assert f.table in (TABLE_CLASSIFY, TABLE_POLICY), f.text()
+            metadata = [a for a in f.actions if isinstance(a, WriteMetadata)]
+            assert metadata == [WriteMetadata(REASON_BY_NAME[reason].code)], f.text()
+            reasons.add(reason)
+        elif not passes(f) and not is_clause(f) and CONTROLLER not in f.actions:
+            # A line that lets nothing on and tells nobody: only the two silent drops.
+            assert (f.table, f.priority) in SILENT_DROPS and f.match == Match(), f.text()
+    # The round-trip policy makes every kind of drop there is.
+    assert reasons == {r.name for r in REASONS}
+
+
+def test_drop_reason_names_the_base_drops_and_nothing_that_passes() -> None:
+    base = list(base_flows(1))
+    by_place = {(f.table, f.priority): drop_reason(f) for f in base}
+    assert by_place[(TABLE_POLICY, P_DENY)] == "no-pair"
+    assert by_place[(TABLE_POLICY, P_INVALID)] == "invalid"
+    assert by_place[(TABLE_POLICY, P_BLOCK)] == "revoked"
+    assert by_place[(TABLE_CLASSIFY, P_DEFAULT_DROP)] is None
+    assert by_place[(TABLE_DELIVER, P_DENY)] is None
+    assert [(f.table, f.priority) for f in base if drop_reason(f)] == [
+        (TABLE_POLICY, P_INVALID), (TABLE_POLICY, P_BLOCK), (TABLE_POLICY, P_BLOCK),
+        (TABLE_POLICY, P_DENY),
+    ]  # fmt: skip
+    # The log table's own lines and a learning line report, they do not drop for a reason.
+    (log,) = table(base, TABLE_LOG)
+    assert drop_reason(log) is None
+    learning = vm_port_flows(Vm("B", "tapB"), Attachment(6, None), 1)
+    assert [drop_reason(f) for f in learning if CONTROLLER in f.actions] == [None] * 3
+    # A code no reason has is no reason (a flow the controller did not make).
+    assert drop_reason(Flow(TABLE_POLICY, 1, Match(), (WriteMetadata(99), Goto(3)), 0)) is None
+
+
+def test_drop_reason_of_the_claims_and_the_port_guards() -> None:
+    vm = Vm("v", "p", MAC_A, ("10.0.0.5", "fd00::5"))
+    flows = vm_port_flows(vm, Attachment(9, MAC_A), 1)
+    by_priority = {f.priority: {drop_reason(g) for g in flows if g.priority == f.priority}
+                   for f in table(list(flows), TABLE_CLASSIFY)}  # fmt: skip
+    assert by_priority[P_CLAIMED_ADDRESS] == {"claimed-address"}
+    assert by_priority[P_CLAIMED_MAC] == {"claimed-mac"}
+    assert by_priority[P_VM_TAGGED] == {"tagged"}
+    assert by_priority[P_VM_FALSE_ND] == {"forged-nd"}
+    assert by_priority[P_VM_GUARD] == {"forged-source"}
+    assert by_priority[P_VM_NEIGHBOUR] == by_priority[P_VM_IP] == {None}
+    remote = vm_port_flows(vm, Attachment(8, MAC_A, remote=True), 1)
+    (guard,) = [f for f in remote if f.priority == P_FABRIC_GUARD]
+    assert_drops(guard, "forged-source")
+    # A mac-only VM's false ND too.
+    mac_only = vm_port_flows(Vm("m", "p", MAC_B), Attachment(4, MAC_B), 1)
+    false_nd = [f for f in mac_only if f.priority == P_MAC_VM_FALSE_ND]
+    assert len(false_nd) == 2
+    for f in false_nd:
+        assert_drops(f, "forged-nd")
+
+
+def test_a_networks_port_drops_sources_outside_its_cidrs_as_events() -> None:
+    from ryu_ctfw.policy import Network
+
+    net = Network("outside", "up1", ("198.19.0.0/24",), id=3)
+    flows = network_port_flows(net, Attachment(9, None), 1)
+    spoofed = [f for f in flows if drop_reason(f) == "outside-cidrs"]
+    assert {f.match for f in spoofed} == {
+        Match(in_port=9, eth_type=ETH_TYPE_IP),
+        Match(in_port=9, eth_type=ETH_TYPE_IPV6),
+    }
+    for f in spoofed:
+        assert_drops(f, "outside-cidrs")
+    tagged = [f for f in flows if f.priority == P_VM_TAGGED]
+    assert [drop_reason(f) for f in tagged] == ["tagged"]
+    # Its events go through the meter of its port.
+    assert [(f.priority, f.match, f.actions) for f in table(list(flows), TABLE_LOG)] == [
+        (P_LOG_PORT, Match(in_port=9), (Meter(9), CONTROLLER)),
+    ]
+
+
+def test_each_local_vm_port_and_network_port_has_its_log_line_with_its_own_meter() -> None:
+    _, attached, flows = round_trip_flows()
+    log = table(flows, TABLE_LOG)
+    ports = {at.ofport for at in attached.values()}  # the VMs', the networks', the fabric's
+    assert {f.match.in_port for f in log} == ports | {None}
+    for f in log:
+        if f.match.in_port is None:
+            # Everything else (another port, or a claim) shares one meter, at the bottom.
+            assert (f.priority, f.match, f.actions) == (
+                P_LOG_OTHER, Match(), (Meter(SHARED_METER), CONTROLLER),
+            )  # fmt: skip
+        else:
+            port = f.match.in_port
+            assert (f.priority, f.match, f.actions) == (
+                P_LOG_PORT, Match(in_port=port), (Meter(port), CONTROLLER),
+            )  # fmt: skip
+            # It is the port's owner's line: it goes when the VM or network goes.
+            assert cookie_kind(f.cookie) in (KIND_VM, KIND_LEARN, KIND_NETWORK)
+    assert len(log) == len(ports) + 1  # one line per port, even shared by two networks
+    assert SHARED_METER > 0xFEFF  # no ofport is ever the shared meter's id
+
+
+def test_every_meter_a_flow_names_is_one_a_meter_instruction_makes() -> None:
+    """The switch side creates the meters the flows' Meter instructions name; a logging
+    pair's controller(meter_id) must name one of them, or its copies go nowhere."""
+    _, attached, flows = round_trip_flows()
+    meters = {a.meter_id for f in flows for a in f.actions if isinstance(a, Meter)}
+    logs = {a.meter_id for f in flows for a in f.actions if isinstance(a, Log)}
+    assert meters == {at.ofport for at in attached.values()} | {SHARED_METER}
+    assert logs and logs <= meters - {SHARED_METER}
+
+
+def test_a_remote_vm_has_no_meter_of_its_own_but_the_fabric_ports() -> None:
+    vm6 = Vm("vm6", "vnet6", MAC_C, ("198.18.0.6",), switch="brB")
+    flows = vm_port_flows(vm6, Attachment(8, MAC_C, remote=True), 1)
+    assert {a for f in flows for a in f.actions if isinstance(a, Meter)} == {Meter(8)}
+    # Two VMs behind the fabric port: one log line for the port.
+    policy = Policy()
+    policy.put_vm(Vm("A", "tapA", MAC_A))
+    policy.put_vm(Vm("far1", "v1", MAC_B, switch="brB"))
+    policy.put_vm(Vm("far2", "v2", MAC_C, switch="brB"))
+    policy.add_pair(PairRequest("far1", "A", "tcp", "22", log=True))
+    attached = {
+        "A": Attachment(5, MAC_A),
+        "far1": Attachment(8, MAC_B, remote=True),
+        "far2": Attachment(8, MAC_C, remote=True),
+    }
+    compiled = compile_switch(policy, attached, 1)
+    log_ports = [f.match.in_port for f in table(compiled, TABLE_LOG)]
+    assert sorted(log_ports, key=str) == [5, 8, None]
+    meters = {a.meter_id for f in compiled for a in f.actions if isinstance(a, Meter | Log)}
+    assert meters == {5, 8, SHARED_METER}
+    # A remote initiator's opening packets are logged through the fabric port's meter.
+    opening = [f for f in compiled if opens_connections(f)]
+    assert len(opening) == 2 and all(holds(f, Log(8)) for f in opening)
+    assert all(f.match.eth_src == MAC_B for f in opening)  # told apart by its MAC
+
+
+def test_opens_connections_is_true_exactly_for_the_pairs_opening_lines() -> None:
+    policy, _, flows = round_trip_flows()
+    opening = [f for f in flows if opens_connections(f)]
+    for f in flows:
+        is_opening = (
+            f.table == TABLE_POLICY
+            and f.match.ct_state == ORIGINAL_NEW
+            and cookie_kind(f.cookie) == KIND_PAIR
+        )
+        assert opens_connections(f) == is_opening, f.text()
+    # Every opening line has its +est twin, which does not count connections.
+    for f in opening:
+        twin = f.match._replace(ct_state=ORIGINAL_EST)
+        (est,) = [g for g in flows if g.table == TABLE_POLICY and g.match == twin]
+        assert not opens_connections(est)
+        assert [a for a in f.actions if not isinstance(a, Log)] == list(est.actions)
+    # A VM pair opens by one line per service here; a group or network pair by its
+    # conjunctive match's line per initiator port (and MAC, for a remote member) and family.
+    ssh = pair_between(policy, "vm6", "vm1")
+    mine = [f for f in opening if f.cookie == cookie(KIND_PAIR, ssh.id)]
+    assert [(f.match.in_port, f.match.eth_src, f.match.eth_type) for f in mine] == [
+        (8, MAC6, ETH_TYPE_IP), (8, MAC6, ETH_TYPE_IPV6),
+    ]  # fmt: skip
+    web_db = pair_between(policy, "web", "db")
+    mine = [f for f in opening if f.cookie == cookie(KIND_PAIR, web_db.id)]
+    assert all(f.match.conj_id is not None for f in mine)
+    # web: vm1 on port 2, vm3 on port 4.
+    assert sorted((f.match.in_port, f.match.eth_type) for f in mine) == [
+        (2, ETH_TYPE_IP), (2, ETH_TYPE_IPV6), (4, ETH_TYPE_IP), (4, ETH_TYPE_IPV6),
+    ]  # fmt: skip
+
+
+def test_the_line_a_new_connection_meets_is_the_one_that_counts_it() -> None:
+    policy = abc_policy()
+    policy.add_pair(PairRequest("A", "B", "tcp", "22"))
+    flows = compile_switch(policy, ABC_ATTACHED, 1)
+    tcp = {"eth_type": ETH_TYPE_IP, "ip_proto": PROTO_TCP}
+    there = {"in_port": 5, "eth_dst": MAC_B, "tp_dst": 22, **tcp}
+    back = {"in_port": 6, "eth_dst": MAC_A, **tcp}
+    assert opens_connections(policy_verdict(flows, ct_state=NEW_TRK, **there))
+    later_fragment = {"in_port": 5, "eth_dst": MAC_B, "ip_frag": "later", **tcp}  # no ports
+    for state, mark, pkt in [
+        (EST_TRK, MARK, there),  # the rest of the connection
+        (NEW_TRK, None, later_fragment),  # of its first packet
+        (REPLY_TRK, MARK, back),
+        (CT_REL | CT_TRK, MARK, back),
+        (CT_REL | CT_TRK, MARK, there),
+        (NEW_TRK, None, back),  # denied
+    ]:
+        verdict = policy_verdict(flows, ct_state=state, ct_mark=mark, **pkt)
+        assert not opens_connections(verdict), verdict.text()
+    # No base, VM or network line ever counts as a pair's connections.
+    _, _, round_trip = round_trip_flows()
+    assert not [f for f in round_trip if opens_connections(f)
+                and cookie_kind(f.cookie) != KIND_PAIR]  # fmt: skip
+
+
+def _logged_and_silent(
+    policy: Policy, pair: Pair, attached: dict[str, Attachment]
+) -> tuple[tuple[Flow, ...], tuple[Flow, ...]]:
+    silent = dataclasses.replace(pair, log=False)
+    logged = dataclasses.replace(pair, log=True)
+    return (pair_unit_flows(policy, logged, attached, 1),
+            pair_unit_flows(policy, silent, attached, 1))  # fmt: skip
+
+
+def _assert_logs_only_its_opening_lines(
+    logged: tuple[Flow, ...], silent: tuple[Flow, ...], meter_of: dict[int, int]
+) -> None:
+    """`logged` is `silent` but for its opening lines, which carry one Log each, through
+    the meter `meter_of[in_port]` (the initiator's port's)."""
+    assert len(logged) == len(silent) and [f.key for f in logged] == [f.key for f in silent]
+    opening = [f for f in logged if opens_connections(f)]
+    assert opening
+    for mine, plain in zip(logged, silent, strict=True):
+        logs = [a for a in mine.actions if isinstance(a, Log)]
+        if mine in opening:
+            assert logs == [Log(meter_of[mine.match.in_port])], mine.text()  # type: ignore[index]
+            assert [a for a in mine.actions if not isinstance(a, Log)] == list(plain.actions)
+            assert "controller(max_len=128,meter_id=" in mine.text()
+        else:
+            assert logs == [] and mine == plain, mine.text()
+    assert not [f for f in silent if any(isinstance(a, Log) for a in f.actions)]
+
+
+def test_a_logging_vm_pair_logs_its_opening_packets_through_the_initiators_meter() -> None:
+    policy = abc_policy()
+    pair = policy.add_pair(PairRequest("A", "B", "tcp", "8000-8100", log=True))
+    logged, silent = _logged_and_silent(policy, pair, ABC_ATTACHED)
+    _assert_logs_only_its_opening_lines(logged, silent, {5: 5})
+    assert len([f for f in logged if opens_connections(f)]) == 4 * 2  # 4 masks, 2 families
+    # Compiled, nothing else on the switch logs: the admitted connection is the event.
+    flows = compile_switch(policy, ABC_ATTACHED, 1)
+    assert [f for f in flows if any(isinstance(a, Log) for a in f.actions)] == [
+        f for f in logged if opens_connections(f)
+    ]
+    # The opening packet still goes on to its responder; only a copy is logged.
+    tcp = {"in_port": 5, "eth_dst": MAC_B, "eth_type": ETH_TYPE_IP, "ip_proto": PROTO_TCP}
+    opened = policy_verdict(flows, ct_state=NEW_TRK, tp_dst=8080, **tcp)
+    assert opened.actions == (Ct(True, None, 1, MARK), Output(6), Log(5))
+    assert passes(opened) and drop_reason(opened) is None
+    going = policy_verdict(flows, ct_state=EST_TRK, tp_dst=8080, ct_mark=MARK, **tcp)
+    assert going.actions == (Ct(True, None, 1, MARK), Output(6))
+
+
+def test_a_logging_group_pair_logs_its_opening_packets_through_each_members_meter() -> None:
+    policy, attached = round_trip_policy()
+    web_db = pair_between(policy, "web", "db")  # web: vm1 on 2, vm3 on 4
+    assert not web_db.log
+    logged, silent = _logged_and_silent(policy, web_db, attached)
+    _assert_logs_only_its_opening_lines(logged, silent, {2: 2, 4: 4})
+    assert len([f for f in logged if opens_connections(f)]) == 2 * 2  # 2 members, 2 families
+    # A network initiator logs through its port's meter.
+    outside_web = pair_between(policy, "outside", "web")
+    logged, silent = _logged_and_silent(policy, outside_web, attached)
+    _assert_logs_only_its_opening_lines(logged, silent, {9: 9})
+    # A remote member of the initiator group: the fabric port's meter.
+    far_web = pair_between(policy, "far", "web")
+    logged, silent = _logged_and_silent(policy, far_web, attached)
+    _assert_logs_only_its_opening_lines(logged, silent, {8: 8})
+
+
+def test_the_round_trip_policys_logging_pairs_log_exactly_their_opening_lines() -> None:
+    policy, _, flows = round_trip_flows()
+    logging_ids = {p.id for p in policy.pairs.values() if p.log}
+    assert len(logging_ids) == 2
+    with_log = [f for f in flows if any(isinstance(a, Log) for a in f.actions)]
+    assert with_log == [
+        f for f in flows if opens_connections(f) and cookie_ident(f.cookie) in logging_ids
+    ]
+    # Their meters are their initiators' ports' (vm2: 3; db's members here: vm2 3, vm5 65000).
+    assert {(a.meter_id, f.match.in_port) for f in with_log for a in f.actions
+            if isinstance(a, Log)} == {(3, 3), (65000, 65000)}  # fmt: skip
