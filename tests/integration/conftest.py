@@ -39,6 +39,9 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 SEED_MACS = {"vm1": "52:54:00:60:84:ff", "vm2": "52:54:00:99:90:78"}
+# Table 1's last line, as the switch prints it: no pair allows the packet (an event: reason
+# no-pair, code 1, to the log table).
+NO_PAIR_DROP = "priority=0 actions=write_metadata:0x1,goto_table:3"
 
 
 @dataclass
@@ -102,7 +105,8 @@ class Lab:
         return self.counter(text_part, table)
 
     def drop_counter(self) -> int:
-        return self.counter("priority=0 actions=drop")
+        """Packets table 1's last line dropped (no pair allows them: an event)."""
+        return self.counter(NO_PAIR_DROP)
 
     # --- networks, groups and the world behind an uplink (issue 11) ----------------------
     def network(self, name: str, port: str, cidrs: list[str]) -> dict:
