@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from ryu_ctfw import lab
+from ryu_ctfw.compiler import REASON_BY_NAME
 
 pytestmark = pytest.mark.integration
 
@@ -39,9 +40,16 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 SEED_MACS = {"vm1": "52:54:00:60:84:ff", "vm2": "52:54:00:99:90:78"}
-# Table 1's last line, as the switch prints it: no pair allows the packet (an event: reason
-# no-pair, code 1, to the log table).
-NO_PAIR_DROP = "priority=0 actions=write_metadata:0x1,goto_table:3"
+
+
+def drop(reason: str) -> str:
+    """The actions of a line that drops as an event, as the switch prints them: the reason's
+    code to the metadata, then the log table (which tells the controller)."""
+    return f"actions=write_metadata:0x{REASON_BY_NAME[reason].code:x},goto_table:3"
+
+
+# Table 1's last line: no pair allows the packet.
+NO_PAIR_DROP = f"priority=0 {drop('no-pair')}"
 
 
 @dataclass

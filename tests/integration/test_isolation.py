@@ -9,7 +9,7 @@ import signal
 import time
 
 import frames
-from conftest import Lab
+from conftest import Lab, drop
 from sniff import Sniffer
 
 from ryu_ctfw import lab
@@ -76,7 +76,7 @@ def test_vlan_tagged_frames_from_a_vm_are_dropped(labenv: Lab) -> None:
     vm1, vm2, vm3, stray = three_vms_and_a_stray(labenv)
     mark = marker()
     plain = frames.udp_frame(vm1.mac, vm2.mac, vm1.ip, vm2.ip, mark)
-    tagged_line = "priority=150,in_port=2,vlan_tci=0x1000/0x1000 actions=drop"
+    tagged_line = f"priority=150,in_port=2,vlan_tci=0x1000/0x1000 {drop('tagged')}"
     before = labenv.counter(tagged_line, table=0)
     watch = sniff(mark, vm2, vm3, stray)
     vm1.send_frame(plain)  # control
@@ -132,7 +132,7 @@ def test_neighbour_discovery_is_as_strict_as_arp(labenv: Lab) -> None:
         vm1.send_frame(frame)
     assert seen(watch) == [3, 3, 3], "honest ND is flooded to the others"
     false_nd = "priority=135,icmp6,in_port=2,icmp_type=13"
-    before = labenv.counter(false_nd + "6 actions=drop", table=0)
+    before = labenv.counter(false_nd + f"6 {drop('forged-nd')}", table=0)
     watch = sniff(mark, vm2, vm3, stray)
     lies = [
         frames.nd_frame(136, vm1.mac, own, own, vm3.mac, padding=mark),  # own address, not MAC
@@ -143,7 +143,7 @@ def test_neighbour_discovery_is_as_strict_as_arp(labenv: Lab) -> None:
     for frame in lies:
         vm1.send_frame(frame)
     assert seen(watch) == [0, 0, 0], "no false advertisement or solicitation is delivered"
-    labenv.counter_reaches(false_nd + "6 actions=drop", before + 3, table=0)
+    labenv.counter_reaches(false_nd + f"6 {drop('forged-nd')}", before + 3, table=0)
 
 
 def test_a_restart_keeps_vms_whose_mac_was_learned(labenv: Lab) -> None:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import frames
 import pytest
-from conftest import Lab
+from conftest import Lab, drop
 from frames import flow_marker
 from sniff import Sniffer, seen
 from sniff import watch as sniff
@@ -182,33 +182,36 @@ def test_forged_frames_from_the_uplink_are_dropped(world: World) -> None:
     bcast, port = "ff:ff:ff:ff:ff:ff", 9
     forged = [
         (frames.udp_frame(up.mac, vm1.mac, vm2.ip, vm1.ip, mark),  # a VM's address
-         f"priority=125,ip,nw_src={vm2.ip} actions=drop"),
+         f"priority=125,ip,nw_src={vm2.ip} {drop('claimed-address')}"),
         (frames.udp_frame(up.mac, vm1.mac, "198.20.0.9", vm1.ip, mark),  # outside the CIDRs
-         f"priority=106,ip,in_port={port} actions=drop"),
+         f"priority=106,ip,in_port={port} {drop('outside-cidrs')}"),
         (frames.udp_frame(vm2.mac, vm1.mac, "198.19.0.9", vm1.ip, mark),  # a VM's MAC
-         f"priority=108,dl_src={vm2.mac} actions=drop"),
+         f"priority=108,dl_src={vm2.mac} {drop('claimed-mac')}"),
         (frames.udp6_frame(up.mac, vm1.mac, vm2_6, vm1_6, mark),
-         f"priority=125,ipv6,ipv6_src={vm2_6} actions=drop"),
+         f"priority=125,ipv6,ipv6_src={vm2_6} {drop('claimed-address')}"),
         (frames.udp6_frame(up.mac, vm1.mac, "2001:db8:20::9", vm1_6, mark),
-         f"priority=106,ipv6,in_port={port} actions=drop"),
+         f"priority=106,ipv6,in_port={port} {drop('outside-cidrs')}"),
         (frames.udp6_frame(vm2.mac, vm1.mac, "2001:db8:19::9", vm1_6, mark),
-         f"priority=108,dl_src={vm2.mac} actions=drop"),
+         f"priority=108,dl_src={vm2.mac} {drop('claimed-mac')}"),
         # The gateway claims vm2's address (ARP, ND) or its MAC (as the ARP sender, in
         # the target link-layer option of its own advertisement).
         (frames.arp_frame(up.mac, bcast, 2, up.mac, vm2.ip, vm1.ip, mark),
-         f"priority=125,arp,arp_spa={vm2.ip} actions=drop"),
+         f"priority=125,arp,arp_spa={vm2.ip} {drop('claimed-address')}"),
         (frames.arp_frame(up.mac, bcast, 1, vm2.mac, lab.GATEWAY4, vm1.ip, mark),
-         f"priority=108,arp,arp_sha={vm2.mac} actions=drop"),
+         f"priority=108,arp,arp_sha={vm2.mac} {drop('claimed-mac')}"),
         (frames.nd_frame(136, up.mac, lab.GATEWAY6, vm2_6, up.mac, padding=mark),
-         f"priority=125,icmp6,icmp_type=136,nd_target={vm2_6} actions=drop"),
+         f"priority=125,icmp6,icmp_type=136,nd_target={vm2_6} {drop('claimed-address')}"),
         (frames.nd_frame(136, up.mac, lab.GATEWAY6, lab.GATEWAY6, vm2.mac, padding=mark),
-         f"priority=108,icmp6,icmp_type=136,nd_tll={vm2.mac} actions=drop"),
+         f"priority=108,icmp6,icmp_type=136,nd_tll={vm2.mac} {drop('claimed-mac')}"),
     ]  # fmt: skip
     watch = sniff(mark, vm1, vm2)
+    log_line = f"in_port={port} actions=meter:{port},"  # the uplink's events, its own meter
+    logged = env.counter(log_line, table=3)
     for frame, line in forged:
         was = env.counter(line, table=0)
         r.send_frame(frame)
         env.counter_reaches(line, was + 1, table=0)
+    env.counter_reaches(log_line, logged + len(forged), table=3)
     for frame in honest:
         r.send_frame(frame)
     # vm1: the two datagrams from the network, the ARP request and the advertisement;
