@@ -48,6 +48,12 @@ def drop(reason: str) -> str:
     return f"actions=write_metadata:0x{REASON_BY_NAME[reason].code:x},goto_table:3"
 
 
+def is_drop(text: str) -> bool:
+    """Whether a flow (its ovs-ofctl text) drops what it matches: silently (no action), or
+    as an event (to the log table)."""
+    return text.endswith("actions=drop") or "goto_table:3" in text
+
+
 # Table 1's last line: no pair allows the packet.
 NO_PAIR_DROP = f"priority=0 {drop('no-pair')}"
 

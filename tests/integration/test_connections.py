@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import frames_conn as fc
-from conftest import Lab
+from conftest import Lab, drop
 from sniff import Sniffer
 
 from ryu_ctfw import lab
@@ -223,8 +223,8 @@ def test_vm_without_ips_cannot_ride_another_vms_connection(labenv: Lab) -> None:
             vm1.send_frame(
                 fc.udp4_frame(vm1.mac, vm2.mac, vm1.ip, vm2.ip, 40001, 7002, m + b"-vm1")
             )
-            claim = "priority=125,ip,nw_src=198.18.0.1 actions=drop"
-            arp_claim = "priority=125,arp,arp_spa=198.18.0.1 actions=drop"
+            claim = f"priority=125,ip,nw_src=198.18.0.1 {drop('claimed-address')}"
+            arp_claim = f"priority=125,arp,arp_spa=198.18.0.1 {drop('claimed-address')}"
             claims_before = labenv.counter(claim, table=0), labenv.counter(arp_claim, table=0)
             forged = fc.udp4_frame(vm3.mac, vm2.mac, vm1.ip, vm2.ip, 40001, 7002, m + b"-forged")
             vm3.send_frame(forged, count=3)

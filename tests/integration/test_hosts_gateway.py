@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import frames
 import pytest
-from conftest import Host, SegmentHosts
+from conftest import Host, SegmentHosts, is_drop
 from frames import flow_marker
 from sniff import Sniffer, seen
 from sniff import watch as sniff
@@ -73,9 +73,7 @@ def marker() -> bytes:
 def drops(h: SegmentHosts, host: Host) -> int:
     """Packets counted by the drop lines of `host`'s switch."""
     flows = h.env.ctl.ok("GET", "/ctfw/v1/flows")["flows"]
-    return sum(
-        f["packets"] for f in flows if f["dpid"] == host.dpid and "actions=drop" in f["text"]
-    )
+    return sum(f["packets"] for f in flows if f["dpid"] == host.dpid and is_drop(f["text"]))
 
 
 def test_the_network_on_both_hosts_is_at_their_fabric_port(world: World) -> None:

@@ -70,7 +70,8 @@ TOPO_FILE = ROOT / "mininet" / "seed_topo.py"
 # venv's (the tests run as `<venv>/bin/python -m pytest`), where ryu_ctfw is installed.
 # Not .venv's by name: `make test PYTHON=...` runs from a venv of its own.
 PYTHON = sys.executable
-DROP = "priority=0 actions=drop"
+DROP = "priority=0 actions=write_metadata:0x1,goto_table:3"  # no pair allows it (an event)
+THERE = "-rel-rpl+trk,ip,in_port=2,dl_dst=52:54:00:99:90:78 "  # after +new or +est
 
 
 def load_seed_topo() -> ModuleType:
@@ -255,7 +256,7 @@ def test_seed_step4_with_mininet_hosts(mnlab: MnLab) -> None:
     assert not mnlab.probe("tcp", "vm2", "vm1", 23), "telnet vm2 -> vm1 must fail"
     assert not mnlab.probe("udp", "vm2", "vm1", 53), "dns vm2 -> vm1 must fail"
     mnlab.counter_reaches(DROP, drops + 4)
-    assert mnlab.counter("-rel-rpl+trk,ip,in_port=2,dl_dst=52:54:00:99:90:78 ") == 0
+    assert mnlab.counter(f"+new{THERE}") == mnlab.counter(f"+est{THERE}") == 0
 
     # vm1 -> vm2: everything works, nothing more is dropped.
     mnlab.serve("vm2", "tcp", 22)
@@ -264,7 +265,9 @@ def test_seed_step4_with_mininet_hosts(mnlab: MnLab) -> None:
     assert mnlab.ping("vm1", "vm2"), "ping vm1 -> vm2 must work"
     assert mnlab.probe("tcp", "vm1", "vm2", 22, timeout=3), "telnet vm1 -> vm2 22 must work"
     assert mnlab.probe("udp", "vm1", "vm2", 53, timeout=3), "dig @vm2 must work"
-    mnlab.counter_reaches("-rel-rpl+trk,ip,in_port=2,dl_dst=52:54:00:99:90:78 ", 6)
+    # Three connections open on the +new line; their other packets meet the +est line.
+    mnlab.counter_reaches(f"+new{THERE}", 3)
+    mnlab.counter_reaches(f"+est{THERE}", 3)
     mnlab.counter_reaches("+est+rpl+trk,ct_mark=0x10002,in_port=3", 3)
     assert mnlab.settled_counter(DROP) == drops
 

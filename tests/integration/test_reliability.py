@@ -42,7 +42,7 @@ def test_a_change_the_switch_refuses_leaves_nothing_behind(seed: Lab) -> None:
     status, body = seed.ctl.api("POST", "/ctfw/v1/pairs", {"initiator": "vm2", "responder": "vm1"})
     assert status == 502, body
     assert "OFPFMFC_TABLE_FULL" in body["error"], body
-    assert "table=1, priority=100,ct_state=-rel-rpl+trk" in body["error"], "names the flow"
+    assert "table=1, priority=100,ct_state=+new-rel-rpl+trk" in body["error"], "names the flow"
     assert flow_texts(seed) == flows, "nothing of the change stays on the switch"
     assert seed.ctl.ok("GET", "/ctfw/v1/pairs") == pairs
     assert seed.ctl.stored() == state

@@ -26,8 +26,10 @@ def test_port_range_edges(labenv: Lab) -> None:
         assert a.tcp(b.ip, 8100), "last port of the range"
         assert not a.tcp(b.ip, 8101, timeout=1), "one past the range"
         assert not a.tcp(b.ip, 7999, timeout=1), "one before the range"
-    news = [f["text"] for f in labenv.flows() if "-rel-rpl+trk,tcp," in f["text"]]
+    news = [f["text"] for f in labenv.flows() if "+new-rel-rpl+trk,tcp," in f["text"]]
     assert len(news) == 4, "8000-8100 is four masked tp_dst matches"
+    est = [f["text"] for f in labenv.flows() if "+est-rel-rpl+trk,tcp," in f["text"]]
+    assert [t.replace("+est", "+new") for t in est] == news, "each has its +est twin"
 
 
 def test_several_services_for_the_same_vms(labenv: Lab) -> None:
