@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 from ryu.lib import hub
 
-from ryu_ctfw import dryrun, store, wire
+from ryu_ctfw import dryrun, metrics, store, wire
 from ryu_ctfw.events import EventLog
 from ryu_ctfw.compiler import Flow
 from ryu_ctfw.policy import Conflict, Network, NotFound, Policy, PolicyError, Vm
@@ -62,6 +62,7 @@ class Firewall:
         # undo somebody else's change made meanwhile.
         self._lock = hub.Semaphore(1)
 
+    @metrics.times_change
     def change(self, mutate: Callable[[Policy], T], plan: dict[str, Any] | None = None) -> T:
         """Apply `mutate` to a copy of the policy, store it, and have every connected switch
         confirm it (or undo it all). A dry run (`plan` given) stops after `mutate`: `plan`

@@ -139,6 +139,7 @@ class CtfwController(ControllerBase):
         """Firewall.change, or its dry run when the call asked for one."""
         return self.fw.change(mutate, plan=self.plan)
 
+    @metrics.counts_responses
     def dispatch(self, req: Any, template: str, **params: Any) -> Response:
         """Every route ends here: method check, auth, handler, errors as JSON."""
         if req.environ.get("PATH_INFO", "").endswith("\n"):

@@ -27,7 +27,7 @@ from typing import Any
 from ryu.lib import hub
 from ryu.lib.packet import arp, ethernet, icmpv6, packet
 
-from ryu_ctfw import channel, wire
+from ryu_ctfw import channel, metrics, wire
 from ryu_ctfw.channel import Pending, SwitchError, SwitchRefused, dpid_str
 from ryu_ctfw.compiler import Attachment, Flow, Meter
 from ryu_ctfw.flowset import Diff, FlowSet
@@ -468,6 +468,7 @@ class SwitchManager:
                 out.setdefault(sw.name, sw)
         return out
 
+    @metrics.times_sync
     def _sync(self, sw: Switch) -> SyncResult:
         policy, attached, zone = self.policy(), self.attachments(sw), self.zone_of(sw.dpid)
         if sw.flows is None:
