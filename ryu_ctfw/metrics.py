@@ -31,6 +31,7 @@ from prometheus_client.core import (
     InfoMetricFamily,
     Metric,
 )
+from ryu.lib import hub
 
 from ryu_ctfw import compiler
 from ryu_ctfw.channel import SwitchError, dpid_str
@@ -160,8 +161,8 @@ def times_sync(sync: Callable[[SwitchManager, Switch], T]) -> Callable[[SwitchMa
 def scrape(fw: Firewall) -> tuple[bytes, str]:
     """The exposition of one scrape: the firewall's own counters, then what is read now."""
     registry = CollectorRegistry()
+    registry.register(_Live(fw))  # first: its reads count their errors in the recorder's
     registry.register(recorder(fw.switches).registry)
-    registry.register(_Live(fw))
     return generate_latest(registry), CONTENT_TYPE
 
 
@@ -235,17 +236,18 @@ class _Live:
             " meter shared by ports without one of their own)",
             labels=["switch", "port"],
         )
-        connected = 0
         places = fw.switches.locations(policy)
-        for sw in sorted(fw.switches.switches.values(), key=lambda s: s.dpid):
-            if not sw.connected:
-                continue
-            connected += 1
-            name = sw.name or dpid_str(sw.dpid)
+        switches = sorted((s for s in fw.switches.switches.values() if s.connected),
+                          key=lambda s: s.dpid)  # fmt: skip
+        # All at once: a switch that does not answer keeps the scrape waiting for its
+        # timeout once, not once per silent switch.
+        reads = [hub.spawn(self._read, sw, raise_error=True) for sw in switches]
+        for sw, read in zip(switches, reads, strict=True):
+            name = _switch_label(sw)
             ports = {no: port for port, no in sw.ports.items()}
             for meter, n in sorted(sw.meter_drops.items()):
                 events_dropped.add_metric([name, ports.get(meter, "other")], n)
-            counts = self._read(sw, name)
+            counts = read.wait()
             if counts is None:
                 continue
             for pair_id, n in sorted(counts.pair_packets.items()):
@@ -266,18 +268,23 @@ class _Live:
         yield from (packets, nbytes, conns, port_drops, policy_drops, events_dropped)
         yield _events(fw)
         yield GaugeMetricFamily(
-            "ctfw_switches_connected", "Switches connected to this controller now", connected
+            "ctfw_switches_connected", "Switches connected to this controller now", len(switches)
         )
         yield InfoMetricFamily("ctfw", "The ryu-ctfw that runs", {"version": _version()})
 
-    def _read(self, sw: Switch, name: str) -> _Counts | None:
+    def _read(self, sw: Switch) -> _Counts | None:
         """The switch's counters; None (and counted) when it does not answer the read."""
         try:
             return count_flows(self.fw.switches.flow_stats(sw.dpid))
         except SwitchError as e:
+            name = _switch_label(sw)
             LOG.warning("metrics: cannot read the flows of switch %s: %s", name, e)
             recorder(self.fw.switches).scrape_errors.labels(name).inc()
             return None
+
+
+def _switch_label(sw: Switch) -> str:
+    return sw.name or dpid_str(sw.dpid)
 
 
 def _by_port(item: tuple[tuple[int | None, str], int]) -> tuple[int, str]:
