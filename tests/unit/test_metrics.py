@@ -102,8 +102,8 @@ def is_pair(flow: Flow) -> bool:
 
 
 def drops_for(reason: str, in_port: int | None = None) -> Callable[[Flow], bool]:
-    return lambda f: compiler.drop_reason(f) == reason and (
-        in_port is None or f.match.in_port == in_port
+    return lambda f: (
+        compiler.drop_reason(f) == reason and (in_port is None or f.match.in_port == in_port)
     )
 
 
