@@ -54,6 +54,7 @@ BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.
 METHODS = frozenset({"GET", "HEAD", "PUT", "POST", "DELETE", "PATCH", "OPTIONS", "TRACE"})
 # Why a change that got as far as the switches ended (its answer's status: firewall.py).
 CHANGE_OUTCOMES = {502: "refused", 504: "unknown"}
+COUNTED = "ryu_ctfw.metrics.counted"  # in a request's WSGI environ: its answer is counted
 
 COOKIE_ID = (1 << 40) - 1  # a cookie's low bits: the id of what made the line (compiler)
 
@@ -102,14 +103,17 @@ def recorder(mgr: SwitchManager) -> Recorder:
     return rec
 
 
-def counts_responses(dispatch: Callable[..., T]) -> Callable[..., T]:
-    """rest.CtfwController.dispatch: every answer, counted by method and status."""
+def counts_responses(action: Callable[..., T]) -> Callable[..., T]:
+    """rest.CtfwController's actions (dispatch, unknown_path): every answer, counted by
+    method and status, once (dispatch answers some requests with unknown_path)."""
 
-    @functools.wraps(dispatch)
+    @functools.wraps(action)
     def counted(ctl: Any, req: Any, *args: Any, **kwargs: Any) -> T:
-        resp = dispatch(ctl, req, *args, **kwargs)
-        method = req.method if req.method in METHODS else "other"
-        recorder(ctl.fw.switches).rest_responses.labels(method, str(resp.status_code)).inc()
+        resp = action(ctl, req, *args, **kwargs)
+        if not req.environ.get(COUNTED):
+            req.environ[COUNTED] = True
+            method = req.method if req.method in METHODS else "other"
+            recorder(ctl.fw.switches).rest_responses.labels(method, str(resp.status_code)).inc()
         return resp
 
     return counted
@@ -177,11 +181,16 @@ class _Counts:
     policy_drops: Tally[str]  # reason -> packets
 
 
-def count_flows(stats: list[tuple[Any, compiler.Flow | None]]) -> _Counts:
-    """Sum a switch's flow-stats entries (RawFlow, Flow) by pair and by drop reason."""
+def count_flows(
+    stats: list[tuple[Any, compiler.Flow | None]], pause: Callable[[], object] = lambda: None
+) -> _Counts:
+    """Sum a switch's flow-stats entries (RawFlow, Flow) by pair and by drop reason
+    (`pause` now and then: tens of thousands of flows take a while)."""
     counts = _Counts(Tally(), Tally(), Tally(), Tally(), Tally())
     pair_kind = compiler.KIND_PAIR
-    for raw, flow in stats:
+    for n, (raw, flow) in enumerate(stats, start=1):
+        if n % 4096 == 0:
+            pause()
         if flow is None:  # ours by its cookie tag, but nothing we make: it counts nothing
             continue
         reason = compiler.drop_reason(flow)
@@ -275,7 +284,8 @@ class _Live:
     def _read(self, sw: Switch) -> _Counts | None:
         """The switch's counters; None (and counted) when it does not answer the read."""
         try:
-            return count_flows(self.fw.switches.flow_stats(sw.dpid))
+            # Pausing lets the controller's other work (switches, REST) go on meanwhile.
+            return count_flows(self.fw.switches.flow_stats(sw.dpid), lambda: hub.sleep(0))
         except SwitchError as e:
             name = _switch_label(sw)
             LOG.warning("metrics: cannot read the flows of switch %s: %s", name, e)

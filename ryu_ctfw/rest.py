@@ -197,6 +197,7 @@ class CtfwController(ControllerBase):
                 "and answers only localhost, 127.0.0.1 or [::1] (DNS rebinding guard)",
             )
 
+    @metrics.counts_responses
     def unknown_path(self, req: Any, **_: Any) -> Response:
         return json_response(404, {"error": f"no such resource: {_path(req)}"})
 

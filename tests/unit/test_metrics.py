@@ -243,6 +243,8 @@ def test_rest_answers_by_method_and_status(tmp_path: Path) -> None:
     assert call("GET", "/vms/nobody") == 404
     assert call("BREW", "/vms") == 405  # a method HTTP does not have: labelled "other"
     assert call("DELETE", "/vms/vm1?dry_run=true") == 200
+    assert call("GET", "/ctfw/nowhere") == 404  # no route: unknown_path answers
+    assert call("GET", "/vms/vm1\n") == 404  # dispatch answers with unknown_path: once
     resp = Request.blank("/metrics").get_response(wsgi)
     assert resp.status_int == 200
     assert resp.headers["Content-Type"].startswith("text/plain; version=0.0.4")
@@ -253,7 +255,7 @@ def test_rest_answers_by_method_and_status(tmp_path: Path) -> None:
     }
     # The scrape's own answer is counted once it is given: the next scrape shows it.
     assert rest_answers == {
-        ("GET", "200"): 1, ("PUT", "201"): 1, ("PUT", "400"): 1, ("GET", "404"): 2,
+        ("GET", "200"): 1, ("PUT", "201"): 1, ("PUT", "400"): 1, ("GET", "404"): 4,
         ("other", "405"): 1, ("DELETE", "200"): 1,
     }  # fmt: skip
     again = parse(Request.blank("/metrics").get_response(wsgi).body)
