@@ -70,6 +70,7 @@ class CtfwApp(app_manager.RyuApp):
 
     def start(self) -> Any:
         super().start()
+        self.fw.switches.start_meter_poll()
         # Returned, as Ryu's OpenFlow handler returns its server: ryu-manager then waits on
         # it, as it waited on the WSGI server it used to start itself.
         server = wsgi_limits.start(self._wsgi, self.logger)
@@ -102,6 +103,7 @@ class CtfwApp(app_manager.RyuApp):
     @set_ev_cls(
         [
             ofp_event.EventOFPFlowStatsReply,
+            ofp_event.EventOFPMeterStatsReply,
             ofp_event.EventOFPBarrierReply,
             ofp_event.EventONFBundleCtrlMsg,
         ],

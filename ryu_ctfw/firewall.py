@@ -53,11 +53,11 @@ class Firewall:
         if store.has_journal(state_file):
             # Start from a clean snapshot: the journal of the last run is folded into it.
             store.compact(state_file, self.policy)
+        self.events = EventLog()
         self.switches = SwitchManager(
             self.log, lambda: self.policy, self.zone_for, learned=self.learn_mac,
-            default_fabric_port=default_fabric_port,
+            default_fabric_port=default_fabric_port, event_log=self.events,
         )  # fmt: skip
-        self.events = EventLog()
         # One change at a time: a change waits for its switches, and a rollback must not
         # undo somebody else's change made meanwhile.
         self._lock = hub.Semaphore(1)
