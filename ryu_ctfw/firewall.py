@@ -76,7 +76,7 @@ class Firewall:
             if plan is not None:
                 plan.update(dryrun.plan(self, before, candidate))
                 return result
-            store.record(self.state_file, before, candidate)
+            records = store.record(self.state_file, before, candidate)
             self.policy = candidate
             results = self.switches.sync_all()
             refused = [e for r in results for e in r.errors]
@@ -88,6 +88,9 @@ class Firewall:
                 self.policy = before
                 self.switches.sync_all()
                 raise SwitchRejected("; ".join(refused))
+            if records:
+                # The audit trail: every accepted change, in one line (stored already).
+                self.log.info("change: %s", store.audit_text(before, records))
             unknown = [(r.dpid, e) for r in results for e in r.unknown]
             if unknown:
                 for dpid, _ in unknown:

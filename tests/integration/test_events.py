@@ -144,3 +144,13 @@ def test_bad_event_queries_are_refused(labenv: Lab) -> None:
     for query in ("verdict=maybe", "since=yesterday", "limit=0", "limit=x", "vmm=vm1"):
         status, answer = labenv.ctl.api("GET", f"/ctfw/v1/events?{query}")
         assert status == 400 and answer["error"], query
+
+
+def test_the_log_says_what_runs_and_what_each_change_changed(labenv: Lab) -> None:
+    three_vms(labenv)
+    log = labenv.ctl.log_file.read_text()
+    start = next(x for x in log.splitlines() if "starting:" in x)
+    assert "ryu-ctfw " in start and f"state_file={labenv.ctl.state_file}" in start
+    assert "api_token=" in start and "max_vms=" in start
+    assert '"protocol":"tcp","ports":"22","log":true' in log
+    assert "change: pair 2 added" in log and "change: vm vm3 added" in log
