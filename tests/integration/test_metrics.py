@@ -86,6 +86,9 @@ def test_counters_rise_with_allowed_denied_and_forged_traffic(seed: Lab) -> None
         rose("ctfw_pair_connections_total", 3, **pair),  # ping, TCP, UDP
         rose("ctfw_policy_drops_total", 3, **no_pair),  # 2 echo requests and a SYN at least
         rose("ctfw_port_drops_total", 3, **guard1),
+        # Each drop is an event too (the port's meter lets a few through at least).
+        rose("ctfw_events_total", 1, verdict="denied", reason="no-pair"),
+        rose("ctfw_events_total", 1, verdict="denied", reason="forged-source"),
     ]
     after = scrape_until(seed, lambda s: all(c(s) for c in checks), "the counters to rise")
 
