@@ -35,7 +35,7 @@ from ryu.lib import hub
 
 from ryu_ctfw import compiler
 from ryu_ctfw.channel import SwitchError, dpid_str
-from ryu_ctfw.policy import PolicyError
+from ryu_ctfw.policy import Policy, PolicyError
 
 if TYPE_CHECKING:
     from ryu_ctfw.firewall import Firewall
@@ -208,6 +208,67 @@ def count_flows(
     return counts
 
 
+class _Families:
+    """The metrics read from the switches, filled one switch at a time."""
+
+    def __init__(self) -> None:
+        pair = ["switch", "pair", "initiator", "responder"]
+        self.packets = CounterMetricFamily(
+            "ctfw_pair_packets", "Packets a pair's lines passed, both directions", labels=pair
+        )
+        self.bytes = CounterMetricFamily(
+            "ctfw_pair_bytes", "Bytes a pair's lines passed, both directions", labels=pair
+        )
+        self.connections = CounterMetricFamily(
+            "ctfw_pair_connections", "New connections a pair admitted", labels=pair
+        )
+        self.port_drops = CounterMetricFamily(
+            "ctfw_port_drops",
+            "Packets a port's guards dropped, by reason (port and vm empty: a line for no"
+            " one port, such as another port claiming a VM's address)",
+            labels=["switch", "port", "vm", "reason"],
+        )
+        self.policy_drops = CounterMetricFamily(
+            "ctfw_policy_drops", "Packets the policy table dropped, by reason",
+            labels=["switch", "reason"],
+        )  # fmt: skip
+        self.events_dropped = CounterMetricFamily(
+            "ctfw_events_dropped",
+            "Events a switch's meters dropped, by the port they came in by (other: the"
+            " meter shared by ports without one of their own)",
+            labels=["switch", "port"],
+        )
+
+    def all(self) -> tuple[Metric, ...]:
+        return (self.packets, self.bytes, self.connections, self.port_drops,
+                self.policy_drops, self.events_dropped)  # fmt: skip
+
+    def add_meters(self, sw: Switch) -> None:
+        ports = _port_names(sw)
+        for meter, n in sorted(sw.meter_drops.items()):
+            self.events_dropped.add_metric([_switch_label(sw), ports.get(meter, "other")], n)
+
+    def add_pairs(self, sw: Switch, counts: _Counts, policy: Policy) -> None:
+        for pair_id, n in sorted(counts.pair_packets.items()):
+            pair = policy.pairs.get(pair_id)
+            if pair is None:  # a line of a pair deleted meanwhile
+                continue
+            labels = [_switch_label(sw), str(pair_id), pair.initiator, pair.responder]
+            self.packets.add_metric(labels, n)
+            self.bytes.add_metric(labels, counts.pair_bytes[pair_id])
+            self.connections.add_metric(labels, counts.pair_connections[pair_id])
+
+    def add_drops(self, sw: Switch, counts: _Counts, vms: dict[int, str]) -> None:
+        """`vms`: the VM on each of the switch's ports (ofport -> name)."""
+        name, ports = _switch_label(sw), _port_names(sw)
+        for (ofport, reason), n in sorted(counts.port_drops.items(), key=_by_port):
+            port = "" if ofport is None else ports.get(ofport, str(ofport))
+            vm = "" if ofport is None else vms.get(ofport, "")
+            self.port_drops.add_metric([name, port, vm, reason], n)
+        for reason, n in sorted(counts.policy_drops.items()):
+            self.policy_drops.add_metric([name, reason], n)
+
+
 class _Live:
     """A collector of one scrape: reads the switches' flow counters and the firewall's
     state. Made per scrape, so no registry keeps a firewall alive."""
@@ -216,35 +277,7 @@ class _Live:
         self.fw = fw
 
     def collect(self) -> Iterator[Metric]:
-        fw = self.fw
-        policy = fw.policy
-        pair_labels = ["switch", "pair", "initiator", "responder"]
-        packets = CounterMetricFamily(
-            "ctfw_pair_packets", "Packets a pair's lines passed, both directions",
-            labels=pair_labels,
-        )  # fmt: skip
-        nbytes = CounterMetricFamily(
-            "ctfw_pair_bytes", "Bytes a pair's lines passed, both directions", labels=pair_labels
-        )
-        conns = CounterMetricFamily(
-            "ctfw_pair_connections", "New connections a pair admitted", labels=pair_labels
-        )
-        port_drops = CounterMetricFamily(
-            "ctfw_port_drops",
-            "Packets a port's guards dropped, by reason (port and vm empty: a line for no"
-            " one port, such as another port claiming a VM's address)",
-            labels=["switch", "port", "vm", "reason"],
-        )
-        policy_drops = CounterMetricFamily(
-            "ctfw_policy_drops", "Packets the policy table dropped, by reason",
-            labels=["switch", "reason"],
-        )  # fmt: skip
-        events_dropped = CounterMetricFamily(
-            "ctfw_events_dropped",
-            "Events a switch's meters dropped, by the port they came in by (other: the"
-            " meter shared by ports without one of their own)",
-            labels=["switch", "port"],
-        )
+        fw, policy, families = self.fw, self.fw.policy, _Families()
         places = fw.switches.locations(policy)
         switches = sorted((s for s in fw.switches.switches.values() if s.connected),
                           key=lambda s: s.dpid)  # fmt: skip
@@ -252,29 +285,14 @@ class _Live:
         # timeout once, not once per silent switch.
         reads = [hub.spawn(self._read, sw, raise_error=True) for sw in switches]
         for sw, read in zip(switches, reads, strict=True):
-            name = _switch_label(sw)
-            ports = {no: port for port, no in sw.ports.items()}
-            for meter, n in sorted(sw.meter_drops.items()):
-                events_dropped.add_metric([name, ports.get(meter, "other")], n)
+            families.add_meters(sw)
             counts = read.wait()
             if counts is None:
                 continue
-            for pair_id, n in sorted(counts.pair_packets.items()):
-                pair = policy.pairs.get(pair_id)
-                if pair is None:  # a line of a pair deleted meanwhile
-                    continue
-                labels = [name, str(pair_id), pair.initiator, pair.responder]
-                packets.add_metric(labels, n)
-                nbytes.add_metric(labels, counts.pair_bytes[pair_id])
-                conns.add_metric(labels, counts.pair_connections[pair_id])
+            families.add_pairs(sw, counts, policy)
             vms = {p[1]: vm for vm, p in places.items() if p is not None and p[0] == sw.dpid}
-            for (ofport, reason), n in sorted(counts.port_drops.items(), key=_by_port):
-                port = "" if ofport is None else ports.get(ofport, str(ofport))
-                vm = "" if ofport is None else vms.get(ofport, "")
-                port_drops.add_metric([name, port, vm, reason], n)
-            for reason, n in sorted(counts.policy_drops.items()):
-                policy_drops.add_metric([name, reason], n)
-        yield from (packets, nbytes, conns, port_drops, policy_drops, events_dropped)
+            families.add_drops(sw, counts, vms)
+        yield from families.all()
         yield _events(fw)
         yield GaugeMetricFamily(
             "ctfw_switches_connected", "Switches connected to this controller now", len(switches)
@@ -291,6 +309,11 @@ class _Live:
             LOG.warning("metrics: cannot read the flows of switch %s: %s", name, e)
             recorder(self.fw.switches).scrape_errors.labels(name).inc()
             return None
+
+
+def _port_names(sw: Switch) -> dict[int, str]:
+    """The switch's port names by ofport."""
+    return {no: port for port, no in sw.ports.items()}
 
 
 def _switch_label(sw: Switch) -> str:
