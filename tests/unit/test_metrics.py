@@ -176,7 +176,7 @@ def test_events_and_the_events_meters_dropped(lab: Lab) -> None:
             switch="br0", vm="vm2", peer="vm1", protocol="tcp", src=SEED_IP2, dst=SEED_IP1,
             sport=40000, dport=23, verdict="denied", reason="no-pair", pair=None,
         )  # fmt: skip
-    lab.fw.switches.switches[1].meter_drops = {3: 4, 0xFFFF0000: 1}
+    lab.fw.switches.switches[1].meter_drops = {3: 4, compiler.SHARED_METER: 1}
     samples = scrape(lab.fw)
     assert value(samples, "ctfw_events_total", verdict="denied", reason="no-pair") == 2
     dropped = "ctfw_events_dropped_total"
@@ -313,3 +313,10 @@ def test_a_switch_without_a_bridge_name_is_labelled_by_its_dpid(lab: Lab) -> Non
     samples = scrape(lab.fw)
     label = {**PAIR, "switch": "0000000000000001"}
     assert value(samples, "ctfw_pair_packets_total", **label) == 0
+
+
+def test_a_flow_that_is_nothing_we_make_counts_nothing(lab: Lab) -> None:
+    stats = [(fake_raw, None) for fake_raw in lab.switch.table.values()]
+    stats = [(raw._replace(packets=9, bytes=900), flow) for raw, flow in stats]
+    counts = metrics.count_flows(stats)
+    assert counts == metrics.count_flows([])
