@@ -5,6 +5,7 @@ its destination saw nothing."""
 
 from __future__ import annotations
 
+import time
 import urllib.request
 from collections.abc import Callable
 
@@ -129,8 +130,17 @@ def test_pair_connections_count_new_connections_not_packets(seed: Lab) -> None:
     def delta(s: Samples, name: str) -> float:
         return value(s, name, **pair) - value(before, name, **pair)
 
-    # Each connection: SYN, ACK, data, FIN and ACK from vm1 at least.
-    after = scrape_until(
-        seed, lambda s: delta(s, "ctfw_pair_packets_total") >= 3 * 5, "the pair's packets"
+    # Each connection: SYN, ACK, data, FIN and ACK from vm1 at least. The datapath
+    # reports each line's counters in its own time: wait for both, then for stragglers.
+    scrape_until(
+        seed,
+        lambda s: (
+            delta(s, "ctfw_pair_packets_total") >= 3 * 5
+            and delta(s, "ctfw_pair_connections_total") >= 3
+        ),
+        "the pair's packets and connections",
     )
+    time.sleep(1.5)
+    after = scrape(seed)
     assert delta(after, "ctfw_pair_connections_total") == 3
+    assert delta(after, "ctfw_pair_packets_total") >= 3 * 5
