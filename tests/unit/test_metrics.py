@@ -11,12 +11,12 @@ from typing import Any
 
 import pytest
 import wsgi_client
-from conftest import SEED_IP1, SEED_IP2, SEED_MAC1, SEED_MAC2
 from fake_switch import FakeSwitch, is_read_back
 from prometheus_client.parser import text_string_to_metric_families
 from ryu.app.wsgi import WSGIApplication
 from ryu.lib import hub
 from ryu.ofproto import ofproto_v1_3 as ofp
+from shapes import MAC1, MAC2
 from webob import Request
 
 from ryu_ctfw import channel, compiler, metrics, rest, wire
@@ -25,6 +25,7 @@ from ryu_ctfw.firewall import Firewall, SwitchRejected
 from ryu_ctfw.policy import NotFound, PairRequest, Policy, Vm
 
 BR0 = {ofp.OFPP_LOCAL: "br0", 2: "tap2", 3: "tap4"}  # vm1 on ofport 2, vm2 on 3
+IP1, IP2 = "198.18.0.1", "198.18.0.2"
 PAIR = {"switch": "br0", "pair": "1", "initiator": "vm1", "responder": "vm2"}
 SHORT = 0.05  # REPLY_TIMEOUT: a silent switch is found out at once
 
@@ -78,8 +79,8 @@ class Lab:
 
 
 def _seed(policy: Policy) -> None:
-    policy.put_vm(Vm("vm1", "tap2", SEED_MAC1, (SEED_IP1,)))
-    policy.put_vm(Vm("vm2", "tap4", SEED_MAC2, (SEED_IP2,)))
+    policy.put_vm(Vm("vm1", "tap2", MAC1, (IP1,)))
+    policy.put_vm(Vm("vm2", "tap4", MAC2, (IP2,)))
     policy.add_pair(PairRequest("vm1", "vm2"))
 
 
@@ -173,7 +174,7 @@ def test_drops_by_port_and_reason_and_the_policy_drops(lab: Lab) -> None:
 def test_events_and_the_events_meters_dropped(lab: Lab) -> None:
     for _ in range(2):
         lab.fw.events.add(
-            switch="br0", vm="vm2", peer="vm1", protocol="tcp", src=SEED_IP2, dst=SEED_IP1,
+            switch="br0", vm="vm2", peer="vm1", protocol="tcp", src=IP2, dst=IP1,
             sport=40000, dport=23, verdict="denied", reason="no-pair", pair=None,
         )  # fmt: skip
     lab.fw.switches.switches[1].meter_drops = {3: 4, compiler.SHARED_METER: 1}
