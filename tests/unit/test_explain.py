@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from types import SimpleNamespace
 
 import pytest
-from fake_switch import FakeSwitch
+from fake_switch import FakeSwitch, raw_flow
 from ryu.lib import hub
 from ryu.ofproto import ofproto_v1_3 as ofp
 
@@ -31,8 +32,9 @@ MAC = {n: f"52:54:00:00:00:0{n}" for n in range(1, 8)}
 
 
 def vm(n: int, port: str | None = None, mac: bool = True, switch: str | None = None) -> Vm:
-    return Vm(f"vm{n}", port or f"vnet{n}", MAC[n] if mac else None, (f"198.18.0.{n}",),
-              switch=switch)  # fmt: skip
+    return Vm(
+        f"vm{n}", port or f"vnet{n}", MAC[n] if mac else None, (f"198.18.0.{n}",), switch=switch
+    )
 
 
 @pytest.fixture
@@ -43,8 +45,15 @@ def world() -> Iterator[tuple[Policy, SwitchManager]]:
     policy = Policy()
     policy.fabric = {A: "fab", B: "fab"}
     mgr = SwitchManager(logging.getLogger("test"), lambda: policy, lambda dpid: 1)
-    ports_a = {ofp.OFPP_LOCAL: "brA", 1: "vnet1", 2: "vnet2", 3: "vnet3", 7: "vnet7",
-               9: "up0", FAB: "fab"}  # fmt: skip
+    ports_a = {
+        ofp.OFPP_LOCAL: "brA",
+        1: "vnet1",
+        2: "vnet2",
+        3: "vnet3",
+        7: "vnet7",
+        9: "up0",
+        FAB: "fab",
+    }
     mgr.connected(FakeSwitch(mgr, ports_a, dpid=A))
     mgr.connected(FakeSwitch(mgr, {ofp.OFPP_LOCAL: "brB", 1: "vnet4", FAB: "fab"}, dpid=B))
     for v in (vm(1), vm(2), vm(3), vm(4), vm(5, "gone"), vm(7, mac=False)):
@@ -102,8 +111,13 @@ def test_a_port_range_and_protocols_are_taken_exactly(world) -> None:
     pair(policy, "vm1", "vm2", "tcp", "8000-8100")
     assert ask(world, src="vm1", dst="vm2", protocol="tcp", port="8050").verdict == "allowed"
     assert ask(world, src="vm1", dst="vm2", protocol="tcp", port="8100").verdict == "allowed"
-    for params in ({"protocol": "tcp", "port": "8101"}, {"protocol": "tcp"},
-                   {"protocol": "udp", "port": "8050"}, {}, {"protocol": "icmp"}):  # fmt: skip
+    for params in (
+        {"protocol": "tcp", "port": "8101"},
+        {"protocol": "tcp"},
+        {"protocol": "udp", "port": "8050"},
+        {},
+        {"protocol": "icmp"},
+    ):
         d = ask(world, src="vm1", dst="vm2", **params)
         assert (d.verdict, d.reason) == ("denied", "other-service"), params
         assert "tcp/8000-8100" in d.why
@@ -166,8 +180,9 @@ def test_a_pair_across_hosts_has_lines_on_both(world) -> None:
     d = ask(world, src="vm1", dst="vm4", protocol="udp", port="53")
     assert d.verdict == "allowed"
     lines = pair_lines(d, p.id)
-    on = {dpid: [f for dpid2, f, what in lines if dpid2 == dpid and "new" in what]
-          for dpid in (A, B)}  # fmt: skip
+    on = {
+        dpid: [f for dpid2, f, what in lines if dpid2 == dpid and "new" in what] for dpid in (A, B)
+    }
     assert all(compiler.Output(FAB) in f.actions for f in on[A]) and on[A], "A: to the fabric"
     assert all(compiler.Output(1) in f.actions for f in on[B]) and on[B], "B: to vm4's port"
     assert all(f.match.in_port == FAB for f in on[B])
@@ -327,7 +342,47 @@ def test_explain_changes_nothing(world) -> None:
     policy, _ = world
     pair(policy, "vm1", "vm2", "tcp", "5432")
     before = policy.to_dict()
-    for params in ({"src": "vm1", "dst": "vm2"}, {"src": "vm2", "dst": "vm1"},
-                   {"src": "vm1", "dst": "vm5"}):  # fmt: skip
+    for params in (
+        {"src": "vm1", "dst": "vm2"},
+        {"src": "vm2", "dst": "vm1"},
+        {"src": "vm1", "dst": "vm5"},
+    ):
         ask(world, **params)
     assert policy.to_dict() == before
+
+
+# --- the answer: live counters matched by flow key -----------------------------------------------
+
+
+def test_the_answer_shows_the_switches_counters_of_the_lines_that_carry_it(world) -> None:
+    policy, mgr = world
+    p = pair(policy, "vm1", "vm4", "tcp", "5432")
+    other = pair(policy, "vm2", "vm3", "tcp", "22")
+    params = {"from": "vm1", "to": "vm4", "protocol": "tcp", "port": "5432"}
+    q = explain.question_from_params(policy, params)
+    d = explain.decide(policy, q, explain.placement(mgr, policy))
+    assert d.verdict == "allowed"
+    held: dict[int, list] = {A: [], B: []}
+    for n, (dpid, f, _) in enumerate(d.flows):
+        held[dpid].append((raw_flow(f, packets=100 + n), f))
+    # A line of another pair on the switch, which must not be shown.
+    unrelated = compiler.pair_unit_flows(policy, other, mgr.attachments(mgr.switches[A]), 1)
+    held[A] += [(raw_flow(f, packets=7), f) for f in unrelated]
+    asked = []
+    mgr.flow_stats = lambda dpid: asked.append(dpid) or held[dpid]  # type: ignore[method-assign]
+    fw = SimpleNamespace(policy=policy, switches=mgr)
+    out = explain.answer(fw, params)  # type: ignore[arg-type]
+    assert (out["verdict"], out["reason"]) == ("allowed", "pair")
+    assert [x["id"] for x in out["pairs"]] == [p.id] and out["pairs"][0]["initiator_kind"] == "vm"
+    assert sorted(asked) == [A, B], "each switch it crosses read once"
+    assert len(out["flows"]) == len(d.flows)
+    assert {x["packets"] for x in out["flows"]} == {100 + n for n in range(len(d.flows))}
+    own = f"0x{compiler.cookie(compiler.KIND_PAIR, p.id):x}"
+    assert all(x["cookie"] == own and x["table"] == TABLE_POLICY for x in out["flows"])
+    assert {x["dpid"] for x in out["flows"]} == {f"{A:016x}", f"{B:016x}"}
+    assert all(set(x["carries"]) <= {"new", "established", "reply"} for x in out["flows"])
+    assert out["from"] == {"name": "vm1", "kind": "vm", "address": None}
+    # Denied: nothing is read.
+    asked.clear()
+    out = explain.answer(fw, {"from": "vm4", "to": "vm1"})  # type: ignore[arg-type]
+    assert (out["verdict"], out["flows"], asked) == ("denied", [], [])
