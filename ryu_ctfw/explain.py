@@ -55,6 +55,9 @@ if TYPE_CHECKING:
     from ryu_ctfw.switch import SwitchManager
 
 PARAMS = ("from", "to", "protocol", "port")
+# Each combination of members is walked through its switches' lines; the controller does it
+# between other work, so a question about two large groups is refused, not left to stall it.
+MAX_COMBINATIONS = 256
 ALLOWED = "allowed"
 DENIED = "denied"
 
@@ -295,6 +298,11 @@ def decide(policy: Policy, q: Question, place: Placement) -> Decision:
             " pair cannot join two networks, so nothing passes between them",
         )
     combos = [(s, d) for s in _members(policy, q.src) for d in _members(policy, q.dst) if s != d]
+    if len(combos) > MAX_COMBINATIONS:
+        raise InvalidInput(
+            f"{q.src.name} -> {q.dst.name} is {len(combos)} combinations of members, more than"
+            f" the {MAX_COMBINATIONS} explain walks at once: ask about a member"
+        )
     if not combos:
         empty = q.src if not _members(policy, q.src) else q.dst
         return Decision(
@@ -507,76 +515,175 @@ def _dpid(dpid: int) -> str:
 
 
 @dataclass(frozen=True)
-class _Ends:
-    """The two ends of one connection, as the walk needs them."""
+class _End:
+    """One end of a connection: a VM or a network, and the address asked about, if any."""
 
-    src_vm: str | None
-    dst_vm: str | None
-    src_net: str | None
-    dst_net: str | None
+    name: str
+    network: bool
+    address: str | None
+
+    def address_in(self, policy: Policy, family: int) -> str | bool | None:
+        """What a packet's source (or destination) is at this end: a network's address or
+        CIDR of the family; None for a VM (table 1 knows it by its MAC and port; table 0
+        holds it to its addresses); False when a network has no CIDR of the family."""
+        if not self.network:
+            return None
+        if self.address is not None and _family_of(self.address) == family:
+            return self.address
+        cidrs = [
+            c for c in policy.networks[self.name].cidrs if _family_of(c.split("/")[0]) == family
+        ]
+        return cidrs[0] if cidrs else False
+
+
+Hops = list[tuple[int, Flow, int | None]]  # (dpid, the line, the mark it commits)
+
+
+@dataclass
+class _Walker:
+    """Walks packets of one connection through the table-1 lines of the pairs that admit
+    it, as the compiler makes them for each switch."""
+
+    policy: Policy
+    place: Placement
+    admit: list[Pair]
+    _lines: dict[int, list[Flow]] = field(default_factory=dict)
+
+    def lines(self, dpid: int) -> list[Flow]:
+        if dpid not in self._lines:
+            sw = self.place.switches[dpid]
+            self._lines[dpid] = [
+                f
+                for p in self.admit
+                for f in compiler.pair_unit_flows(self.policy, p, sw.attached, sw.zone)
+            ]
+        return self._lines[dpid]
+
+    def first_packet(
+        self, src: _End, dst: _End, family: int, fields: dict[str, Any]
+    ) -> tuple[int, Packet] | None:
+        """Where a packet from `src` to `dst` comes in, and what table 1 sees of it."""
+        src_ip, dst_ip = src.address_in(self.policy, family), dst.address_in(self.policy, family)
+        if src_ip is False or dst_ip is False:
+            return None  # no address of this family at one end: nothing to ask
+        locations, switches = self.place.locations, self.place.switches
+        if not src.network:
+            dpid, ofport = locations[src.name]  # type: ignore[misc]
+            mac = switches[dpid].attached[src.name].mac
+        else:  # a network initiator: on the VM's switch (_where made sure it has the port)
+            dpid = locations[dst.name][0]  # type: ignore[index]
+            ofport, mac = switches[dpid].ports[self.policy.networks[src.name].port], None
+        dst_mac = None
+        if not dst.network:  # its MAC as its own switch knows it (_locate: it has one)
+            dst_mac = switches[locations[dst.name][0]].attached[dst.name].mac  # type: ignore[index]
+        return dpid, Packet(ofport, family, NEW, 0, mac, dst_mac, src_ip, dst_ip, **fields)
+
+    def walk(self, dpid: int, pkt: Packet, target: _End) -> Hops | str:
+        """The lines that take `pkt` from switch `dpid` to the target's port, crossing the
+        fabric once at most, or why it stops."""
+        hops: Hops = []
+        for _ in range(2):
+            sw = self.place.switches[dpid]
+            line = _table1(self.lines(dpid), pkt)
+            if line is None:
+                return f"no line of switch {_dpid(dpid)} takes it"
+            mark = next((a.mark for a in line.actions if isinstance(a, Ct) and a.commit), None)
+            hops.append((dpid, line, mark))
+            out = _out_port(line, sw, pkt)
+            if out is not None and out == self._port_of(target, sw):
+                return hops
+            if out is None or out != sw.fabric_ofport:
+                return f"switch {_dpid(dpid)} sends it to port {out}, not {target.name}'s"
+            there = self._other_host(target, dpid)
+            if there is None:
+                return f"switch {_dpid(dpid)} sends it to its fabric port, but nothing is beyond"
+            dpid = there
+            pkt = dataclasses.replace(pkt, in_port=self.place.switches[dpid].fabric_ofport)
+        return "it crosses the fabric more than once"
+
+    def _port_of(self, end: _End, sw: SwitchPlace) -> int | None:
+        """The end's own port on this switch (not the fabric port a remote VM is at)."""
+        if end.network:
+            return sw.ports.get(self.policy.networks[end.name].port)
+        at = sw.attached.get(end.name)
+        return at.ofport if at is not None and not at.remote else None
+
+    def _other_host(self, end: _End, here: int) -> int | None:
+        if not end.network:
+            where = self.place.locations.get(end.name)
+            return where[0] if where and where[0] != here else None
+        port = self.policy.networks[end.name].port
+        return next(
+            (d for d, sw in self.place.switches.items() if d != here and port in sw.ports), None
+        )
 
 
 def _walk_all(
     policy: Policy, q: Question, s: str, d: str, place: Placement, admit: list[Pair]
 ) -> Decision:
-    ends = _Ends(
-        s if s in policy.vms else None,
-        d if d in policy.vms else None,
-        s if s in policy.networks else None,
-        d if d in policy.networks else None,
-    )
+    """Allowed when, in every family asked about, the connection's first packet is taken
+    by the admitting pairs' lines to the responder's port; the flows are those lines, and
+    those its later packets and replies take."""
+    src = _End(s, s in policy.networks, q.src.address)
+    dst = _End(d, d in policy.networks, q.dst.address)
+    walker = _Walker(policy, place, admit)
     flows: list[tuple[int, Flow, str]] = []
     for family in q.families:
-        packet = _first_packet(policy, q, ends, family, place)
-        if packet is None:
-            continue  # an endpoint with no address of this family: nothing to ask
-        start, pkt = packet
-        hops = _walk(policy, admit, place, start, pkt, _target(policy, ends.dst_vm, ends.dst_net))
+        first = walker.first_packet(src, dst, family, _service_fields(q, family))
+        if first is None:
+            continue
+        start, pkt = first
+        hops = walker.walk(start, pkt, dst)
         if isinstance(hops, str):
+            lines = ", ".join(_pair_text(p) for p in admit)
             return Decision(
                 DENIED,
                 R_NOT_CARRIED,
-                f"the lines the compiler makes for"
-                f" {', '.join(_pair_text(p) for p in admit)} do not deliver it:"
-                f" {hops}",
+                f"the lines the compiler makes for {lines} do not deliver it: {hops}",
                 admit,
             )
         flows += [(dpid, f, "new") for dpid, f, _ in hops]
         mark = next((m for _, _, m in hops if m is not None), 0)
-        for what, walked in (
-            (
-                "established",
-                _walk(
-                    policy,
-                    admit,
-                    place,
-                    start,
-                    _replace(pkt, ct=ESTABLISHED, ct_mark=mark),
-                    _target(policy, ends.dst_vm, ends.dst_net),
-                ),
-            ),
-            ("reply", _reply_walk(policy, q, ends, family, place, admit, mark)),
-        ):
-            if not isinstance(walked, str):
-                flows += [(dpid, f, what) for dpid, f, _ in walked]
+        later = walker.walk(start, dataclasses.replace(pkt, ct=ESTABLISHED, ct_mark=mark), dst)
+        if not isinstance(later, str):
+            flows += [(dpid, f, "established") for dpid, f, _ in later]
+        back = walker.first_packet(dst, src, family, {})
+        if back is not None:
+            replies = walker.walk(
+                back[0], dataclasses.replace(back[1], ct=REPLY, ct_mark=mark), src
+            )
+            if not isinstance(replies, str):
+                flows += [(dpid, f, "reply") for dpid, f, _ in replies]
     if not flows:
         return Decision(
-            DENIED, R_NOT_CARRIED, "neither end has an address of the family asked about", admit
+            DENIED,
+            R_NOT_CARRIED,
+            "the networks at its ends have no CIDRs of one family: no packet can go between them",
+            admit,
         )
-    via = [
-        p
-        for p in admit
-        if any(f.cookie == compiler.cookie(compiler.KIND_PAIR, p.id) for _, f, _ in flows)
-    ] or admit
+    cookies = {f.cookie for _, f, _ in flows}
+    via = [p for p in admit if compiler.cookie(compiler.KIND_PAIR, p.id) in cookies] or admit
     why = (
-        f"{' and '.join(_pair_text(p) for p in via)} "
-        f"{'allows' if len(via) == 1 else 'allow'} {_name(s, q.src)} to open"
-        f" {q.service} connections to {_name(d, q.dst)}"
+        f"{' and '.join(_pair_text(p) for p in via)} {'allows' if len(via) == 1 else 'allow'}"
+        f" {_name(s, q.src)} to open {q.service} connections to {_name(d, q.dst)}"
+        f"{_membership(policy, via, s, d)}"
     )
-    return Decision(ALLOWED, R_PAIR, why, via, _dedupe(flows))
+    return Decision(ALLOWED, R_PAIR, why, via, _merged(flows))
 
 
-def _dedupe(flows: list[tuple[int, Flow, str]]) -> list[tuple[int, Flow, str]]:
+def _membership(policy: Policy, pairs: list[Pair], s: str, d: str) -> str:
+    """How a VM is on a pair's group side, when it is: "(vm4 is in group clients)"."""
+    notes = [
+        f"{vm} is in group {side}"
+        for p in pairs
+        for vm, side in ((s, p.initiator), (d, p.responder))
+        if side in policy.groups
+    ]
+    return f" ({', '.join(dict.fromkeys(notes))})" if notes else ""
+
+
+def _merged(flows: list[tuple[int, Flow, str]]) -> list[tuple[int, Flow, str]]:
+    """One entry per switch and line, saying everything it carries ("new,established")."""
     seen: dict[tuple[int, tuple], tuple[int, Flow, str]] = {}
     for dpid, f, what in flows:
         have = seen.get((dpid, f.key))
@@ -587,131 +694,15 @@ def _dedupe(flows: list[tuple[int, Flow, str]]) -> list[tuple[int, Flow, str]]:
     return list(seen.values())
 
 
-def _replace(pkt: Packet, **changes: Any) -> Packet:
-    return dataclasses.replace(pkt, **changes)
-
-
-def _target(policy: Policy, vm: str | None, net: str | None) -> tuple[str, str]:
-    return ("vm", vm) if vm is not None else ("network", net or "")
-
-
-def _address(
-    policy: Policy, name: str | None, net: str | None, family: int, given: str | None
-) -> str | bool | None:
-    """The source / destination of a packet at an end: the address asked about, a
-    network's CIDR of the family; None for a VM (table 1 checks its MAC, table 0 its
-    address); False when a network has no CIDR of the family."""
-    if given is not None and _family_of(given) == family:
-        return given if net is not None else None
-    if net is not None:
-        cidrs = [c for c in policy.networks[net].cidrs if compiler._family(c) == family]
-        return cidrs[0] if cidrs else False
-    return None
-
-
 def _service_fields(q: Question, family: int) -> dict[str, Any]:
+    """The packet's protocol fields; none for "any" (a line checking them would not carry
+    every packet asked about)."""
     if q.protocol == "any":
         return {}
     if q.protocol == "icmp":
         proto, request, _ = compiler.ECHO[family]
         return {"ip_proto": proto, "icmp_type": request}
     return {"ip_proto": compiler.IP_PROTO[q.protocol], "tp_dst": q.port}
-
-
-def _first_packet(
-    policy: Policy, q: Question, ends: _Ends, family: int, place: Placement
-) -> tuple[int, Packet] | None:
-    """Where the connection's first packet comes in, and what it is."""
-    src = _address(policy, ends.src_vm, ends.src_net, family, q.src.address)
-    dst = _address(policy, ends.dst_vm, ends.dst_net, family, q.dst.address)
-    if src is False or dst is False:
-        return None
-    if ends.src_vm is not None:
-        dpid, ofport = place.locations[ends.src_vm]  # type: ignore[misc]
-        mac = place.switches[dpid].attached[ends.src_vm].mac
-    else:  # a network initiator: on the responder's switch (it has the network's port)
-        dpid = place.locations[ends.dst_vm][0]  # type: ignore[index]
-        ofport = place.switches[dpid].ports[policy.networks[ends.src_net or ""].port]
-        mac = None
-    dst_mac = _mac_of(place, ends.dst_vm) if ends.dst_vm else None
-    pkt = Packet(
-        ofport, family, NEW, 0, mac, dst_mac, src or None, dst or None, **_service_fields(q, family)
-    )
-    return dpid, pkt
-
-
-def _mac_of(place: Placement, vm: str) -> str | None:
-    where = place.locations.get(vm)
-    return None if where is None else place.switches[where[0]].attached[vm].mac
-
-
-def _reply_walk(
-    policy: Policy,
-    q: Question,
-    ends: _Ends,
-    family: int,
-    place: Placement,
-    admit: list[Pair],
-    mark: int,
-) -> list[tuple[int, Flow, int | None]] | str:
-    """The replies' way back: from the responder, with the connection's mark."""
-    flipped = _Ends(ends.dst_vm, ends.src_vm, ends.dst_net, ends.src_net)
-    rq = Question(q.dst, q.src, "any")
-    first = _first_packet(policy, rq, flipped, family, place)
-    if first is None:
-        return "no address"
-    start, pkt = first
-    pkt = _replace(pkt, ct=REPLY, ct_mark=mark)
-    return _walk(policy, admit, place, start, pkt, _target(policy, ends.src_vm, ends.src_net))
-
-
-def _walk(
-    policy: Policy,
-    admit: list[Pair],
-    place: Placement,
-    dpid: int,
-    pkt: Packet,
-    target: tuple[str, str],
-) -> list[tuple[int, Flow, int | None]] | str:
-    """The lines that take `pkt` from switch `dpid` to the target's port, crossing the
-    fabric once at most: [(dpid, flow, the mark it commits)], or why it stops."""
-    hops: list[tuple[int, Flow, int | None]] = []
-    for _ in range(2):
-        sw = place.switches[dpid]
-        lines = [
-            f for p in admit for f in compiler.pair_unit_flows(policy, p, sw.attached, sw.zone)
-        ]
-        line = _table1(lines, pkt)
-        if line is None:
-            return f"no line of switch {_dpid(dpid)} takes it"
-        mark = next((a.mark for a in line.actions if isinstance(a, Ct) and a.commit), None)
-        hops.append((dpid, line, mark))
-        out = _out_port(line, sw, pkt)
-        kind, name = target
-        if kind == "network":
-            if out == sw.ports.get(policy.networks[name].port):
-                return hops
-        else:
-            at = sw.attached.get(name)
-            if at is not None and not at.remote and out == at.ofport:
-                return hops
-        if out is None or out != sw.fabric_ofport:
-            return f"switch {_dpid(dpid)} sends it to port {out}, not the {kind}'s"
-        there = _other_host(policy, place, target, dpid)
-        if there is None:
-            return f"switch {_dpid(dpid)} sends it to its fabric port, but nothing is beyond"
-        dpid = there
-        pkt = _replace(pkt, in_port=place.switches[dpid].fabric_ofport)
-    return "it crosses the fabric more than once"
-
-
-def _other_host(policy: Policy, place: Placement, target: tuple[str, str], here: int) -> int | None:
-    kind, name = target
-    if kind == "vm":
-        where = place.locations.get(name)
-        return where[0] if where and where[0] != here else None
-    port = policy.networks[name].port
-    return next((d for d, sw in place.switches.items() if d != here and port in sw.ports), None)
 
 
 def _out_port(line: Flow, sw: SwitchPlace, pkt: Packet) -> int | None:

@@ -386,3 +386,18 @@ def test_the_answer_shows_the_switches_counters_of_the_lines_that_carry_it(world
     asked.clear()
     out = explain.answer(fw, {"from": "vm4", "to": "vm1"})  # type: ignore[arg-type]
     assert (out["verdict"], out["flows"], asked) == ("denied", [], [])
+
+
+def test_a_question_about_two_large_groups_is_refused_not_walked(world) -> None:
+    policy, _ = world
+    many = [Vm(f"m{n}", f"m{n}", f"52:54:00:00:01:{n:02x}") for n in range(17)]
+    for v in many:
+        policy.put_vm(v)
+    policy.put_group(Group("big", tuple(v.name for v in many)))
+    pair(policy, "big", "big")
+    with pytest.raises(InvalidInput, match="272 combinations"):
+        ask(world, src="big", dst="big")
+    policy.put_group(Group("web", ("vm1", "vm3")))
+    pair(policy, "web", "vm2", "tcp", "5432")
+    d = ask(world, src="web", dst="vm2", protocol="tcp", port="5432")
+    assert d.verdict == "allowed" and "(vm1 is in group web)" in d.why
