@@ -496,14 +496,14 @@ def _locate(
         )
     at = sw.attached.get(name)
     if at is None or at.mac is None:
-        return Decision(
-            DENIED,
-            no_mac,
-            f"the {role} {name}'s MAC is not known yet: it was"
-            " registered without one and has not been seen sending ARP or a"
-            " Neighbor Solicitation to learn it from (or another VM on its switch"
-            " is configured with the MAC it was seen with)",
+        why = (
+            "it was registered without one and has not been seen sending ARP or a Neighbor"
+            " Solicitation to learn it from"
+            if vm.known_mac is None
+            else f"the MAC it was learned with ({vm.known_mac}) is configured for another VM"
+            f" on switch {_dpid(sw.dpid)}"
         )
+        return Decision(DENIED, no_mac, f"the {role} {name}'s MAC is not known yet: {why}")
     return where
 
 

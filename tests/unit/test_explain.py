@@ -401,3 +401,44 @@ def test_a_question_about_two_large_groups_is_refused_not_walked(world) -> None:
     pair(policy, "web", "vm2", "tcp", "5432")
     d = ask(world, src="web", dst="vm2", protocol="tcp", port="5432")
     assert d.verdict == "allowed" and "(vm1 is in group web)" in d.why
+
+
+# --- through the REST layer ----------------------------------------------------------------------
+
+
+def test_get_explain_answers_json_and_bad_questions_are_clear_errors(tmp_path) -> None:
+    from test_rest import assert_error, make_api
+
+    api = make_api(tmp_path / "state.json")
+    assert api.call("PUT", "/vms/vm1", {"port": "tap2", "mac": MAC[1]}).status_int == 201
+    assert api.call("PUT", "/vms/vm2", {"port": "tap3", "mac": MAC[2]}).status_int == 201
+    api.call(
+        "POST", "/pairs", {"initiator": "vm1", "responder": "vm2", "protocol": "tcp", "ports": "22"}
+    )
+    before = api.snapshot()
+    out = api.get_json("/explain?from=vm1&to=vm2&protocol=tcp&port=22")
+    # No switch is connected: the pair is there, the responder's port is not.
+    assert (out["verdict"], out["reason"], out["flows"]) == ("denied", "responder-absent", [])
+    assert [p["id"] for p in out["pairs"]] == [1] and out["pairs"][0]["responder_kind"] == "vm"
+    assert set(out) == {
+        "verdict",
+        "reason",
+        "why",
+        "from",
+        "to",
+        "protocol",
+        "port",
+        "pairs",
+        "flows",
+    }
+    assert api.get_json("/explain?from=vm1&to=vm2&protocol=udp")["reason"] == "other-service"
+    assert api.get_json("/explain?from=vm2&to=vm1")["reason"] == "no-pair"
+    for query, status in (
+        ("from=vm1&to=vm2&port=22", 400),
+        ("from=vm1&to=vm2&to=vm1", 400),
+        ("to=vm2", 400),
+        ("from=vm1&to=ghost", 404),
+        ("from=vm1&to=198.51.100.1", 404),
+    ):
+        assert_error(api.call("GET", f"/explain?{query}"), status)
+    assert api.snapshot() == before, "explain changed nothing"
