@@ -135,94 +135,53 @@ def estate(labenv: Lab) -> Estate:
 
 def test_explain_matches_the_traffic_on_one_switch(estate: Estate) -> None:
     env, e, out = estate.env, estate, estate.up.outside
-    vm1, vm2, vm3 = e["vm1"], e["vm2"], e["vm3"]
+    vm1, vm2, vm3, vm4, vm5, vm6, vm7 = (e[f"vm{n}"] for n in range(1, 8))
+    # Where ARP would not be answered (no MAC known, no port registered), the senders know
+    # the MACs already, so the packets do reach the switch and meet its lines.
+    static_neighbour(vm1, vm6.ip, vm6.mac)
+    static_neighbour(vm1, vm5.ip, vm5.mac)
+    static_neighbour(vm5, vm1.ip, vm1.mac)
+    static_neighbour(vm7, vm2.ip, vm2.mac)
+    cases = [
+        # (attempt, from, to, verdict, reason)
+        (Attempt(vm1, vm2.ip, "tcp", 5432, vm2, [vm3, vm4]), "vm1", "vm2", "allowed", "pair"),
+        # Through a group pair, asked by the member's address.
+        (Attempt(vm4, vm2.ip, "udp", 5353, vm2, [vm3, vm1]), vm4.ip, "vm2", "allowed", "pair"),
+        # To a network, asked by an address in it.
+        (Attempt(vm1, lab.OUTSIDE4, "tcp", 8080, out, [vm2, vm3]), "vm1", lab.OUTSIDE4,
+         "allowed", "pair"),
+        # The pair vm1 -> vm2 does not let vm3 in.
+        (Attempt(vm3, vm2.ip, "tcp", 5432, vm2, [vm1]), "vm3", "vm2", "denied", "no-pair"),
+        # vm2 listens on 22, but its pair with vm1 is for 5432.
+        (Attempt(vm1, vm2.ip, "tcp", 22, vm2, [vm3]), "vm1", "vm2", "denied", "other-service"),
+        # vm6's NIC is on the bridge, but not under the port it is registered with.
+        (Attempt(vm1, vm6.ip, "tcp", 5432, vm6, [vm3]), "vm1", "vm6", "denied",
+         "responder-absent"),
+        (Attempt(vm1, vm5.ip, "tcp", 5432, vm5, [vm3]), "vm1", "vm5", "denied",
+         "responder-mac-unknown"),
+        # vm7 sends from a port no VM is registered with.
+        (Attempt(vm7, vm2.ip, "tcp", 5432, vm2, [vm3]), "vm7", "vm2", "denied",
+         "initiator-absent"),
+    ]  # fmt: skip
     with (
         lab.servers(vm2, ("tcp", 5432), ("tcp", 22), ("udp", 5353)),
-        lab.servers(e["vm5"], ("tcp", 5432)),
-        lab.servers(e["vm6"], ("tcp", 5432)),
+        lab.servers(vm5, ("tcp", 5432)),
+        lab.servers(vm6, ("tcp", 5432)),
         lab.servers(out, ("tcp", 8080)),
     ):
-        # Allowed by a VM pair.
-        answer = agrees(
-            env,
-            Attempt(vm1, vm2.ip, "tcp", 5432, vm2, [vm3, e["vm4"]]),
-            "vm1",
-            "vm2",
-            "allowed",
-            "pair",
-        )
-        assert [p["initiator"] for p in answer["pairs"]] == ["vm1"]
-        assert {"new", "reply"} <= {c for f in answer["flows"] for c in f["carries"]}
-        # Allowed through a group pair (asked by the member's address).
-        answer = agrees(
-            env,
-            Attempt(e["vm4"], vm2.ip, "udp", 5353, vm2, [vm3, vm1]),
-            e["vm4"].ip,
-            "vm2",
-            "allowed",
-            "pair",
-        )
-        assert [(p["initiator"], p["initiator_kind"]) for p in answer["pairs"]] == [
-            ("clients", "group")
-        ]
-        # Allowed to a network, asked by an address in it (and by its name: the same).
-        agrees(
-            env,
-            Attempt(vm1, lab.OUTSIDE4, "tcp", 8080, out, [vm2, vm3]),
-            "vm1",
-            lab.OUTSIDE4,
-            "allowed",
-            "pair",
-        )
-        by_name = explain(env, src="vm1", to="outside", protocol="tcp", port="8080")
-        assert by_name["verdict"] == "allowed"
-
-        # No pair between them (the pair vm1 -> vm2 does not let vm3 in).
-        agrees(
-            env, Attempt(vm3, vm2.ip, "tcp", 5432, vm2, [vm1]), "vm3", "vm2", "denied", "no-pair"
-        )
-        # A pair, for another service (vm2 does listen on 22).
-        answer = agrees(
-            env,
-            Attempt(vm1, vm2.ip, "tcp", 22, vm2, [vm3]),
-            "vm1",
-            "vm2",
-            "denied",
-            "other-service",
-        )
-        assert "tcp/5432" in answer["why"]
-        # The responder's port is absent (its NIC is on the bridge under another name).
-        static_neighbour(vm1, e["vm6"].ip, e["vm6"].mac)
-        agrees(
-            env,
-            Attempt(vm1, e["vm6"].ip, "tcp", 5432, e["vm6"], [vm3]),
-            "vm1",
-            "vm6",
-            "denied",
-            "responder-absent",
-        )
-        # Its MAC is not known yet.
-        static_neighbour(vm1, e["vm5"].ip, e["vm5"].mac)
-        static_neighbour(e["vm5"], vm1.ip, vm1.mac)
-        agrees(
-            env,
-            Attempt(vm1, e["vm5"].ip, "tcp", 5432, e["vm5"], [vm3]),
-            "vm1",
-            "vm5",
-            "denied",
-            "responder-mac-unknown",
-        )
-        assert env.ctl.ok("GET", "/ctfw/v1/vms/vm5")["learned_mac"] is None, "still unknown"
-        # The initiator is on no switch (it sends from a port no VM is registered on).
-        static_neighbour(e["vm7"], vm2.ip, vm2.mac)
-        agrees(
-            env,
-            Attempt(e["vm7"], vm2.ip, "tcp", 5432, vm2, [vm3]),
-            "vm7",
-            "vm2",
-            "denied",
-            "initiator-absent",
-        )
+        answers = [agrees(env, *case) for case in cases]
+    vm_pair, group_pair, network_pair, _, other_service = answers[:5]
+    assert [(p["initiator"], p["initiator_kind"]) for p in vm_pair["pairs"]] == [("vm1", "vm")]
+    assert {"new", "established", "reply"} <= {c for f in vm_pair["flows"] for c in f["carries"]}
+    assert [(p["initiator"], p["initiator_kind"]) for p in group_pair["pairs"]] == [
+        ("clients", "group")
+    ]
+    assert "vm4 is in group clients" in group_pair["why"]
+    assert [p["responder_kind"] for p in network_pair["pairs"]] == ["network"]
+    by_name = explain(env, src="vm1", to="outside", protocol="tcp", port="8080")
+    assert (by_name["verdict"], by_name["pairs"]) == ("allowed", network_pair["pairs"])
+    assert "tcp/5432" in other_service["why"] and "tcp/22" in other_service["why"]
+    assert env.ctl.ok("GET", "/ctfw/v1/vms/vm5")["learned_mac"] is None, "still not learned"
 
 
 def test_explain_changes_nothing_and_refuses_bad_questions(estate: Estate) -> None:
@@ -255,34 +214,16 @@ def test_explain_across_hosts_and_without_a_fabric(hosts: Hosts) -> None:
     vm1, vm2 = h.vm("vm1", h.a, 1), h.vm("vm2", h.b, 2)
     vm3, vm4 = h.vm("vm3", h.b, 3), h.vm("vm4", h.a, 4)  # bystanders on B and on A
     h.env.pair("vm1", "vm2", "tcp", "7000")
+    attempt = Attempt(vm1, vm2.ip, "tcp", 7000, vm2, [vm3, vm4])
     with lab.servers(vm2, ("tcp", 7000)), lab.servers(vm3, ("tcp", 7000)):
-        answer = agrees(
-            h.env,
-            Attempt(vm1, vm2.ip, "tcp", 7000, vm2, [vm3, vm4]),
-            "vm1",
-            "vm2",
-            "allowed",
-            "pair",
-        )
-        assert {f["dpid"] for f in answer["flows"]} == {h.a.dpid, h.b.dpid}, "lines on both"
-        static_neighbour(vm1, vm2.ip, vm2.mac)
+        answer = agrees(h.env, attempt, "vm1", "vm2", "allowed", "pair")
+        carrying = {(f["dpid"], c) for f in answer["flows"] for c in f["carries"]}
+        for dpid in (h.a.dpid, h.b.dpid):
+            assert {(dpid, "new"), (dpid, "reply")} <= carrying, "lines on both hosts"
+        static_neighbour(vm1, vm2.ip, vm2.mac)  # ARP would not cross either
         h.env.ctl.ok("PUT", f"/ctfw/v1/switches/{h.b.dpid}", {"fabric_port": None})
-        answer = agrees(
-            h.env,
-            Attempt(vm1, vm2.ip, "tcp", 7000, vm2, [vm3, vm4]),
-            "vm1",
-            "vm2",
-            "denied",
-            "no-fabric",
-        )
-        assert h.b.dpid in answer["why"]
+        answer = agrees(h.env, attempt, "vm1", "vm2", "denied", "no-fabric")
+        assert f"switch {h.b.dpid} has no fabric port set" in answer["why"]
         # Set again: allowed again, and so it is.
         h.env.ctl.ok("PUT", f"/ctfw/v1/switches/{h.b.dpid}", {"fabric_port": h.b.fabric})
-        agrees(
-            h.env,
-            Attempt(vm1, vm2.ip, "tcp", 7000, vm2, [vm3, vm4]),
-            "vm1",
-            "vm2",
-            "allowed",
-            "pair",
-        )
+        agrees(h.env, attempt, "vm1", "vm2", "allowed", "pair")
