@@ -78,15 +78,15 @@ R_NOT_CARRIED = "not-carried"
 REASONS = (
     R_PAIR,
     R_NETWORKS,
+    R_EMPTY_GROUP,
     R_NO_PAIR,
     R_OTHER_SERVICE,
     R_RESPONDER_ABSENT,
     R_RESPONDER_MAC,
     R_INITIATOR_ABSENT,
     R_INITIATOR_MAC,
-    R_NO_FABRIC,
     R_NETWORK_ELSEWHERE,
-    R_EMPTY_GROUP,
+    R_NO_FABRIC,
     R_NOT_CARRIED,
 )
 
@@ -121,7 +121,9 @@ class Question:
     def service(self) -> str:
         if self.protocol == "any":
             return "any traffic"
-        return f"{self.protocol}/{self.port}" if self.port else f"all of {self.protocol}"
+        if self.protocol == "icmp":
+            return "icmp (ping)"
+        return f"{self.protocol}/{self.port}" if self.port else f"{self.protocol} on every port"
 
     @property
     def families(self) -> tuple[int, ...]:
@@ -323,11 +325,11 @@ def decide(policy: Policy, q: Question, place: Placement) -> Decision:
         whys.append(one.why)
         allowed.pairs += [p for p in one.pairs if p not in allowed.pairs]
         allowed.flows += [f for f in one.flows if f not in allowed.flows]
-    allowed.why = (
-        whys[0]
-        if len(whys) == 1
-        else (f"every member may ({len(whys)} combinations): " + "; ".join(dict.fromkeys(whys)))
-    )
+    if len(whys) == 1:
+        allowed.why = whys[0]
+    else:
+        shown = "; ".join(whys[:3]) + ("; ..." if len(whys) > 3 else "")
+        allowed.why = f"all {len(whys)} combinations of members are allowed: {shown}"
     return allowed
 
 
@@ -359,7 +361,9 @@ def _service_covers(pair: Pair, q: Question) -> bool:
 def _service_text(pair: Pair) -> str:
     if pair.protocol == "any":
         return "any traffic"
-    return f"{pair.protocol}/{pair.ports}" if pair.ports else f"all of {pair.protocol}"
+    if pair.protocol == "icmp":
+        return "icmp (ping)"
+    return f"{pair.protocol}/{pair.ports}" if pair.ports else f"{pair.protocol} on every port"
 
 
 def _pair_text(pair: Pair) -> str:
@@ -415,7 +419,7 @@ def _name(member: str, ep: Endpoint) -> str:
         return ep.label
     if ep.address:
         return ep.label
-    return member if ep.kind == "vm" else f"{member} (of group {ep.name})"
+    return member  # a group's member: _membership says how it is on the pair's side
 
 
 def _where(policy: Policy, q: Question, s: str, d: str, place: Placement) -> Decision | None:
@@ -479,7 +483,7 @@ def _locate(
     vm = policy.vms[name]
     if name not in place.locations:
         return Decision(
-            DENIED, absent, f"the {role}'s port ({name}'s {vm.port}) is on no connected switch"
+            DENIED, absent, f"the {role} {name}'s port {vm.port} is on no connected switch"
         )
     where = place.locations[name]
     if where is None:
@@ -665,7 +669,7 @@ def _walk_all(
     via = [p for p in admit if compiler.cookie(compiler.KIND_PAIR, p.id) in cookies] or admit
     why = (
         f"{' and '.join(_pair_text(p) for p in via)} {'allows' if len(via) == 1 else 'allow'}"
-        f" {_name(s, q.src)} to open {q.service} connections to {_name(d, q.dst)}"
+        f" {_name(s, q.src)} to open connections to {_name(d, q.dst)} for {q.service}"
         f"{_membership(policy, via, s, d)}"
     )
     return Decision(ALLOWED, R_PAIR, why, via, _merged(flows))
