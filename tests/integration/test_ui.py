@@ -7,7 +7,8 @@ Chromium runs once per look (`--dump-dom` after a virtual-time budget, in which 
 private profile, in a session of its own that is killed by its pid when it overstays.
 The DOM it prints is read with the standard library's HTML parser.
 
-Set CTFW_UI_SCREENSHOT=/some/file.png to keep a screenshot of the seed's page.
+Set CTFW_UI_SCREENSHOTS=/some/folder to keep a screenshot of the page at the end of each
+test against the controller (<test>.png, 1200x800), to look at.
 """
 
 from __future__ import annotations
@@ -171,6 +172,14 @@ def page_url(env: Lab) -> str:
     return f"http://127.0.0.1:{env.ctl.api_port}{UI}"
 
 
+def screenshot(env: Lab, name: str) -> None:
+    folder = os.environ.get("CTFW_UI_SCREENSHOTS")
+    if folder:
+        shot = Path(folder) / f"{name}.png"
+        run_chromium(page_url(env), f"--screenshot={shot}", "--window-size=1200,800")
+        assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 def ok(page: Page) -> None:
     """The page refreshed and had nothing to complain about."""
     status = page.by_id("status")
@@ -205,10 +214,7 @@ def test_the_page_shows_the_seeds_pair(seed: Lab) -> None:
     # vm2 may open nothing to vm1, and nobody to itself.
     assert page.pairs("vm2", "vm1") == page.pairs("vm1", "vm1") == page.pairs("vm2", "vm2") == []
     assert page.by_id("events").text in ("No denied attempts yet.", "")
-    shot = os.environ.get("CTFW_UI_SCREENSHOT")
-    if shot:
-        run_chromium(page_url(seed), f"--screenshot={shot}", "--window-size=1200,800")
-        assert Path(shot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    screenshot(seed, "seed")
 
 
 def test_services_and_log_markers_are_shown_per_pair(seed: Lab) -> None:
@@ -220,6 +226,7 @@ def test_services_and_log_markers_are_shown_per_pair(seed: Lab) -> None:
     page = look(page_url(seed))
     ok(page)
     page.one("th", scope="col", title="pals (group)")
+    screenshot(seed, "services")
     assert [c.attrs["data-service"] for c in page.pairs("vm2", "vm1")] == ["tcp/22", "udp/53-54"]
     assert [c.attrs["data-service"] for c in page.pairs("pals", "vm2")] == ["icmp"]
     assert [c.attrs["data-service"] for c in page.pairs("vm1", "vm2")] == ["any"]
@@ -273,6 +280,7 @@ def test_counters_in_the_cell_rise_with_traffic(seed: Lab) -> None:
     # Replies ride on the pair that opened the connection: the pair the other way saw none.
     assert counters(back) == back_before == (0, 0, 0)
     assert f"{conns} new" in seed_pair.text
+    screenshot(seed, "counters")
 
 
 def test_a_denied_attempt_appears_after_it_happens(seed: Lab) -> None:
@@ -300,6 +308,7 @@ def test_a_denied_attempt_appears_after_it_happens(seed: Lab) -> None:
     rows = [row[1:] for row in page.events() if row[5] == attempt]
     assert rows, f"no row for {attempt} in {page.events()}"
     assert rows[0] == [seed.bridge, "vm2", "vm1", "tcp", attempt, "no-pair"]
+    screenshot(seed, "denied")
 
 
 # --- without a controller, and with hostile data --------------------------------------------
