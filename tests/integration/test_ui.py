@@ -31,6 +31,7 @@ from html.parser import HTMLParser
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import pytest
 from conftest import Lab
 from frames import flow_marker
 from prometheus_client.parser import text_string_to_metric_families
@@ -365,9 +366,11 @@ def _json(doc: object) -> tuple[int, str, bytes]:
     return 200, "application/json", json.dumps(doc).encode()
 
 
-def test_text_from_the_api_stays_text_and_counters_sum_over_switches() -> None:
-    """Names the real API refuses (it allows letters, digits, '_.-'), and a policy document
-    as GET /policy will give it: the page shows them as text and runs none of it."""
+@pytest.mark.parametrize("source", ["policy", "lists"])
+def test_text_from_the_api_stays_text_and_counters_sum_over_switches(source: str) -> None:
+    """Names the real API refuses (it allows letters, digits, '_.-'): the page shows them
+    as text and runs none of it. From GET /policy, or, where that is missing (501), from
+    the four lists."""
     policy = {
         "vms": [{"name": "web"}, {"name": HOSTILE}],
         "groups": [{"name": "g1", "members": ["web"]}],
@@ -389,9 +392,14 @@ def test_text_from_the_api_stays_text_and_counters_sum_over_switches() -> None:
     event = {"id": 9, "time": 1.7e9, "switch": HOSTILE, "vm": "web", "peer": None,
              "protocol": "tcp", "src": "2001:db8::1", "dst": "2001:db8::2", "sport": 1234,
              "dport": 22, "verdict": "denied", "reason": HOSTILE, "pair": None}  # fmt: skip
+    if source == "policy":
+        documents = {"/ctfw/v1/policy": _json(policy)}
+    else:
+        documents = {f"/ctfw/v1/{k}": _json({k: v}) for k, v in policy.items()}
+        documents["/ctfw/v1/policy"] = (501, "application/json", b'{"error": "not yet"}')
     answers = {
         UI: (200, "text/html; charset=utf-8", ui.page()),
-        "/ctfw/v1/policy": _json(policy),
+        **documents,
         "/metrics": (200, "text/plain; version=0.0.4", metrics.encode()),
         "/ctfw/v1/events?verdict=denied&limit=20": _json({"events": [event]}),
     }
