@@ -258,6 +258,7 @@ def counters(chip: Element) -> tuple[int, int, int]:
 
 def test_counters_in_the_cell_rise_with_traffic(seed: Lab) -> None:
     vm1, vm2 = seed.vms["vm1"], seed.vms["vm2"]
+    bystander = seed.vm("vm3", 4, 3)
     other = seed.pair("vm2", "vm1", "udp", "53")
     page = look(page_url(seed))
     (seed_pair,), (back,) = page.pairs("vm1", "vm2"), page.pairs("vm2", "vm1")
@@ -265,9 +266,11 @@ def test_counters_in_the_cell_rise_with_traffic(seed: Lab) -> None:
     before, back_before = counters(seed_pair), counters(back)
     server = vm2.serve("tcp", 22)
     try:
+        watch = [Sniffer(bystander, flow_marker(vm1.ip, vm2.ip))]
         for sport in (40101, 40102, 40103):
             assert vm1.tcp(vm2.ip, 22, sport=sport), "vm1 -> vm2 tcp/22 is allowed"
         assert vm1.ping(vm2.ip), "and so is ping"
+        assert seen(watch) == [0], "vm3 saw none of it"
     finally:
         server.kill()
     # The userspace datapath reports counters a little late: wait for the switch itself.
