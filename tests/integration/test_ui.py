@@ -225,13 +225,17 @@ def test_services_and_log_markers_are_shown_per_pair(seed: Lab) -> None:
     seed.group("pals", ["vm1", "vm3"])
     seed.pair("vm2", "vm1", "tcp", "22")
     seed.pair("vm2", "vm1", "udp", "53-54")
-    seed.pair("pals", "vm2", "icmp")
+    logged = {"initiator": "pals", "responder": "vm2", "protocol": "icmp", "log": True}
+    seed.ctl.ok("POST", "/ctfw/v1/pairs", logged)
     page = look(page_url(seed))
     ok(page)
     page.one("th", scope="col", title="pals (group)")
     screenshot(seed, "services")
     assert [c.attrs["data-service"] for c in page.pairs("vm2", "vm1")] == ["tcp/22", "udp/53-54"]
-    assert [c.attrs["data-service"] for c in page.pairs("pals", "vm2")] == ["icmp"]
+    assert [c.attrs["data-log"] for c in page.pairs("vm2", "vm1")] == ["false", "false"]
+    (chip,) = page.pairs("pals", "vm2")
+    assert chip.attrs["data-service"] == "icmp" and chip.attrs["data-log"] == "true"
+    assert chip.one("span", **{"class": "log"}).text == "log"
     assert [c.attrs["data-service"] for c in page.pairs("vm1", "vm2")] == ["any"]
     assert page.pairs("vm2", "pals") == page.pairs("vm3", "vm2") == []
 
