@@ -25,6 +25,7 @@ import signal
 import subprocess
 import tempfile
 import threading
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
@@ -243,11 +244,12 @@ def test_services_and_log_markers_are_shown_per_pair(seed: Lab) -> None:
 def pair_packets(env: Lab, pair: int) -> tuple[int, int, int]:
     """Packets, bytes and new connections of `pair` summed over the switches, from a scrape
     of /metrics parsed by prometheus-client's own parser."""
-    status, text = env.ctl.api("GET", "/metrics")
-    assert status == 200, text
+    url = f"http://127.0.0.1:{env.ctl.api_port}/metrics"
+    with urllib.request.urlopen(url, timeout=30) as resp:  # text, not JSON: not ctl.api()
+        text = resp.read().decode()
     totals = {"ctfw_pair_packets_total": 0, "ctfw_pair_bytes_total": 0,
               "ctfw_pair_connections_total": 0}  # fmt: skip
-    for family in text_string_to_metric_families(text if isinstance(text, str) else ""):
+    for family in text_string_to_metric_families(text):
         for sample in family.samples:
             if sample.name in totals and sample.labels.get("pair") == str(pair):
                 totals[sample.name] += int(sample.value)
