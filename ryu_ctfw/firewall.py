@@ -106,12 +106,12 @@ class Firewall:
 
         def put(policy: Policy) -> tuple[bool, Vm]:
             if vm.mac:
-                self._check_mac_is_free(policy, vm)
+                self.check_mac_is_free(policy, vm)
             return policy.put_vm(vm), policy.vms[vm.name]
 
         return self.change(put, plan)
 
-    def _check_mac_is_free(self, policy: Policy, vm: Vm) -> None:
+    def check_mac_is_free(self, policy: Policy, vm: Vm) -> None:
         # Two VMs with one MAC on one bridge: either could receive the other's traffic.
         for sw in self.switches.switches.values():
             if vm.port not in sw.ports:
