@@ -99,17 +99,22 @@ def cut_pairs(
     """The pairs (by id) that lose one of their table-1 lines on this switch, or whose line
     would do something else: their connections' next packets meet no line of theirs (a
     member leaving a group, a VM moving or changing its MAC). A pair that only gains lines
-    (a member joining) keeps every connection it has."""
+    (a member joining), or conjunctions on a line it has, keeps every connection."""
     out = set()
     for ident, flows in held_units.items():
         pair = after.pairs.get(ident)
         if pair is None:
             out.add(ident)
             continue
-        keep = set(pair_unit_flows(after, pair, attached, zone))
-        if any(f.table == TABLE_POLICY and f not in keep for f in flows):
+        keep = {f.key: f for f in pair_unit_flows(after, pair, attached, zone)}
+        if any(f.table == TABLE_POLICY and not _kept(f, keep.get(f.key)) for f in flows):
             out.add(ident)
     return out
+
+
+def _kept(old: Flow, new: Flow | None) -> bool:
+    """Whether `new` still does all that `old` did (it may take part in more conjunctions)."""
+    return new is not None and set(old.actions) <= set(new.actions)
 
 
 def _text(flow: Flow | None) -> str | None:

@@ -210,8 +210,8 @@ class CtfwController(ControllerBase):
 
     def put_vm(self, req: Any, name: str) -> Response:
         vm = vm_from_body(name, parse_body(req))
-        created, stored = self.fw.put_vm(vm, plan=self.plan)
-        return json_response(201 if created else 200, self.fw.vm_view(stored))
+        created, view = self.fw.put_vm(vm, plan=self.plan)
+        return json_response(201 if created else 200, view)
 
     def delete_vm(self, req: Any, name: str) -> Response:
         validate_vm_name(name)
