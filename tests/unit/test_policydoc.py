@@ -5,6 +5,7 @@ switch connected (fake_switch.py), so "no flow-mod" is what the switch was sent.
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -308,3 +309,16 @@ def test_replace_policy_is_pure_and_matches_pairs_by_what_they_allow() -> None:
     again = policydoc.replace_policy(policy, doc)
     assert again == policydoc.Difference()
     assert sorted(policy.pairs) == [1, 2] and policy.next_pair_id == 3
+
+
+def test_the_openapi_document_is_what_parse_accepts() -> None:
+    from ryu_ctfw.openapi import SCHEMAS
+
+    schema = SCHEMAS["PolicyDocument"]
+    assert set(schema["properties"]) == {*policydoc.LISTS, *policydoc.OPTIONAL}
+    assert schema["required"] == list(policydoc.LISTS)
+    assert schema["additionalProperties"] is False
+    assert set(SCHEMAS["SwitchSetting"]["properties"]) == {"dpid", "fabric_port"}
+    assert set(SCHEMAS["PolicyChanges"]["properties"]) == {
+        f.name for f in dataclasses.fields(policydoc.Section)
+    }
