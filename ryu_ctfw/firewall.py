@@ -107,13 +107,13 @@ class Firewall:
 
         def put(policy: Policy) -> tuple[bool, dict[str, Any]]:
             if vm.mac:
-                self.check_mac_is_free(policy, vm)
+                self._check_mac_is_free(policy, vm)
             created = policy.put_vm(vm)
             return created, self.vm_view(policy.vms[vm.name], policy)
 
         return self.change(put, plan)
 
-    def check_mac_is_free(self, policy: Policy, vm: Vm) -> None:
+    def _check_mac_is_free(self, policy: Policy, vm: Vm) -> None:
         # Two VMs with one MAC on one bridge: either could receive the other's traffic.
         for sw in self.switches.switches.values():
             if vm.port not in sw.ports:

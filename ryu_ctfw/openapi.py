@@ -518,7 +518,8 @@ PATHS: dict[str, Any] = {
                                             " does not have"),
                               "409": _error("two entries conflict (a name or pair twice, a"
                                             " port or MAC of two VMs)"),
-                              **COMMON_ERRORS}},
+                              **COMMON_ERRORS,
+                              "413": _error("body larger than 16 MiB")}},
     },
     f"{API}/openapi.json": {
         "get": {"operationId": "openapi",

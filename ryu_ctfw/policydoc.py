@@ -132,13 +132,29 @@ def apply(fw: Firewall, body: Any, plan: dict[str, Any] | None = None) -> dict[s
 
     def replace(policy: Policy) -> Difference:
         diff = replace_policy(policy, doc)
-        for i, vm in enumerate(doc.vms):
-            if vm.mac and vm.name in (*diff.added.vms, *diff.changed.vms):
-                with _entry(f"vms[{i}]"):
-                    fw.check_mac_is_free(policy, policy.vms[vm.name])
+        _check_macs(fw, policy, doc, {*diff.added.vms, *diff.changed.vms})
         return diff
 
     return fw.change(replace, plan).view()
+
+
+def _check_macs(fw: Firewall, policy: Policy, doc: Document, put: set[str]) -> None:
+    """As PUT /vms/{name} refuses: a MAC given to a VM put here must not be another VM's on
+    a switch that has both ports (either could receive the other's traffic). Checked on the
+    policy the document makes, so two VMs may swap MACs in one document; by an index per
+    switch, as a document may put thousands of VMs."""
+    for sw in fw.switches.switches.values():
+        owners: dict[str, list[str]] = {}
+        for vm in policy.vms.values():
+            if vm.port in sw.ports and vm.known_mac:
+                owners.setdefault(vm.known_mac, []).append(vm.name)
+        for i, vm in enumerate(doc.vms):
+            if vm.name not in put or not vm.mac or vm.port not in sw.ports:
+                continue
+            other = next((n for n in owners.get(vm.mac, ()) if n != vm.name), None)
+            if other is not None:
+                raise Conflict(f"vms[{i}]: MAC {vm.mac} already belongs to VM {other!r} on"
+                               f" switch {dpid_str(sw.dpid)}")  # fmt: skip
 
 
 def parse(body: Any) -> Document:

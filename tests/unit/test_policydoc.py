@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -322,3 +323,19 @@ def test_the_openapi_document_is_what_parse_accepts() -> None:
     assert set(SCHEMAS["PolicyChanges"]["properties"]) == {
         f.name for f in dataclasses.fields(policydoc.Section)
     }
+
+
+def test_a_document_larger_than_other_bodies_is_taken_up_to_its_own_limit(world: World) -> None:
+    from ryu_ctfw import rest
+
+    doc = world.api.get_json("/policy")
+    doc["vms"] += [{"name": f"x{i}", "port": f"x{i}", "ips": [f"198.18.{i >> 8}.{i & 255}"]}
+                   for i in range(1500)]  # fmt: skip
+    body = json.dumps(doc).encode()
+    assert rest.MAX_BODY < len(body) < rest.MAX_POLICY_BODY
+    answer = world.put(body)
+    assert len(answer["added"]["vms"]) == 1500
+    before = world.state()
+    huge = b'{"vms": [' + b" " * rest.MAX_POLICY_BODY + b"]}"
+    assert "larger than" in assert_error(world.api.call("PUT", "/policy", huge), 413)
+    assert world.state() == before
