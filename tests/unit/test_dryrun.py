@@ -270,3 +270,23 @@ def test_plan_is_read_only_on_the_policies_it_is_given(world: World) -> None:
     plan = dryrun.plan(fw, before, after)
     assert (before.to_dict(), after.to_dict()) == frozen
     assert plan["switches"][0]["add"] and plan["cut"] == []
+
+
+def test_a_fabric_port_set_on_a_vms_port_is_planned_by_the_candidates_setting(
+    world: World,
+) -> None:
+    """A VM whose port becomes the fabric port is no longer there: the plan places VMs by
+    the settings of the change, not by those in force."""
+    api = world.api
+    assert (
+        api.call("PUT", "/vms/vm9", {"port": "eth1", "mac": "52:54:00:00:00:09"}).status_int == 201
+    )
+    ident = api.call("POST", "/pairs", {"initiator": "vm9", "responder": "vm2"}).json["id"]
+    before = world.table()
+    plan = api.call("PUT", dry("/switches/0000000000000001"), {"fabric_port": "eth1"}).json
+    assert [p["id"] for p in plan["cut"]] == [ident]
+    assert api.call("PUT", "/switches/0000000000000001", {"fabric_port": "eth1"}).status_int == 200
+    (sw,) = plan["switches"]
+    now = world.table()
+    assert sw["delete"] and set(sw["delete"]) == before - now
+    assert set(sw["add"]) == now - before
