@@ -62,14 +62,14 @@ def plan(fw: Firewall, before: Policy, after: Policy) -> dict[str, Any]:
         zone = before.zones.get(sw.dpid)
         if not sw.connected or zone is None:
             continue  # it gets the stored policy when it connects (and its zone then)
-        was = fw.switches.attachments(sw, before)
-        will = fw.switches.attachments(sw, after)
         if sw.flows is not None:
             held = sw.flows.flows()
             units = {i: sw.flows.units.get((KIND_PAIR, i), ()) for i in before.pairs}
-        else:
+        else:  # not read back yet: it will hold the policy in force
+            was = fw.switches.attachments(sw, before)
             held = compile_keyed(before, was, zone)
             units = {i: pair_unit_flows(before, p, was, zone) for i, p in before.pairs.items()}
+        will = fw.switches.attachments(sw, after)
         add, delete = flow_diff(held, compile_keyed(after, will, zone))
         switches.append(SwitchPlan(sw.dpid, sw.name, add, delete).view())
         cut |= cut_pairs(units, after, will, zone)
