@@ -117,6 +117,7 @@ class World:
             self.api.state_file.read_bytes(),
             journal.read_bytes() if journal.exists() else None,
             len(self.switch.committed),
+            len(self.switch.sent),  # not a message: no read, no barrier, no bundle
             dict(self.switch.table),
         )
 

@@ -38,6 +38,7 @@ class World:
             self.api.state_file.read_bytes() if self.api.state_file.exists() else None,
             journal.read_bytes() if journal.exists() else None,
             len(self.switch.committed),
+            len(self.switch.sent),  # not a message: no read, no barrier, no bundle
             dict(self.switch.table),
         )
 
