@@ -11,7 +11,7 @@ import subprocess
 import time
 from typing import Any
 
-from conftest import Lab
+from conftest import Host, Hosts, Lab
 from frames import flow_marker
 from sniff import Sniffer, seen
 
@@ -193,3 +193,36 @@ def test_a_member_leaving_a_group_is_a_cut_of_the_groups_pair(seed: Lab) -> None
     assert any(t < answered - 1 for t in leaving_t), "vm1's stream never worked"
     assert not [t for t in leaving_t if t > answered + 1.0], f"vm1 lived on: {leaving_t}"
     assert any(t > answered + 1.5 for t in staying_t), f"vm3 was cut too: {staying_t}"
+
+
+def host_table(host: Host) -> set[str]:
+    return {f"{key} actions={rest.split(' actions=', 1)[1]}" for key, rest in host.flows().items()}
+
+
+def test_on_two_hosts_the_plan_is_each_switchs_own_difference(hosts: Hosts) -> None:
+    """A pair across hosts changes both switches, each its own way; a VM moving its MAC
+    cuts it; the plan says so per switch, in dpid order, and the real calls match."""
+    env, a, b = hosts.env, hosts.a, hosts.b
+    hosts.vm("vm1", a, 1)
+    vm2 = hosts.vm("vm2", b, 2)
+    body = {"initiator": "vm1", "responder": "vm2", "protocol": "tcp", "ports": "2222"}
+    for method, path, payload in [
+        ("POST", "/pairs", body),
+        ("PUT", "/vms/vm2", {"port": vm2.port, "mac": "52:54:00:00:12:99", "ips": [vm2.ip],
+                             "switch": b.dpid}),
+        ("DELETE", "/pairs/1", None),
+    ]:  # fmt: skip
+        before = everything(env), host_table(a), host_table(b)
+        plan = env.ctl.ok(method, f"{API}{path}?dry_run=true", payload)
+        assert (everything(env), host_table(a), host_table(b)) == before
+        assert [sw["dpid"] for sw in plan["switches"]] == sorted([a.dpid, b.dpid])
+        status, answer = env.ctl.api(method, f"{API}{path}", payload)
+        assert (status, answer) == (plan["status"], plan["answer"])
+        for sw, host, was in zip(plan["switches"], (a, b), before[1:], strict=True):
+            now = host_table(host)
+            assert sw["name"] == host.bridge
+            assert sw["add"] or sw["delete"], f"{method} {path}: nothing on {host.label}"
+            assert as_dumped(sw["add"]) == now - was, f"{method} {path} on {host.label}"
+            assert as_dumped(sw["delete"]) == was - now, f"{method} {path} on {host.label}"
+        cut = [p["id"] for p in plan["cut"]]
+        assert cut == ([] if method == "POST" else [1]), f"{method} {path}: {cut}"
