@@ -13,7 +13,7 @@ from typing import Any
 from conftest import Lab
 from frames import flow_marker
 from sniff import Sniffer, seen
-from test_dryrun import STREAM, everything, table, times
+from test_dryrun_traffic import STREAM, everything, table, times
 
 API = "/ctfw/v1"
 
