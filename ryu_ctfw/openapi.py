@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ryu_ctfw.explain import REASONS as EXPLAIN_REASONS
 from ryu_ctfw.policy import (
     KINDS,
     MAX_CIDRS_PER_NETWORK,
@@ -45,6 +46,8 @@ DPID_PARAM = {"name": "dpid", "in": "path", "required": True, "schema": DPID}
 # Where a VM says it is: a dpid, or a bridge name (the port-name rule).
 SWITCH = {"type": "string", "pattern": f"^(?:[0-9A-Fa-f]{{16}}|{PORT_NAME_RE.pattern[1:-1]})$"}
 AUTH = [{"bearer": []}]
+DRY_RUN_PARAM = {"name": "dry_run", "in": "query", "schema": {"type": "boolean"},
+                 "description": "answer what the call would do, and do nothing"}  # fmt: skip
 # Every call, reads included (rest.CtfwController._check_host).
 REBINDING = _error(
     "the API listens on loopback and the Host header is not a loopback name (DNS rebinding)"
@@ -266,20 +269,152 @@ SCHEMAS: dict[str, Any] = {
     },
     "Explanation": {
         "type": "object",
+        "required": ["verdict", "reason", "why", "pairs", "flows"],
         "properties": {
             "verdict": {"type": "string", "enum": ["allowed", "denied"]},
-            "why": {"type": "string"},
-            "pairs": {"type": "array", "items": _ref("Pair")},
-            "flows": {"type": "array", "items": _ref("Flow")},
+            "reason": {
+                "type": "string",
+                "enum": list(EXPLAIN_REASONS),
+                "description": "why, for scripts: pair (allowed), or the first of the denials"
+                " that applies, in this order",
+            },
+            "why": {"type": "string", "description": "the reason as one sentence"},
+            "from": _ref("ExplainedEndpoint"),
+            "to": _ref("ExplainedEndpoint"),
+            "protocol": {"type": "string", "enum": list(PROTOCOLS)},
+            "port": {"type": "integer", "nullable": True},
+            "pairs": {
+                "type": "array",
+                "items": _ref("Pair"),
+                "description": "allowed: the pairs that admit it; denied: the related ones"
+                " (the other way, or for other services)",
+            },
+            "flows": {
+                "type": "array",
+                "description": "allowed: the table-1 flows that carry it on each switch it"
+                " crosses, with their live counters",
+                "items": {
+                    "allOf": [
+                        _ref("Flow"),
+                        {
+                            "type": "object",
+                            "properties": {
+                                "carries": {
+                                    "type": "array",
+                                    "items": {
+                                        "type": "string",
+                                        "enum": ["new", "established", "reply"],
+                                    },
+                                    "description": "which packets of the connection it takes",
+                                }
+                            },
+                        },
+                    ]
+                },
+            },
+        },
+    },
+    "ExplainedEndpoint": {
+        "type": "object",
+        "properties": {
+            "name": {"type": "string", "description": "the VM, group or network"},
+            "kind": KIND,
+            "address": {**NULLABLE_STR, "description": "the address asked about, if any"},
         },
     },
     "PolicyDocument": {
         "type": "object",
+        "description": "the whole policy: the objects the list endpoints answer, and the"
+        " switches' own settings. On the way in (PUT /policy) the fields the controller"
+        " computes (id, dpid, ofport, ambiguous, learned_mac, initiator_kind,"
+        " responder_kind) are ignored; vms, groups, networks and pairs are required ([] for"
+        " none); switches may be left out (its settings then stay as they are)",
+        "required": ["vms", "groups", "networks", "pairs"],
+        "additionalProperties": False,
         "properties": {
-            "vms": {"type": "array", "items": _ref("Vm")},
+            "vms": {
+                "type": "array",
+                "items": _ref("Vm"),
+                "description": "each with its name; as in PUT /vms/{name} otherwise",
+            },
             "groups": {"type": "array", "items": _ref("Group")},
             "networks": {"type": "array", "items": _ref("Network")},
+            "pairs": {
+                "type": "array",
+                "items": _ref("Pair"),
+                "description": "a pair with the same initiator, responder, protocol,"
+                " ports and log as one in force is that pair, and keeps its id",
+            },
+            "switches": {"type": "array", "items": _ref("SwitchSetting")},
+        },
+    },
+    "SwitchSetting": {
+        "type": "object",
+        "required": ["dpid", "fabric_port"],
+        "additionalProperties": False,
+        "properties": {
+            "dpid": DPID,
+            "fabric_port": {
+                **PORT,
+                "nullable": True,
+                "description": "as PUT /switches/{dpid} sets it; null: none",
+            },
+        },
+    },
+    "PolicyChanges": {
+        "type": "object",
+        "description": "names of the VMs, groups and networks, the pairs (as views: the"
+        " added with their new ids) and the dpids of the switch settings",
+        "properties": {
+            "vms": {"type": "array", "items": {"type": "string"}},
+            "groups": {"type": "array", "items": {"type": "string"}},
+            "networks": {"type": "array", "items": {"type": "string"}},
             "pairs": {"type": "array", "items": _ref("Pair")},
+            "switches": {"type": "array", "items": {"type": "string"}},
+        },
+    },
+    "PolicyDifference": {
+        "type": "object",
+        "description": "what PUT /policy changed; all empty when the policy was already"
+        " the document (then nothing is stored or sent to a switch)",
+        "properties": {
+            "added": _ref("PolicyChanges"),
+            "changed": _ref("PolicyChanges"),
+            "removed": _ref("PolicyChanges"),
+        },
+    },
+    "DryRun": {
+        "type": "object",
+        "description": "what a call with ?dry_run=true would do; nothing was done",
+        "properties": {
+            "dry_run": {"type": "boolean", "enum": [True]},
+            "status": {"type": "integer", "description": "the status the call would answer"},
+            "answer": {
+                "type": "object",
+                "nullable": True,
+                "description": "the body the call would answer (null for 204)",
+            },
+            "switches": {
+                "type": "array",
+                "description": "every connected switch: the lines its table would gain and"
+                " lose, as ovs-ofctl dump-flows shows them (a line whose actions change is"
+                " in both)",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "dpid": {"type": "string"},
+                        "name": NULLABLE_STR,
+                        "add": {"type": "array", "items": {"type": "string"}},
+                        "delete": {"type": "array", "items": {"type": "string"}},
+                    },
+                },
+            },
+            "cut": {
+                "type": "array",
+                "items": _ref("Pair"),
+                "description": "pairs whose open connections the call would cut: those"
+                " it deletes, and those losing a line on some switch",
+            },
         },
     },
     "Flow": {
@@ -412,30 +547,58 @@ PATHS: dict[str, Any] = {
                     {"name": "protocol", "in": "query",
                      "schema": {"type": "string", "enum": ["tcp", "udp", "icmp", "any"]}},
                     {"name": "port", "in": "query",
-                     "schema": {"type": "integer", "minimum": 1, "maximum": 65535}}],
+                     "schema": {"type": "integer", "minimum": 1, "maximum": 65535},
+                     "description": "tcp and udp only; without it, every port"}],
                 "responses": {"200": _json(_ref("Explanation"), "the verdict and why"),
-                              "400": _error("a missing or malformed query parameter"),
-                              "404": _error("no VM, group or network of that name"),
+                              "400": _error("a missing, repeated, unknown or malformed query"
+                                            " parameter"),
+                              "404": _error("no VM, group or network of that name, or an"
+                                            " address no VM registered and no network holds"),
+                              "502": _error("a switch the flows are on could not be read"),
                               "403": REBINDING}},
     },
     f"{API}/policy": {
         "get": {"operationId": "get_policy", "responses": {
             "200": _json(_ref("PolicyDocument"), "the whole policy"), "403": REBINDING}},
         "put": {"operationId": "put_policy", "security": AUTH,
+                "description": "Replace the whole policy with the document, in one change"
+                " (one atomic bundle per switch). Errors name the entry, like"
+                " 'vms[2].mac: ...', and change nothing.",
+                "parameters": [DRY_RUN_PARAM],
                 "requestBody": {"required": True, "content": {
                     "application/json": {"schema": _ref("PolicyDocument")}}},
-                "responses": {"200": _json({"type": "object"},
-                                           "replaced; the difference it made"),
+                "responses": {"200": _json(
+                                  {"oneOf": [_ref("PolicyDifference"), _ref("DryRun")]},
+                                  "replaced: the difference it made (with dry_run: what"
+                                  " it would do)"),
                               "404": _error("a pair or group names something the document"
                                             " does not have"),
-                              "409": _error("two entries conflict"),
-                              **COMMON_ERRORS}},
+                              "409": _error("two entries conflict (a name or pair twice, a"
+                                            " port or MAC of two VMs)"),
+                              **COMMON_ERRORS,
+                              "413": _error("body larger than 16 MiB")}},
     },
     f"{API}/openapi.json": {
         "get": {"operationId": "openapi",
                 "responses": {"200": {"description": "this description"}, "403": REBINDING}},
     },
 }  # fmt: skip
+
+
+def _with_dry_run(paths: dict[str, Any]) -> None:
+    """Every mutating operation takes ?dry_run=true and may then answer the DryRun."""
+    for item in paths.values():
+        for method in ("put", "post", "delete"):
+            op = item.get(method)
+            if op is None:
+                continue
+            if DRY_RUN_PARAM not in op.get("parameters", []):
+                op["parameters"] = [*op.get("parameters", []), DRY_RUN_PARAM]
+            if "200" not in op["responses"]:
+                op["responses"]["200"] = _json(_ref("DryRun"), "with dry_run: what it would do")
+
+
+_with_dry_run(PATHS)
 
 SPEC: dict[str, Any] = {
     "openapi": "3.0.3",
