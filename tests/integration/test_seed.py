@@ -72,6 +72,8 @@ SEED_FLOWS = {
     "table=2, priority=100,dl_dst=52:54:00:99:90:78 actions=output:3",
     "table=2, priority=50,dl_dst=01:00:00:00:00:00/01:00:00:00:00:00 actions=FLOOD",
     "table=2, priority=0 actions=drop",
+    "table=3, priority=200,ipv6,ipv6_dst=ff02::/16 actions=drop",
+    "table=3, priority=200,ip,nw_dst=224.0.0.0/24 actions=drop",
     "table=3, priority=100,in_port=2 actions=meter:2,CONTROLLER:128",
     "table=3, priority=100,in_port=3 actions=meter:3,CONTROLLER:128",
     "table=3, priority=0 actions=meter:65280,CONTROLLER:128",

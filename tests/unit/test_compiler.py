@@ -43,6 +43,7 @@ from ryu_ctfw.compiler import (
     P_IP,
     P_LOG_OTHER,
     P_LOG_PORT,
+    P_LOG_QUIET,
     P_MAC_VM_FALSE_ND,
     P_MAC_VM_IP,
     P_MAC_VM_NEIGHBOUR,
@@ -141,8 +142,10 @@ SEED_ATTACHED = {"vm1": Attachment(2, MAC1), "vm2": Attachment(3, MAC2)}
 # are marked blocked and dropped as revoked (10); the rest is dropped: no pair (0).
 # Table 2: ARP and ND for a VM's MAC to its port; multicast and broadcast flooded; the rest
 # dropped, silently.
-# Table 3: the events of each VM's port go to the controller through the port's meter
-# (id = its ofport), the others' through the shared meter 0xff00.
+# Table 3: link-local multicast every host sends on its own (IPv6 ff02::/16, IPv4
+# 224.0.0.0/24) is dropped without an event (200); the events of each VM's port go to the
+# controller through the port's meter (id = its ofport), the others' through the shared
+# meter 0xff00.
 SEED_FLOWS = """\
 table=0, priority=150,in_port=2,vlan_tci=0x1000/0x1000 actions=write_metadata:0x3,goto_table:3
 table=0, priority=150,in_port=3,vlan_tci=0x1000/0x1000 actions=write_metadata:0x3,goto_table:3
@@ -209,6 +212,8 @@ table=2, priority=100,dl_dst=52:54:00:60:84:ff actions=output:2
 table=2, priority=100,dl_dst=52:54:00:99:90:78 actions=output:3
 table=2, priority=50,dl_dst=01:00:00:00:00:00/01:00:00:00:00:00 actions=FLOOD
 table=2, priority=0 actions=drop
+table=3, priority=200,ipv6,ipv6_dst=ff02::/16 actions=drop
+table=3, priority=200,ip,nw_dst=224.0.0.0/24 actions=drop
 table=3, priority=100,in_port=2 actions=meter:2,CONTROLLER:128
 table=3, priority=100,in_port=3 actions=meter:3,CONTROLLER:128
 table=3, priority=0 actions=meter:65280,CONTROLLER:128"""  # noqa: E501
@@ -228,6 +233,8 @@ table=1, priority=10,ct_state=+est-rpl+trk,ipv6 actions=ct(commit,zone=1,exec(se
 table=1, priority=0 actions=write_metadata:0x1,goto_table:3
 table=2, priority=50,dl_dst=01:00:00:00:00:00/01:00:00:00:00:00 actions=FLOOD
 table=2, priority=0 actions=drop
+table=3, priority=200,ipv6,ipv6_dst=ff02::/16 actions=drop
+table=3, priority=200,ip,nw_dst=224.0.0.0/24 actions=drop
 table=3, priority=0 actions=meter:65280,CONTROLLER:128"""  # noqa: E501
 
 
@@ -907,9 +914,10 @@ def test_a_vm_with_a_configured_mac_gets_no_learn_flow() -> None:
     flows = compile_switch(policy, {"A": Attachment(5, MAC_A)}, 1)
     assert not [f for f in flows if cookie_kind(f.cookie) == KIND_LEARN]
     # Nothing shows the controller A's packets but its port's log line (its events).
+    telling = [f for f in flows if f.table == TABLE_LOG and f.actions]
     assert [f for f in flows if CONTROLLER in f.actions or any(isinstance(a, Meter)
-            for a in f.actions)] == [f for f in flows if f.table == TABLE_LOG]  # fmt: skip
-    assert {f.match.in_port for f in table(flows, TABLE_LOG)} == {5, None}
+            for a in f.actions)] == telling  # fmt: skip
+    assert {f.match.in_port for f in telling} == {5, None}
 
 
 # --- table 2: delivery ------------------------------------------------------------------------
@@ -1435,7 +1443,7 @@ def test_cookies_say_which_part_of_the_policy_made_each_flow() -> None:
     base = [f for f in flows if cookie_kind(f.cookie) == KIND_BASE]
     assert [(f.table, f.priority) for f in base] == [
         (0, 100), (0, 100), (0, 105), (0, 105), (0, 105), (0, 105), (0, 10), (0, 1),
-        (1, 200), (1, 10), (1, 10), (1, 0), (2, 50), (2, 0), (3, 0),
+        (1, 200), (1, 10), (1, 10), (1, 0), (2, 50), (2, 0), (3, 200), (3, 200), (3, 0),
     ]  # fmt: skip
     assert all(cookie_ident(f.cookie) == 0 for f in base)
     vm = [f for f in flows if cookie_kind(f.cookie) == KIND_VM]
@@ -1558,9 +1566,14 @@ def test_two_networks_on_one_port_keep_their_sources_apart() -> None:
 
 # --- the connection log (issue 13) -----------------------------------------------------------
 
-# The two drops that are no event: table 0's last line (no IP, ARP or ND) and table 2's (ARP
-# or ND for nobody).
-SILENT_DROPS = {(TABLE_CLASSIFY, P_DEFAULT_DROP), (TABLE_DELIVER, P_DENY)}
+# The drops that are no event: table 0's last line (no IP, ARP or ND), table 2's (ARP or ND
+# for nobody), and in table 3, of what was dropped, the link-local multicast every host
+# sends on its own.
+SILENT_DROPS = {(TABLE_CLASSIFY, P_DEFAULT_DROP), (TABLE_DELIVER, P_DENY), (TABLE_LOG, P_LOG_QUIET)}
+LINK_LOCAL_MULTICAST = {
+    Match(eth_type=ETH_TYPE_IPV6, ipv6_dst="ff02::/16"),
+    Match(eth_type=ETH_TYPE_IP, ipv4_dst="224.0.0.0/24"),
+}
 
 
 def pair_between(policy: Policy, initiator: str, responder: str) -> Pair:
@@ -1602,8 +1615,9 @@ def test_every_drop_that_is_an_event_says_why_and_goes_to_the_log_table() -> Non
             assert metadata == [WriteMetadata(REASON_BY_NAME[reason].code)], f.text()
             reasons.add(reason)
         elif not passes(f) and not is_clause(f) and CONTROLLER not in f.actions:
-            # A line that lets nothing on and tells nobody: only the two silent drops.
-            assert (f.table, f.priority) in SILENT_DROPS and f.match == Match(), f.text()
+            # A line that lets nothing on and tells nobody: only the silent drops.
+            assert (f.table, f.priority) in SILENT_DROPS and f.actions == (), f.text()
+            assert f.match in ({Match()} | LINK_LOCAL_MULTICAST), f.text()
     # The round-trip policy makes every kind of drop there is.
     assert reasons == {r.name for r in REASONS}
 
@@ -1621,8 +1635,7 @@ def test_drop_reason_names_the_base_drops_and_nothing_that_passes() -> None:
         (TABLE_POLICY, P_DENY),
     ]  # fmt: skip
     # The log table's own lines and a learning line report, they do not drop for a reason.
-    (log,) = table(base, TABLE_LOG)
-    assert drop_reason(log) is None
+    assert [drop_reason(f) for f in table(base, TABLE_LOG)] == [None] * 3
     learning = vm_port_flows(Vm("B", "tapB"), Attachment(6, None), 1)
     assert [drop_reason(f) for f in learning if CONTROLLER in f.actions] == [None] * 3
     # A code no reason has is no reason (a flow the controller did not make).
@@ -1673,7 +1686,7 @@ def test_a_networks_port_drops_sources_outside_its_cidrs_as_events() -> None:
 
 def test_each_local_vm_port_and_network_port_has_its_log_line_with_its_own_meter() -> None:
     _, attached, flows = round_trip_flows()
-    log = table(flows, TABLE_LOG)
+    log = [f for f in table(flows, TABLE_LOG) if f.priority != P_LOG_QUIET]
     ports = {at.ofport for at in attached.values()}  # the VMs', the networks', the fabric's
     assert {f.match.in_port for f in log} == ports | {None}
     for f in log:
@@ -1719,7 +1732,7 @@ def test_a_remote_vm_has_no_meter_of_its_own_but_the_fabric_ports() -> None:
         "far2": Attachment(8, MAC_C, remote=True),
     }
     compiled = compile_switch(policy, attached, 1)
-    log_ports = [f.match.in_port for f in table(compiled, TABLE_LOG)]
+    log_ports = [f.match.in_port for f in table(compiled, TABLE_LOG) if f.actions]
     assert sorted(log_ports, key=str) == [5, 8, None]
     meters = {a.meter_id for f in compiled for a in f.actions if isinstance(a, Meter | Log)}
     assert meters == {5, 8, SHARED_METER}
@@ -1862,3 +1875,19 @@ def test_the_round_trip_policys_logging_pairs_log_exactly_their_opening_lines() 
     # Their meters are their initiators' ports' (vm2: 3; db's members here: vm2 3, vm5 65000).
     assert {(a.meter_id, f.match.in_port) for f in with_log for a in f.actions
             if isinstance(a, Log)} == {(3, 3), (65000, 65000)}  # fmt: skip
+
+
+def test_link_local_multicast_that_was_dropped_is_no_event() -> None:
+    """What every host sends on its own (MLD reports, router solicitations, IGMP, mDNS) is
+    dropped like the rest, above the port lines of the log table, so it fills no meter."""
+    log = table(list(base_flows(1)), TABLE_LOG)
+    quiet = [f for f in log if f.priority == P_LOG_QUIET]
+    assert {f.match for f in quiet} == LINK_LOCAL_MULTICAST and len(quiet) == 2
+    for f in quiet:
+        assert_drops(f, None)
+    assert P_LOG_QUIET > P_LOG_PORT > P_LOG_OTHER
+    # Only table 3 drops it quietly: before, no line singles it out (in table 1 it meets
+    # the no-pair drop like any other packet).
+    assert not [
+        f for f in base_flows(1) if f.table != TABLE_LOG and f.match in LINK_LOCAL_MULTICAST
+    ]
