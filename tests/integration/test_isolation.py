@@ -146,6 +146,29 @@ def test_neighbour_discovery_is_as_strict_as_arp(labenv: Lab) -> None:
     labenv.counter_reaches(false_nd + f"6 {drop('forged-nd')}", before + 3, table=0)
 
 
+def test_false_neighbour_discovery_is_an_event_sent_to_one_or_to_all(labenv: Lab) -> None:
+    """A VM's lie in ND is dropped and is an event (forged-nd, through its port's meter),
+    addressed to one VM or, as advertisements and solicitations mostly are, to a multicast
+    group: the link-local multicast the log table drops without an event is the chatter
+    every host sends, not a lie."""
+    vm1, vm2, vm3, stray = three_vms_and_a_stray(labenv)
+    mark, own = marker(), "2001:db8::1"
+    false_na = f"priority=135,icmp6,in_port=2,icmp_type=136 {drop('forged-nd')}"
+    log_line = "in_port=2 actions=meter:2,"
+    watch = sniff(mark, vm2, vm3, stray)
+    for where in ({"dst_mac": vm2.mac, "dst_ip": "2001:db8::2"}, {}):  # to vm2; to ff02::1
+        lie = frames.nd_frame(136, vm1.mac, own, "2001:db8::3", vm1.mac, padding=mark, **where)
+        dropped, logged = labenv.counter(false_na, table=0), labenv.counter(log_line, table=3)
+        vm1.send_frame(lie)
+        labenv.counter_reaches(false_na, dropped + 1, table=0)
+        what = f"vm1's advertisement of vm3's address to {where.get('dst_ip', 'ff02::1')}"
+        try:
+            labenv.counter_reaches(log_line, logged + 1, table=3)
+        except lab.LabError as e:
+            raise AssertionError(f"{what} was dropped but is no event") from e
+    assert seen(watch) == [0, 0, 0]
+
+
 def test_a_restart_keeps_vms_whose_mac_was_learned(labenv: Lab) -> None:
     vm1 = labenv.vm("vm1", 2, 1, give_mac=False)
     vm2 = labenv.vm("vm2", 3, 2, give_mac=False)

@@ -211,12 +211,46 @@ def test_forged_frames_from_the_uplink_are_dropped(world: World) -> None:
         was = env.counter(line, table=0)
         r.send_frame(frame)
         env.counter_reaches(line, was + 1, table=0)
-    env.counter_reaches(log_line, logged + len(forged), table=3)
+    # Each is an event too, through the uplink's own meter (the advertisements to all
+    # nodes: test_forged_advertisements_to_all_nodes_are_events).
+    unicast = [frame for frame, _ in forged if not frame.startswith(b"\x33\x33")]
+    env.counter_reaches(log_line, logged + len(unicast), table=3)
     for frame in honest:
         r.send_frame(frame)
     # vm1: the two datagrams from the network, the ARP request and the advertisement;
     # vm2: the (flooded) ARP request and advertisement. Nothing forged.
     assert seen(watch) == [4, 2]
+
+
+def test_forged_advertisements_to_all_nodes_are_events(world: World) -> None:
+    """A Neighbor Advertisement claiming a VM's address or MAC is dropped by the claim lines
+    and is an event, sent to one VM or, as an unsolicited advertisement is, to all nodes
+    (ff02::1): the link-local multicast the log table drops without an event is the chatter
+    every host sends, not a claim."""
+    env, vm1, vm2, up = world.env, world.vm1, world.vm2, world.up
+    mark, port = marker(), 9
+    vm1_6, vm2_6 = v6(vm1), v6(vm2)
+    log_line = f"in_port={port} actions=meter:{port},"
+    na = "priority={},icmp6,icmp_type=136,{} {}"
+    claims = [  # (target, target link-layer option, the claim line)
+        (vm2_6, up.mac, na.format(125, f"nd_target={vm2_6}", drop("claimed-address"))),
+        (lab.GATEWAY6, vm2.mac, na.format(108, f"nd_tll={vm2.mac}", drop("claimed-mac"))),
+    ]
+    watch = sniff(mark, vm1, vm2)
+    for to_all in (False, True):  # to vm1 first: the control
+        where = {} if to_all else {"dst_mac": vm1.mac, "dst_ip": vm1_6}
+        for target, option, line in claims:
+            frame = frames.nd_frame(136, up.mac, lab.GATEWAY6, target, option, padding=mark,
+                                    **where)  # fmt: skip
+            dropped, logged = env.counter(line, table=0), env.counter(log_line, table=3)
+            up.router.send_frame(frame)
+            env.counter_reaches(line, dropped + 1, table=0)
+            what = f"an advertisement of {target} at {option} to {'all nodes' if to_all else 'vm1'}"
+            try:
+                env.counter_reaches(log_line, logged + 1, table=3)
+            except lab.LabError as e:
+                raise AssertionError(f"{what} was dropped but is no event") from e
+    assert seen(watch) == [0, 0]
 
 
 def test_frames_from_a_vm_to_the_network_leave_by_its_port_untagged(world: World) -> None:
