@@ -122,6 +122,7 @@ class Match(NamedTuple):
     conj_id: int | None = None
     ipv4_dst: str | None = None  # an address or a network "addr/prefix", as the sources
     ipv6_dst: str | None = None
+    metadata: int | None = None  # the log table: the reason a drop wrote
 
     def fields(self) -> dict[str, str | int]:
         """The match as ovs-ofctl field names and values (for the REST view)."""
@@ -263,6 +264,7 @@ REASONS = (
 )
 REASON_BY_CODE = {r.code: r for r in REASONS}
 REASON_BY_NAME = {r.name: r for r in REASONS}
+QUIET_REASONS = (REASON_BY_NAME["no-pair"].code, REASON_BY_NAME["invalid"].code)
 
 
 @cache
@@ -375,9 +377,11 @@ def base_flows(zone: int) -> tuple[Flow, ...]:
         Flow(TABLE_DELIVER, P_FLOOD, Match(eth_dst=MULTICAST), (FLOOD,), base),
         Flow(TABLE_DELIVER, P_DENY, Match(), (), base),
         # Link-local multicast every host sends on its own (MLD reports, router
-        # solicitations, IGMP, mDNS): dropped like the rest, but no event of it.
-        *(Flow(TABLE_LOG, P_LOG_QUIET, _destination(link_local), (), base)
-          for link_local in ("ff02::/16", "224.0.0.0/24")),
+        # solicitations, IGMP, mDNS) that no pair took: dropped like the rest, but no event
+        # of it. Only for these reasons: a forged advertisement to all nodes is one.
+        *(Flow(TABLE_LOG, P_LOG_QUIET, _destination(link_local)._replace(metadata=code),
+               (), base)
+          for link_local in ("ff02::/16", "224.0.0.0/24") for code in QUIET_REASONS),
         Flow(TABLE_LOG, P_LOG_OTHER, Match(), (Meter(SHARED_METER), CONTROLLER), base),
     ]  # fmt: skip
     return tuple(flows)

@@ -37,7 +37,7 @@ class Codec(NamedTuple):
 
 
 def _uint(size: int, hex_text: bool = False) -> Codec:
-    fmt = {1: "!B", 2: "!H", 4: "!I"}[size]
+    fmt = {1: "!B", 2: "!H", 4: "!I", 8: "!Q"}[size]
     return Codec(
         lambda v: (struct.pack(fmt, v), None),
         lambda b, m: struct.unpack(fmt, b)[0] if m is None else None,
@@ -220,6 +220,7 @@ FIELDS: tuple[Field, ...] = (
     _f("arp_sha", "arp_sha", _mac(), OXM_OF, 24),
     _f("ct_state", "ct_state", _ct_state(), NXM_1, 105),
     _f("ct_mark", "ct_mark", _uint(4, hex_text=True), NXM_1, 107),
+    _f("metadata", "metadata", _uint(8, hex_text=True), OXM_OF, 2),
 )
 BY_ATTR = {f.attr: f for f in FIELDS}
 BY_TLV = {tlv: f for f in FIELDS for tlv in f.decode_as}
@@ -227,7 +228,8 @@ BY_TLV = {tlv: f for f in FIELDS for tlv in f.decode_as}
 # How ovs-ofctl orders them in a line. eth_type and ip_proto print as one protocol name
 # ("tcp6") where they have one, in the place of eth_type.
 TEXT_ORDER: tuple[str, ...] = (
-    "conj_id", "ct_state", "ct_mark", "eth_type", "in_port", "vlan_tci", "eth_src", "eth_dst",
+    "conj_id", "ct_state", "ct_mark", "eth_type", "metadata", "in_port", "vlan_tci", "eth_src",
+    "eth_dst",
     "ipv4_src", "ipv4_dst", "ipv6_src", "ipv6_dst", "arp_spa", "arp_sha", "ip_frag", "tp_src",
     "tp_dst", "icmp_type", "nd_target", "nd_sll", "nd_tll",
 )  # fmt: skip

@@ -270,6 +270,18 @@ class Ovs:
         uuid = self.vsctl("get", "bridge", bridge, "controller").strip("[]")
         self.vsctl("set", "controller", uuid, "max_backoff=1000")
 
+    def add_meters(self, bridge: str, flows_text: str) -> None:
+        """The meters the flows in `flows_text` (dump-flows or add-flows syntax) use, as
+        the controller makes them: a baseline that installs flows with ovs-ofctl needs them
+        first (a flow naming a missing meter is refused, and OVS deletes every meter when a
+        bridge's controller changes)."""
+        ids = sorted({int(n) for n in re.findall(r"meter(?::|_id=)(\d+)", flows_text)})
+        band = "band=type=drop,rate=20,burst_size=20"
+        for meter in ids:
+            self.ofctl(
+                "-O", "OpenFlow13", "add-meter", bridge, f"meter={meter},pktps,burst,stats,{band}"
+            )
+
     def dump_flows(self, bridge: str, *extra: str) -> str:
         return self.ofctl("dump-flows", bridge, *extra)
 

@@ -111,7 +111,7 @@ def _tlv(attr: str, cls: int, field: int, value: object) -> bytes:
 # so most parts are cache hits and a match costs three lookups. (The L4 fields' TLV depends
 # on eth_type and ip_proto, which are in the same part.) Per part: a getter of its values
 # from a Match, and (attribute, fixed TLV or None) for each of its fields.
-_PART_ENDS = ("eth_dst", "arp_sha", "ct_mark")
+_PART_ENDS = ("eth_dst", "arp_sha", "metadata")
 _PLANS: list[tuple[tuple[str, tuple[int, int] | None], ...]] = [()]
 for _f in fields.FIELDS:
     _PLANS[-1] += ((_f.attr, _f.oxm if isinstance(_f.oxm, tuple) else None),)
