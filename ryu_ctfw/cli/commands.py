@@ -46,7 +46,7 @@ class Context:
         self.print(json.dumps(body, indent=2))
 
     def show(self, body: Any, human: Callable[[Any], str]) -> int:
-        self.print_json(body) if self.json else self.print(human(body))
+        self.print_json(body) if self.json else self.print(readable(body, human))
         return Exit.OK
 
     def mutate(
@@ -65,14 +65,24 @@ class Context:
                 self.print_json(answer.body)
             return Exit.OK
         if not args.dry_run:
-            self.print(done(answer))
+            self.print(readable(answer, done))
             return Exit.OK
         plan = answer.body if isinstance(answer.body, dict) else {}
         would = Answer(int(plan.get("status", answer.status)), plan.get("answer"))
         self.print(f"dry run, nothing changed; the call would answer {would.status}:")
-        self.print(_indent(done(would)))
+        self.print(_indent(readable(would, done)))
         self.print(render.plan(plan))
         return Exit.OK
+
+
+def readable(body: Any, human: Callable[[Any], str]) -> str:
+    """`human`'s text, or the JSON itself for an answer of a shape it does not know (a newer
+    or older controller): the user still sees what the API said."""
+    try:
+        return human(body)
+    except (KeyError, AttributeError, TypeError, ValueError):
+        value = body.body if isinstance(body, Answer) else body
+        return json.dumps(value, indent=2)
 
 
 def _indent(text: str) -> str:
