@@ -763,3 +763,15 @@ def test_policy_apply_of_bad_json_sends_nothing(api: Stub, ctfw: Any, tmp_path: 
     run = ctfw("policy", "apply", str(path))
     assert run.code == 2 and "is not valid JSON" in run.err
     assert api.requests == []
+
+
+def test_a_reader_that_leaves_early_is_no_error(api: Stub) -> None:
+    """`ctfw vm ls | head -1`: the pipe closes under the CLI; it ends quietly with 0."""
+    api.answer("GET", "/vms", {"vms": [{**VM1, "name": f"vm{i}"} for i in range(5000)]})
+    cli = subprocess.Popen([sys.executable, "-m", "ryu_ctfw.cli", "--url", api.url, "vm", "ls"],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env())  # fmt: skip
+    assert cli.stdout is not None and cli.stderr is not None
+    assert cli.stdout.readline().split()[0] == b"NAME"
+    cli.stdout.close()  # as head does after its line
+    assert cli.wait(timeout=30) == 0
+    assert cli.stderr.read() == b""
