@@ -6,7 +6,9 @@ and the REST API mounted on Ryu's WSGI server. OpenFlow 1.3 only.
 
 from __future__ import annotations
 
+import dataclasses
 import gc
+import importlib.metadata
 from typing import Any
 
 from ryu import cfg
@@ -46,6 +48,7 @@ class CtfwApp(app_manager.RyuApp):
             # inside Ryu's receive loop.
             ryu_compat.check()
             ryu_compat.install_raw_flow_stats_parser()
+            ryu_compat.install_controller2_meter_id()
             settings = config.check(cfg.CONF)
             policy.set_limits(settings.max_vms, settings.max_pairs, settings.max_ips_per_vm)
             # Before Firewall touches the folder (stale temporary files, compaction): those
@@ -57,6 +60,7 @@ class CtfwApp(app_manager.RyuApp):
             # fail at the first switch.
             self.logger.error("ryu-ctfw: %s", e)
             raise SystemExit(f"ryu-ctfw: {e}") from None
+        self.logger.info("ryu-ctfw %s starting: %s", _version(), _options(settings))
         self.logger.info(
             "ryu-ctfw: %d VMs, %d pairs from %s",
             len(self.fw.policy.vms),
@@ -69,6 +73,7 @@ class CtfwApp(app_manager.RyuApp):
 
     def start(self) -> Any:
         super().start()
+        self.fw.switches.start_meter_poll()
         # Returned, as Ryu's OpenFlow handler returns its server: ryu-manager then waits on
         # it, as it waited on the WSGI server it used to start itself.
         server = wsgi_limits.start(self._wsgi, self.logger)
@@ -101,6 +106,7 @@ class CtfwApp(app_manager.RyuApp):
     @set_ev_cls(
         [
             ofp_event.EventOFPFlowStatsReply,
+            ofp_event.EventOFPMeterStatsReply,
             ofp_event.EventOFPBarrierReply,
             ofp_event.EventONFBundleCtrlMsg,
         ],
@@ -112,6 +118,19 @@ class CtfwApp(app_manager.RyuApp):
     @set_ev_cls(ofp_event.EventOFPErrorMsg, [CONFIG_DISPATCHER, MAIN_DISPATCHER])
     def _error(self, ev: Any) -> None:
         self.fw.switches.error(ev.msg.datapath, ev.msg)
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("ryu-ctfw")
+    except importlib.metadata.PackageNotFoundError:  # run from a source tree
+        return "(not installed)"
+
+
+def _options(settings: config.Settings) -> str:
+    """The options in force, for the start's log line; the API token is not shown."""
+    shown = {**dataclasses.asdict(settings), "api_token": "set" if settings.api_token else None}
+    return ", ".join(f"{k}={v}" for k, v in shown.items())
 
 
 def tune_gc() -> None:

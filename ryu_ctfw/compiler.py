@@ -22,13 +22,14 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache, lru_cache
 from typing import NamedTuple
 
 from ryu_ctfw.fields import (
     BY_ATTR,
     CT_EST,
     CT_INV,
+    CT_NEW,
     CT_REL,
     CT_RPL,
     CT_TRK,
@@ -50,6 +51,7 @@ ND_RS, ND_RA, ND_NS, ND_NA = 133, 134, 135, 136
 TABLE_CLASSIFY = 0
 TABLE_POLICY = 1
 TABLE_DELIVER = 2  # ARP and ND to the port of the VM they are for, or flooded
+TABLE_LOG = 3  # what is dropped as an event: to the controller, through its port's meter
 
 # Cookies say which part of the policy made a flow: 16 bits app tag, 8 bits kind, 40 bits id.
 COOKIE_TAG = 0xC7F0 << 48
@@ -77,8 +79,12 @@ def cookie_kind(value: int) -> int:
     return (value >> 40) & 0xFF
 
 
-# The original direction, new or established: what the pair's service lines check.
+# The original direction, new or established: what the pair's service lines check, in two
+# lines (a packet is either), so the first counts the connections a pair admits.
 ORIGINAL = CtState.of(CT_TRK, clear=CT_REL | CT_RPL)
+ORIGINAL_NEW = CtState.of(CT_NEW, CT_TRK, clear=CT_REL | CT_RPL)
+ORIGINAL_EST = CtState.of(CT_EST, CT_TRK, clear=CT_REL | CT_RPL)
+OPENING = (ORIGINAL_NEW, ORIGINAL_EST)
 EST_ORIGINAL = CtState.of(CT_EST, CT_TRK, clear=CT_RPL)
 EST_REPLY = CtState.of(CT_EST, CT_RPL, CT_TRK)
 RELATED = CtState.of(CT_REL, CT_TRK)
@@ -193,6 +199,26 @@ class Conjunction(NamedTuple):
         return f"conjunction({self.id},{self.clause}/{self.n_clauses})"
 
 
+class Log(NamedTuple):
+    """A copy of the packet to the controller, through meter `meter_id` (Nicira's
+    controller2 action: the meter limits the copies only, never the packet itself)."""
+
+    meter_id: int
+    max_len: int = 128
+
+    def text(self) -> str:
+        return f"controller(max_len={self.max_len},meter_id={self.meter_id})"
+
+
+class WriteMetadata(NamedTuple):
+    """Set the packet's metadata (an OpenFlow write-metadata instruction, all 64 bits)."""
+
+    value: int
+
+    def text(self) -> str:
+        return f"write_metadata:0x{self.value:x}"
+
+
 class Goto(NamedTuple):
     """Continue in a later table (an OpenFlow goto-table instruction)."""
 
@@ -211,7 +237,38 @@ class Meter(NamedTuple):
         return f"meter:{self.meter_id}"
 
 
-Action = Output | Ct | Goto | Meter | Conjunction
+Action = Output | Ct | Goto | Meter | Conjunction | Log | WriteMetadata
+
+
+class Reason(NamedTuple):
+    """Why a line drops what it matches, as events and metrics name it. The line writes
+    `code` to the packet's metadata and sends it to the log table, so the packet-in says
+    which line it met."""
+
+    code: int
+    name: str
+    text: str
+
+
+REASONS = (
+    Reason(1, "no-pair", "no pair allows it (table 1's default drop)"),
+    Reason(2, "invalid", "conntrack found it invalid (+inv)"),
+    Reason(3, "tagged", "a VLAN-tagged frame from an access port"),
+    Reason(4, "forged-source", "sent from a port with a MAC or address that is not its own"),
+    Reason(5, "forged-nd", "Neighbor Discovery about an address that is not the sender's"),
+    Reason(6, "claimed-address", "a VM's registered address, sent from another port"),
+    Reason(7, "claimed-mac", "a VM's MAC, sent or advertised from another port"),
+    Reason(8, "outside-cidrs", "IP from a network's port with a source outside its CIDRs"),
+    Reason(9, "revoked", "a packet of a connection that no pair allows any more"),
+)
+REASON_BY_CODE = {r.code: r for r in REASONS}
+REASON_BY_NAME = {r.name: r for r in REASONS}
+
+
+@cache
+def deny(reason: str) -> tuple[Action, ...]:
+    """A drop that is an event: say why in the metadata, and go to the log table."""
+    return (WriteMetadata(REASON_BY_NAME[reason].code), Goto(TABLE_LOG))
 
 
 class Flow(NamedTuple):
@@ -248,6 +305,9 @@ class Attachment(NamedTuple):
 
 FLOOD = Output("FLOOD")
 CONTROLLER = Output("CONTROLLER")
+# Events from a port that is no VM's or network's (or from no port: the claims) share one
+# meter; a VM's or network's port has its own, id = its ofport (OVS ofports end at 0xfeff).
+SHARED_METER = 0xFF00
 TO_DELIVERY = Goto(TABLE_DELIVER)
 BLOCKED = 0xFFFFFFFF  # ct_mark of a connection no pair allows any more
 
@@ -282,6 +342,9 @@ P_PAIR = 100
 P_LINK = 90
 P_BLOCK = 10
 P_DENY = 0
+# Table 3.
+P_LOG_PORT = 100
+P_LOG_OTHER = 0
 # Table 2.
 P_DELIVER = 100
 P_FLOOD = 50
@@ -302,14 +365,15 @@ def base_flows(zone: int) -> tuple[Flow, ...]:
     flows += [
         Flow(TABLE_CLASSIFY, P_ARP, Match(eth_type=ETH_TYPE_ARP), (TO_DELIVERY,), base),
         Flow(TABLE_CLASSIFY, P_DEFAULT_DROP, Match(), (), base),
-        Flow(TABLE_POLICY, P_INVALID, Match(ct_state=INVALID), (), base),
+        Flow(TABLE_POLICY, P_INVALID, Match(ct_state=INVALID), deny("invalid"), base),
         # An established connection's packet in the original direction that no pair's
         # line took: its pair is gone. Marking it blocked kills its replies too.
-        *(Flow(TABLE_POLICY, P_BLOCK, Match(eth_type=fam, ct_state=EST_ORIGINAL), block, base)
-          for fam in FAMILIES),
-        Flow(TABLE_POLICY, P_DENY, Match(), (), base),
+        *(Flow(TABLE_POLICY, P_BLOCK, Match(eth_type=fam, ct_state=EST_ORIGINAL),
+               block + deny("revoked"), base) for fam in FAMILIES),
+        Flow(TABLE_POLICY, P_DENY, Match(), deny("no-pair"), base),
         Flow(TABLE_DELIVER, P_FLOOD, Match(eth_dst=MULTICAST), (FLOOD,), base),
         Flow(TABLE_DELIVER, P_DENY, Match(), (), base),
+        Flow(TABLE_LOG, P_LOG_OTHER, Match(), (Meter(SHARED_METER), CONTROLLER), base),
     ]  # fmt: skip
     return tuple(flows)
 
@@ -342,10 +406,13 @@ def vm_port_flows(vm: Vm, at: Attachment, zone: int) -> tuple[Flow, ...]:
     """A VM's lines: its port's checks in table 0, nobody else claiming its MAC or
     addresses, and ARP / ND for its MAC delivered to its port only (table 2)."""
     port = at.ofport
-    tagged = (TABLE_CLASSIFY, P_VM_TAGGED, Match(in_port=port, vlan_tci=VLAN_TAGGED), ())
-    guard = (TABLE_CLASSIFY, P_FABRIC_GUARD if at.remote else P_VM_GUARD, Match(in_port=port), ())
+    tagged = (TABLE_CLASSIFY, P_VM_TAGGED, Match(in_port=port, vlan_tci=VLAN_TAGGED),
+              deny("tagged"))  # fmt: skip
+    guard = (TABLE_CLASSIFY, P_FABRIC_GUARD if at.remote else P_VM_GUARD, Match(in_port=port),
+             deny("forged-source"))  # fmt: skip
+    log = _log_line(port)
     if at.mac is None:
-        lines = [tagged, *_learning_lines(vm, port), *_address_claims(vm, None), guard]
+        lines = [tagged, *_learning_lines(vm, port), *_address_claims(vm, None), guard, log]
         return _flows(lines, cookie(KIND_LEARN, port))
     # The fabric port is shared: ND from it that no remote VM's line took is no lie of
     # theirs; it meets the fabric guard, or a gateway's network lines.
@@ -359,8 +426,15 @@ def vm_port_flows(vm: Vm, at: Attachment, zone: int) -> tuple[Flow, ...]:
         guard,
         *_mac_claims(at.mac),
         (TABLE_DELIVER, P_DELIVER, Match(eth_dst=at.mac), (Output(port),)),
+        log,
     ]
     return _flows(lines, cookie(KIND_VM, port))
+
+
+def _log_line(port: int) -> Line:
+    """Events of a port go to the controller through the port's own meter: one noisy VM
+    fills its own meter, not the others' (nor the controller)."""
+    return (TABLE_LOG, P_LOG_PORT, Match(in_port=port), (Meter(port), CONTROLLER))
 
 
 def _flows(lines: Iterable[Line], flow_cookie: int) -> tuple[Flow, ...]:
@@ -388,7 +462,8 @@ def _own_lines(vm: Vm, port: int, mac: str, zone: int, lies: bool = True) -> lis
          (TO_DELIVERY,)),
         # Any other ND from the port lies about an address (and, sent from the VM's own
         # address, would otherwise pass the IPv6 line below).
-        *((t0, P_VM_FALSE_ND, _icmp6(nd, in_port=port), ()) for nd in (ND_NS, ND_NA) if lies),
+        *((t0, P_VM_FALSE_ND, _icmp6(nd, in_port=port), deny("forged-nd"))
+          for nd in (ND_NS, ND_NA) if lies),
         *((t0, P_VM_IP, own._replace(eth_type=ETH_TYPE_IP, ipv4_src=ip), to_ct) for ip in v4),
         *((t0, P_VM_IP, own._replace(eth_type=ETH_TYPE_IPV6, ipv6_src=ip), to_ct)
           for ip in v6_sources),
@@ -407,7 +482,7 @@ def _mac_only_lines(port: int, mac: str, zone: int, lies: bool = True) -> list[L
           for ll in (mac, NO_MAC)),
         *((t0, nb, _icmp6(ND_NS, in_port=port, eth_src=mac, nd_sll=ll), (TO_DELIVERY,))
           for ll in (mac, NO_MAC)),
-        *((t0, P_MAC_VM_FALSE_ND, _icmp6(nd, in_port=port), ())
+        *((t0, P_MAC_VM_FALSE_ND, _icmp6(nd, in_port=port), deny("forged-nd"))
           for nd in (ND_NS, ND_NA) if lies),
         *((t0, P_MAC_VM_IP, own._replace(eth_type=fam), to_ct) for fam in FAMILIES),
     ]  # fmt: skip
@@ -439,23 +514,23 @@ def _address_claims(vm: Vm, mac: str | None) -> list[Line]:
     v4, v6 = _split(vm)
     if vm.ips and mac is not None:
         v6 = [link_local(mac), *v6]
-    t0, pc = TABLE_CLASSIFY, P_CLAIMED_ADDRESS
+    t0, pc, drop = TABLE_CLASSIFY, P_CLAIMED_ADDRESS, deny("claimed-address")
     return [
-        *((t0, pc, Match(eth_type=ETH_TYPE_IP, ipv4_src=ip), ()) for ip in v4),
-        *((t0, pc, Match(eth_type=ETH_TYPE_ARP, arp_spa=ip), ()) for ip in v4),
-        *((t0, pc, Match(eth_type=ETH_TYPE_IPV6, ipv6_src=ip), ()) for ip in v6),
-        *((t0, pc, _icmp6(ND_NA, nd_target=ip), ()) for ip in v6),
+        *((t0, pc, Match(eth_type=ETH_TYPE_IP, ipv4_src=ip), drop) for ip in v4),
+        *((t0, pc, Match(eth_type=ETH_TYPE_ARP, arp_spa=ip), drop) for ip in v4),
+        *((t0, pc, Match(eth_type=ETH_TYPE_IPV6, ipv6_src=ip), drop) for ip in v6),
+        *((t0, pc, _icmp6(ND_NA, nd_target=ip), drop) for ip in v6),
     ]
 
 
 def _mac_claims(mac: str) -> list[Line]:
     """Nobody but the VM may send from its MAC or say in ARP or ND that it has it."""
-    t0, pc = TABLE_CLASSIFY, P_CLAIMED_MAC
+    t0, pc, drop = TABLE_CLASSIFY, P_CLAIMED_MAC, deny("claimed-mac")
     return [
-        (t0, pc, Match(eth_src=mac), ()),
-        (t0, pc, Match(eth_type=ETH_TYPE_ARP, arp_sha=mac), ()),
-        (t0, pc, _icmp6(ND_NS, nd_sll=mac), ()),
-        (t0, pc, _icmp6(ND_NA, nd_tll=mac), ()),
+        (t0, pc, Match(eth_src=mac), drop),
+        (t0, pc, Match(eth_type=ETH_TYPE_ARP, arp_sha=mac), drop),
+        (t0, pc, _icmp6(ND_NS, nd_sll=mac), drop),
+        (t0, pc, _icmp6(ND_NA, nd_tll=mac), drop),
     ]
 
 
@@ -528,8 +603,12 @@ def pair_flows(
     ini, res = initiator, responder
     there = Match(in_port=ini.ofport, eth_dst=res.mac, eth_src=ini.mac if ini.remote else None)
     admit = (Ct(commit=True, zone=zone, mark=mark), Output(res.ofport))
+    opened = _logged(admit, pair, ini.ofport)
     to_initiator, to_responder = (Output(ini.ofport),), (Output(res.ofport),)
-    lines = [(_merge(there, svc.original(), ORIGINAL), admit) for svc in services(pair)]
+    lines = [
+        (_merge(there, svc.original(), state), opened if state == ORIGINAL_NEW else admit)
+        for svc in services(pair) for state in OPENING
+    ]  # fmt: skip
     # Later fragments carry no ports: they go through the same commit as their first
     # fragment, whose ports a service line checked, and the switch's reassembly lets
     # them out only together with it (none of them when the first was refused).
@@ -545,6 +624,12 @@ def pair_flows(
         (there._replace(ct_state=RELATED, ct_mark=mark), to_responder),
     ]
     return tuple(Flow(TABLE_POLICY, P_PAIR, match, acts, pc) for match, acts in lines)
+
+
+def _logged(admit: tuple[Action, ...], pair: Pair, ofport: int) -> tuple[Action, ...]:
+    """A pair that logs its connections sends each opening packet to the controller too,
+    through the initiator's port meter."""
+    return (*admit, Log(ofport)) if pair.log else admit
 
 
 def _merge(where: Match, what: Match, state: CtState) -> Match:
@@ -661,13 +746,15 @@ def network_port_flows(net: Network, at: Attachment, zone: int) -> tuple[Flow, .
     t0 = TABLE_CLASSIFY
     to_ct = (Ct(table=TABLE_POLICY, zone=zone),)
     lines: list[Line] = [
-        (t0, P_VM_TAGGED, Match(in_port=port, vlan_tci=VLAN_TAGGED), ()),
+        (t0, P_VM_TAGGED, Match(in_port=port, vlan_tci=VLAN_TAGGED), deny("tagged")),
         *((t0, P_NET_IN, _icmp6(nd, in_port=port), (TO_DELIVERY,))
           for nd in (ND_RS, ND_RA, ND_NS, ND_NA)),
         (t0, P_NET_IN, Match(in_port=port, eth_type=ETH_TYPE_ARP), (TO_DELIVERY,)),
         *((t0, P_NET_IN, _source(cidr)._replace(in_port=port), to_ct) for cidr in net.cidrs),
-        *((t0, P_NET_SPOOFED, Match(in_port=port, eth_type=fam), ()) for fam in FAMILIES),
+        *((t0, P_NET_SPOOFED, Match(in_port=port, eth_type=fam), deny("outside-cidrs"))
+          for fam in FAMILIES),
         (TABLE_DELIVER, P_TO_NETWORK, Match(), (Output(port),)),
+        _log_line(port),
     ]  # fmt: skip
     return _flows(lines, cookie(KIND_NETWORK, net.id))
 
@@ -763,8 +850,12 @@ def link_flows(pair: Pair, x: Side, y: Side, zone: int) -> tuple[Flow, ...]:
     svc += [Match(ct_state=ORIGINAL, eth_type=fam, ip_frag="later") for fam in FAMILIES]
     lines += [(m, (Conjunction(orig, 3, 3),)) for m in svc]
     for where, mark in _marks(x, y):  # ct needs ip: one line per family
-        admit = (Ct(commit=True, zone=zone, mark=mark), _deliver(y))
-        lines += [(where._replace(conj_id=orig, eth_type=fam), admit) for fam in FAMILIES]
+        ct = Ct(commit=True, zone=zone, mark=mark)
+        admit: tuple[Action, ...] = (ct, _deliver(y))
+        opened = (ct, Log(where.in_port), _deliver(y)) if pair.log else admit  # type: ignore[arg-type]
+        lines += [(where._replace(conj_id=orig, eth_type=fam, ct_state=state),
+                   opened if state == ORIGINAL_NEW else admit)
+                  for fam in FAMILIES for state in OPENING]  # fmt: skip
 
     back = conj_id(CONJ_BACK, x.id, y.id)
     lines += [(m, (Conjunction(back, 1, 2),)) for m in y.sources]
@@ -825,67 +916,22 @@ def render(flows: Iterable[Flow]) -> str:
 # --- what the counters of a flow mean (metrics, explain) -------------------------------------
 
 
-class Reason(NamedTuple):
-    """Why a line drops what it matches: the name events and metrics give it."""
-
-    code: int  # written to the packet's metadata on its way to the log table
-    name: str
-    text: str
-
-
-REASONS = (
-    Reason(1, "no-pair", "no pair allows it (table 1's default drop)"),
-    Reason(2, "invalid", "conntrack found it invalid (+inv)"),
-    Reason(3, "tagged", "a VLAN-tagged frame from an access port"),
-    Reason(4, "forged-source", "sent from a port with a MAC or address that is not its own"),
-    Reason(5, "forged-nd", "Neighbor Discovery about an address that is not the sender's"),
-    Reason(6, "claimed-address", "a VM's registered address, sent from another port"),
-    Reason(7, "claimed-mac", "a VM's MAC, sent or advertised from another port"),
-    Reason(8, "outside-cidrs", "IP from a network's port with a source outside its CIDRs"),
-    Reason(9, "revoked", "a packet of a connection that no pair allows any more"),
-)
-REASON_BY_CODE = {r.code: r for r in REASONS}
-REASON_BY_NAME = {r.name: r for r in REASONS}
-
-# Until the log table lands, the drop lines are known by their place.
-_DROP_REASON = {
-    (TABLE_POLICY, P_DENY): "no-pair",
-    (TABLE_POLICY, P_INVALID): "invalid",
-    (TABLE_POLICY, P_BLOCK): "revoked",
-    (TABLE_CLASSIFY, P_VM_TAGGED): "tagged",
-    (TABLE_CLASSIFY, P_VM_GUARD): "forged-source",
-    (TABLE_CLASSIFY, P_FABRIC_GUARD): "forged-source",
-    (TABLE_CLASSIFY, P_VM_FALSE_ND): "forged-nd",
-    (TABLE_CLASSIFY, P_MAC_VM_FALSE_ND): "forged-nd",
-    (TABLE_CLASSIFY, P_CLAIMED_ADDRESS): "claimed-address",
-    (TABLE_CLASSIFY, P_CLAIMED_MAC): "claimed-mac",
-}
-
-
 def drop_reason(flow: Flow) -> str | None:
-    """The reason (a REASONS name) of a line that drops what it matches; None for a line
-    that passes it on, and for drops that are no event (table 0's and table 2's last
-    line: traffic that is no IP, ARP or ND, and ARP / ND for nobody)."""
-    if flow.cookie == cookie(KIND_LEARN, flow.match.in_port or 0) and flow.actions:
-        return None
-    if any(isinstance(a, Output | Goto) for a in flow.actions):
-        return None
-    if flow.table == TABLE_POLICY and flow.priority == P_BLOCK:
-        return "revoked"
-    if flow.actions:
-        return None
-    if flow.table == TABLE_CLASSIFY and flow.priority == P_NET_SPOOFED and (
-        cookie_kind(flow.cookie) == KIND_NETWORK
-    ):
-        return "outside-cidrs"
-    return _DROP_REASON.get((flow.table, flow.priority))
+    """The reason (a REASONS name) a line drops what it matches, None for a line that
+    passes it on, and for drops that are no event (table 0's and table 2's last lines:
+    traffic that is no IP, ARP or ND, and ARP / ND for nobody)."""
+    for action in flow.actions:
+        if isinstance(action, WriteMetadata):
+            reason = REASON_BY_CODE.get(action.value)
+            return reason.name if reason else None
+    return None
 
 
 def opens_connections(flow: Flow) -> bool:
-    """Whether the line's packets are the first of connections a pair admits (its packet
-    count is the pair's new connections)."""
-    state = flow.match.ct_state
-    return flow.table == TABLE_POLICY and state is not None and state == NEW_ORIGINAL
-
-
-NEW_ORIGINAL = CtState.of(CT_TRK, clear=CT_REL | CT_RPL)  # replaced by +new when it lands
+    """Whether the line's packets are the opening packets of connections a pair admits:
+    its packet count is the pair's new connections."""
+    return (
+        flow.table == TABLE_POLICY
+        and flow.match.ct_state == ORIGINAL_NEW
+        and cookie_kind(flow.cookie) == KIND_PAIR
+    )

@@ -6,6 +6,7 @@ switch side turns each into an Event; this module keeps and selects them."""
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import math
@@ -15,7 +16,16 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from ryu_ctfw.policy import InvalidInput
+from ryu.lib.packet import arp, ethernet, icmp, icmpv6, ipv4, ipv6, packet, tcp, udp
+
+from ryu_ctfw.compiler import (
+    KIND_PAIR,
+    REASON_BY_CODE,
+    TABLE_LOG,
+    Attachment,
+    cookie_kind,
+)
+from ryu_ctfw.policy import InvalidInput, Policy
 
 RING_SIZE = 10_000
 DEFAULT_LIMIT = 100
@@ -136,3 +146,121 @@ class EventLog:
             if len(out) >= query.limit:
                 break
         return [e.to_dict() for e in reversed(out)]
+
+
+# --- packet-ins as events ---------------------------------------------------------------------
+
+COOKIE_ID = (1 << 40) - 1
+ADMITTED = "admitted"  # the reason of an allowed event: a pair that logs admitted it
+
+
+def describe(
+    policy: Policy,
+    attached: Mapping[str, Attachment],
+    in_port: int | None,
+    data: bytes,
+    table: int,
+    flow_cookie: int,
+    metadata: int,
+) -> dict[str, Any]:
+    """An event's fields (all but id, time and switch) from a packet-in: the log table's
+    (a drop, its reason in the metadata) or a logging pair's opening line (its cookie)."""
+    pkt = _Packet.parse(data)
+    vm = _sender(policy, attached, in_port, pkt.eth_src)
+    if table == TABLE_LOG:
+        reason = REASON_BY_CODE.get(metadata)
+        verdict, why, pair_id = "denied", reason.name if reason else f"code {metadata}", None
+        peer = _addressee(policy, attached, pkt)
+    else:
+        pair_id = flow_cookie & COOKIE_ID if cookie_kind(flow_cookie) == KIND_PAIR else None
+        pair = policy.pairs.get(pair_id) if pair_id is not None else None
+        verdict, why = "allowed", ADMITTED
+        peer = pair.responder if pair is not None else _addressee(policy, attached, pkt)
+    return {
+        "vm": vm, "peer": peer, "protocol": pkt.protocol, "src": pkt.src, "dst": pkt.dst,
+        "sport": pkt.sport, "dport": pkt.dport, "verdict": verdict, "reason": why,
+        "pair": pair_id,
+    }  # fmt: skip
+
+
+def _sender(
+    policy: Policy, attached: Mapping[str, Attachment], in_port: int | None, mac: str | None
+) -> str | None:
+    """The VM whose port the packet came in by: the VM at that port, or, at the fabric
+    port, the VM of another host whose MAC it was sent from."""
+    remote = None
+    for name, at in attached.items():
+        if at.ofport != in_port or name not in policy.vms:
+            continue
+        if not at.remote:
+            return name
+        if at.mac == mac:
+            remote = name
+    return remote
+
+
+def _addressee(policy: Policy, attached: Mapping[str, Attachment], pkt: _Packet) -> str | None:
+    """The VM, or else the network, a packet was for: by its destination MAC, else its
+    destination address."""
+    for name, vm in policy.vms.items():
+        if pkt.eth_dst is not None and vm.known_mac == pkt.eth_dst:
+            return name
+    if pkt.dst is None:
+        return None
+    try:
+        dst = ipaddress.ip_address(pkt.dst)
+    except ValueError:
+        return None
+    for name, vm in policy.vms.items():
+        if pkt.dst in vm.ips:
+            return name
+    best: tuple[int, str] | None = None
+    for name, net in policy.networks.items():
+        for cidr in net.cidrs:
+            network = ipaddress.ip_network(cidr)
+            inside = dst.version == network.version and dst in network
+            if inside and (best is None or network.prefixlen > best[0]):
+                best = (network.prefixlen, name)
+    return best[1] if best else None
+
+
+@dataclass(frozen=True)
+class _Packet:
+    """What an event says of a packet (the first 128 bytes of it)."""
+
+    eth_src: str | None = None
+    eth_dst: str | None = None
+    protocol: str = "unknown"
+    src: str | None = None
+    dst: str | None = None
+    sport: int | None = None
+    dport: int | None = None
+
+    @classmethod
+    def parse(cls, data: bytes) -> _Packet:
+        try:
+            pkt = packet.Packet(data)
+        except Exception:  # Ryu's parser on a truncated or odd frame
+            return cls()
+        eth = pkt.get_protocol(ethernet.ethernet)
+        if eth is None:
+            return cls()
+        macs = {"eth_src": eth.src, "eth_dst": eth.dst}
+        a = pkt.get_protocol(arp.arp)
+        if a is not None:
+            return cls(**macs, protocol="arp", src=a.src_ip, dst=a.dst_ip)
+        ip = pkt.get_protocol(ipv4.ipv4) or pkt.get_protocol(ipv6.ipv6)
+        if ip is None:
+            return cls(**macs, protocol=f"0x{eth.ethertype:04x}")
+        v6 = isinstance(ip, ipv6.ipv6)
+        addresses = {"src": ip.src, "dst": ip.dst}
+        for proto, name in ((tcp.tcp, "tcp"), (udp.udp, "udp")):
+            l4 = pkt.get_protocol(proto)
+            if l4 is not None:
+                return cls(**macs, **addresses, protocol=name,
+                           sport=l4.src_port, dport=l4.dst_port)  # fmt: skip
+        if pkt.get_protocol(icmpv6.icmpv6) is not None:
+            return cls(**macs, **addresses, protocol="icmp6")
+        if pkt.get_protocol(icmp.icmp) is not None:
+            return cls(**macs, **addresses, protocol="icmp")
+        return cls(**macs, **addresses, protocol="ipv6" if v6 else "ip")

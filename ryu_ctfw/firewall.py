@@ -15,8 +15,8 @@ from typing import Any, TypeVar
 from ryu.lib import hub
 
 from ryu_ctfw import dryrun, store, wire
-from ryu_ctfw.events import EventLog
 from ryu_ctfw.compiler import Flow
+from ryu_ctfw.events import EventLog
 from ryu_ctfw.policy import Conflict, Network, NotFound, Policy, PolicyError, Vm
 from ryu_ctfw.switch import SwitchError, SwitchManager, dpid_str
 
@@ -53,11 +53,11 @@ class Firewall:
         if store.has_journal(state_file):
             # Start from a clean snapshot: the journal of the last run is folded into it.
             store.compact(state_file, self.policy)
+        self.events = EventLog()
         self.switches = SwitchManager(
             self.log, lambda: self.policy, self.zone_for, learned=self.learn_mac,
-            default_fabric_port=default_fabric_port,
+            default_fabric_port=default_fabric_port, event_log=self.events,
         )  # fmt: skip
-        self.events = EventLog()
         # One change at a time: a change waits for its switches, and a rollback must not
         # undo somebody else's change made meanwhile.
         self._lock = hub.Semaphore(1)
@@ -76,7 +76,7 @@ class Firewall:
             if plan is not None:
                 plan.update(dryrun.plan(self, before, candidate))
                 return result
-            store.record(self.state_file, before, candidate)
+            records = store.record(self.state_file, before, candidate)
             self.policy = candidate
             results = self.switches.sync_all()
             refused = [e for r in results for e in r.errors]
@@ -88,6 +88,9 @@ class Firewall:
                 self.policy = before
                 self.switches.sync_all()
                 raise SwitchRejected("; ".join(refused))
+            if records:
+                # The audit trail: every accepted change, in one line (stored already).
+                self.log.info("change: %s", store.audit_text(before, records))
             unknown = [(r.dpid, e) for r in results for e in r.unknown]
             if unknown:
                 for dpid, _ in unknown:

@@ -186,6 +186,11 @@ SCHEMAS: dict[str, Any] = {
                 ],
                 "description": 'tcp/udp only: "22" or "8000-8100"',
             },
+            "log": {
+                "type": "boolean",
+                "default": False,
+                "description": "log the connections it admits (GET /events)",
+            },
         },
     },
     "Pair": {
@@ -196,6 +201,7 @@ SCHEMAS: dict[str, Any] = {
             "responder": {"type": "string"},
             "protocol": {"type": "string", "enum": list(PROTOCOLS)},
             "ports": NULLABLE_STR,
+            "log": {"type": "boolean"},
             "initiator_kind": KIND,
             "responder_kind": KIND,
         },

@@ -126,6 +126,7 @@ class Pair:
     responder: str
     protocol: str = "any"
     ports: str | None = None  # "22" or "8000-8100"; None: every port
+    log: bool = False  # its admitted connections are events too (the connection log)
 
     @property
     def service(self) -> tuple[str, str, str, str | None]:
@@ -144,6 +145,7 @@ class Pair:
             "responder": self.responder,
             "protocol": self.protocol,
             "ports": self.ports,
+            "log": self.log,
         }
 
 
@@ -332,6 +334,7 @@ class PairRequest:
     responder: str
     protocol: str = "any"
     ports: str | None = None
+    log: bool = False
 
 
 def validate_ports(protocol: str, ports: Any) -> str | None:
@@ -360,7 +363,7 @@ def pair_request_from_body(body: Any) -> PairRequest:
         raise InvalidInput(
             'body must be a JSON object like {"initiator": "vm1", "responder": "vm2"}'
         )
-    unknown = sorted(set(body) - {"initiator", "responder", "protocol", "ports"})
+    unknown = sorted(set(body) - {"initiator", "responder", "protocol", "ports", "log"})
     if unknown:
         raise InvalidInput(f"unknown field(s): {', '.join(unknown)}")
     for key in ("initiator", "responder"):
@@ -372,7 +375,10 @@ def pair_request_from_body(body: Any) -> PairRequest:
     if protocol not in PROTOCOLS:
         raise InvalidInput(f"invalid protocol {protocol!r}: one of {', '.join(PROTOCOLS)}")
     ports = validate_ports(protocol, body.get("ports"))
-    return PairRequest(body["initiator"], body["responder"], protocol, ports)
+    log = body.get("log", False)
+    if not isinstance(log, bool):
+        raise InvalidInput(f"invalid log {log!r}: true or false")
+    return PairRequest(body["initiator"], body["responder"], protocol, ports, log)
 
 
 @dataclass
@@ -583,7 +589,9 @@ class Policy:
             raise InvalidInput(f"a VM cannot be paired with itself ({req.initiator!r})")
         if len(self.pairs) >= MAX_PAIRS:
             raise Conflict(f"the policy holds the most pairs it may ({MAX_PAIRS})")
-        pair = Pair(self.next_pair_id, req.initiator, req.responder, req.protocol, req.ports)
+        pair = Pair(
+            self.next_pair_id, req.initiator, req.responder, req.protocol, req.ports, req.log
+        )
         same = self._services.get(pair.service)
         if same is not None:
             p = self.pairs[same]

@@ -356,9 +356,7 @@ def _dry_run_answer(resp: Response, plan: dict[str, Any]) -> Response:
     if resp.status_int >= 300:
         return resp
     body = json.loads(resp.text) if resp.text else None
-    return json_response(
-        200, {"dry_run": True, "status": resp.status_int, "answer": body, **plan}
-    )
+    return json_response(200, {"dry_run": True, "status": resp.status_int, "answer": body, **plan})
 
 
 def _path(req: Any) -> str:

@@ -169,3 +169,37 @@ def _raw_flow_stats(
     msg.type, msg.flags = struct.unpack_from("!HH", buf, 8)
     msg.body = entries
     return msg
+
+
+def install_controller2_meter_id() -> None:
+    """Teach Ryu's parser controller2's meter_id property (OVS 2.16, after Ryu 4.34).
+
+    The connection log's admitted-connection lines carry `controller(meter_id=N)`; Ryu
+    4.34 fails on the property (AttributeError) wherever it parses such a flow: a flow
+    read by anything other than the raw reader, an error quoting a flow-mod. The property
+    class lives in a closure of Ryu's NXActionController2 parser, so it is reached there."""
+    for parser in (ofproto_v1_3_parser,):
+        action = parser.NXActionController2
+        cells = dict(
+            zip(action.parser.__func__.__code__.co_freevars, action.parser.__func__.__closure__,
+                strict=True)
+        )  # fmt: skip
+        prop = cells["NXActionController2Prop"].cell_contents
+        if METER_ID_PROP in prop._TYPES:
+            continue
+
+        class MeterId(prop):  # type: ignore[misc, valid-type]
+            _arg_name = "meter_id"
+
+            @classmethod
+            def parser_prop(cls, buf: bytes, length: int) -> tuple[int, int]:
+                return struct.unpack_from("!I", buf, 0)[0], 4
+
+            @classmethod
+            def serialize_prop(cls, meter_id: int) -> bytearray:
+                return bytearray(struct.pack("!HHI", METER_ID_PROP, 8, meter_id))
+
+        prop.register_type(METER_ID_PROP)(MeterId)
+
+
+METER_ID_PROP = 5  # NXAC2PT_METER_ID

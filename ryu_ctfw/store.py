@@ -335,18 +335,19 @@ def compact(path: Path, policy: Policy) -> None:
     save(path, policy)
 
 
-def record(path: Path, before: Policy, after: Policy) -> None:
+def record(path: Path, before: Policy, after: Policy) -> list[dict[str, Any]]:
     """Store the change from `before` (what is stored now) to `after`, in O(change).
 
-    Returns once the change is on disk; raises, having stored nothing, if it cannot be.
+    Returns the journal's records of it (what changed) once the change is on disk; raises,
+    having stored nothing, if it cannot be.
     """
     records = _diff(before, after)
     if not records:
-        return
+        return records
     if not path.exists():
         # The first change: a snapshot to journal against (a journal never exists alone).
         save(path, after)
-        return
+        return records
     jpath = journal_path(path)
     lines = _journal_length(jpath)
     if lines >= COMPACT_AFTER:
@@ -355,6 +356,24 @@ def record(path: Path, before: Policy, after: Policy) -> None:
         lines = 0
     data = "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in records)
     _append(jpath, data.encode(), lines + len(records))
+    return records
+
+
+def audit_text(before: Policy, records: list[dict[str, Any]]) -> str:
+    """A change's journal records as one audit line: what was added, changed or removed,
+    with the new value (the journal's own form)."""
+    parts = []
+    for r in records:
+        kind = next((k for k in ENTITIES if k in r), None)
+        if kind is None:  # zones, switches, counters: their record as it is
+            parts.append(json.dumps(r, separators=(",", ":"), sort_keys=True))
+            continue
+        key, value = r[kind], r["value"]
+        was = getattr(before, ENTITIES[kind][0]).get(key)
+        verb = "removed" if value is None else "changed" if was is not None else "added"
+        text = "" if value is None else " " + json.dumps(value, separators=(",", ":"))
+        parts.append(f"{kind} {key} {verb}{text}")
+    return "; ".join(parts)
 
 
 def _diff(before: Policy, after: Policy) -> list[dict[str, Any]]:

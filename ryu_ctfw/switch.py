@@ -27,13 +27,23 @@ from typing import Any
 from ryu.lib import hub
 from ryu.lib.packet import arp, ethernet, icmpv6, packet
 
-from ryu_ctfw import channel, wire
+from ryu_ctfw import channel, events, wire
 from ryu_ctfw.channel import Pending, SwitchError, SwitchRefused, dpid_str
-from ryu_ctfw.compiler import Attachment, Flow, Meter
+from ryu_ctfw.compiler import (
+    KIND_PAIR,
+    TABLE_LOG,
+    TABLE_POLICY,
+    Attachment,
+    Flow,
+    Log,
+    Meter,
+    cookie_kind,
+)
 from ryu_ctfw.flowset import Diff, FlowSet
 from ryu_ctfw.policy import Policy, PolicyError, Vm, validate_mac
 
 SYNC_TIMEOUT = 600.0  # a backstop: every step of a sync has a timeout of its own
+METER_POLL = 5.0  # how often the meters are read, to log the events they dropped
 # OVS's fragment handling that shows the L4 ports of a first fragment to the flow table
 # (OFPC_FRAG_NX_MATCH): a port-restricted pair then checks them; later fragments follow
 # their first one through conntrack's reassembly (compiler.pair_flows).
@@ -102,6 +112,7 @@ class SwitchManager:
         zone_of: Callable[[int], int],
         learned: Callable[[str, str], object] = lambda vm, mac: None,
         default_fabric_port: str | None = None,
+        event_log: events.EventLog | None = None,
     ) -> None:
         self.log = logger
         self.policy = policy
@@ -112,6 +123,7 @@ class SwitchManager:
         self.learned = learned
         self.switches: dict[int, Switch] = {}
         self._placed: _Placement | None = None
+        self.events = event_log if event_log is not None else events.EventLog()
 
     # --- events from Ryu (never block) -----------------------------------------------------
     def connected(self, dp: Any) -> None:
@@ -212,11 +224,17 @@ class SwitchManager:
         self.sync_everywhere()
 
     def packet_in(self, dp: Any, msg: Any) -> None:
-        """Learn the MAC of a VM registered without one, from its ARP or ND."""
+        """An event of the connection log (a drop that is one, from the log table, or an
+        opening packet of a pair that logs), or a packet to learn a MAC from."""
         sw = self.switches.get(dp.id)
         if sw is None:
             return
         sw.packet_ins += 1
+        if msg.table_id == TABLE_LOG or (
+            msg.table_id == TABLE_POLICY and cookie_kind(msg.cookie) == KIND_PAIR
+        ):
+            self._log_event(sw, msg)
+            return
         port = sw.port_name(msg.match.get("in_port", -1))
         policy = self.policy()
         vm = next((v for v in policy.vms.values() if v.port == port), None)
@@ -236,6 +254,58 @@ class SwitchManager:
         sw.learning.add(vm.name)
         self.log.info("learned mac %s for VM %s on port %s", mac, vm.name, port)
         hub.spawn(self._store_learned, sw, vm.name, mac)
+
+    def _log_event(self, sw: Switch, msg: Any) -> None:
+        try:
+            policy = self.policy()
+            event = events.describe(
+                policy,
+                self.attachments(sw, policy),
+                msg.match.get("in_port"),
+                msg.data,
+                msg.table_id,
+                msg.cookie,
+                msg.match.get("metadata", 0),
+            )
+        except Exception:  # a packet we cannot read must not stop the next one
+            self.log.exception("switch %s: an event could not be read", dpid_str(sw.dpid))
+            return
+        self.events.add(switch=sw.name or dpid_str(sw.dpid), **event)
+
+    def start_meter_poll(self) -> None:
+        """Read every switch's meters now and then, and log what they dropped: events over a
+        port's rate are lost in the switch, and the log must say so."""
+        hub.spawn(self._meter_poll)
+
+    def _meter_poll(self) -> None:
+        while True:
+            hub.sleep(METER_POLL)
+            for sw in list(self.switches.values()):
+                if sw.connected:
+                    try:
+                        self.read_meters(sw)
+                    except SwitchError as e:
+                        self.log.debug("switch %s: meters not read: %s", dpid_str(sw.dpid), e)
+                    except Exception:
+                        self.log.exception("switch %s: reading meters", dpid_str(sw.dpid))
+
+    def read_meters(self, sw: Switch) -> None:
+        dp = sw.dp
+        ofp, parser = dp.ofproto, dp.ofproto_parser
+        replies = channel.request(sw, parser.OFPMeterStatsRequest(dp, 0, ofp.OFPM_ALL))
+        for reply in replies:
+            for stat in reply.body:
+                dropped = sum(b.packet_band_count for b in stat.band_stats)
+                before = sw.meter_drops.get(stat.meter_id, 0)
+                sw.meter_drops[stat.meter_id] = dropped
+                if dropped > before:
+                    port = sw.port_name(stat.meter_id) or "other ports"
+                    self.log.warning(
+                        "switch %s: the meter of %s dropped %d events (over %d a second)"
+                        " in the last %.0f s; GET /events misses them",
+                        sw.name or dpid_str(sw.dpid), port, dropped - before,
+                        channel.LEARN_RATE, METER_POLL,
+                    )  # fmt: skip
 
     def _store_learned(self, sw: Switch, vm_name: str, mac: str) -> None:
         try:
@@ -543,7 +613,7 @@ class SwitchManager:
         """Send a diff as one bundle; on refusal, name the flows refused in `result`."""
         try:
             channel.ensure_meters(sw, {a.meter_id for f in diff.add for a in f.actions
-                                     if isinstance(a, Meter)})  # fmt: skip
+                                     if isinstance(a, Meter | Log)})  # fmt: skip
         except SwitchRefused as e:
             result.errors.append(f"switch refused a meter: {e}")
             self.log.error("switch %s: %s", dpid_str(sw.dpid), result.errors[-1])

@@ -25,7 +25,18 @@ from functools import lru_cache
 from typing import NamedTuple
 
 from ryu_ctfw import fields
-from ryu_ctfw.compiler import Action, Conjunction, Ct, Flow, Goto, Match, Meter, Output
+from ryu_ctfw.compiler import (
+    Action,
+    Conjunction,
+    Ct,
+    Flow,
+    Goto,
+    Log,
+    Match,
+    Meter,
+    Output,
+    WriteMetadata,
+)
 
 OFP_VERSION = 0x04
 OFPT_EXPERIMENTER = 4
@@ -40,6 +51,7 @@ OFPP_FLOOD = 0xFFFFFFFB
 OFPP_NORMAL = 0xFFFFFFFA
 OFPP_CONTROLLER = 0xFFFFFFFD
 OFPIT_GOTO_TABLE = 1
+OFPIT_WRITE_METADATA = 2
 OFPIT_APPLY_ACTIONS = 4
 OFPIT_METER = 6
 OFPAT_OUTPUT = 0
@@ -49,6 +61,9 @@ OFPMP_FLOW = 1
 NX_VENDOR_ID = 0x00002320
 NXAST_CT = 35
 NXAST_CONJUNCTION = 34
+NXAST_CONTROLLER2 = 37
+NXAC2PT_MAX_LEN = 0
+NXAC2PT_METER_ID = 5
 NX_CT_F_COMMIT = 1
 NX_CT_RECIRC_NONE = 0xFF
 ONF_EXPERIMENTER_ID = 0x4F4E4600
@@ -70,6 +85,13 @@ _ACTION_HEADER = struct.Struct("!HH")
 _INSTRUCTION_HEADER = struct.Struct("!HH4x")
 _GOTO = struct.Struct("!HHB3x")
 _METER = struct.Struct("!HHI")
+_WRITE_METADATA = struct.Struct("!HH4xQQ")  # type, length, pad, metadata, mask
+_NX_HEADER = struct.Struct("!HHIH6x")  # an NX action's header, padded (controller2)
+# controller2's properties as OVS writes them: type, length 8, value (u16 then 2 bytes of
+# padding, or u32).
+_PROP_U16 = struct.Struct("!HHH2x")
+_PROP_U32 = struct.Struct("!HHI")
+ALL_BITS = 0xFFFF_FFFF_FFFF_FFFF
 _CT_MARK_TLV = fields.BY_ATTR["ct_mark"].oxm  # set by ct(commit,exec(set_field...))
 
 
@@ -126,7 +148,14 @@ def _pad(data: bytes) -> bytes:
     return data + bytes(-len(data) % 8)
 
 
-def _action(a: Output | Ct | Conjunction) -> bytes:
+def _action(a: Output | Ct | Conjunction | Log) -> bytes:
+    if isinstance(a, Log):
+        # As OVS writes controller(max_len=..,meter_id=..): controller2, one property each.
+        props = _PROP_U16.pack(NXAC2PT_MAX_LEN, 8, a.max_len) + _PROP_U32.pack(
+            NXAC2PT_METER_ID, 8, a.meter_id
+        )
+        size = _NX_HEADER.size + len(props)
+        return _NX_HEADER.pack(OFPAT_EXPERIMENTER, size, NX_VENDOR_ID, NXAST_CONTROLLER2) + props
     if isinstance(a, Conjunction):
         return _CONJUNCTION.pack(OFPAT_EXPERIMENTER, _CONJUNCTION.size, NX_VENDOR_ID,
                                  NXAST_CONJUNCTION, a.clause - 1, a.n_clauses, a.id)  # fmt: skip
@@ -153,19 +182,23 @@ def _set_field(cls: int, field: int, value: bytes) -> bytes:
 
 @lru_cache(maxsize=1 << 16)  # outputs to ports and per-link marks: one per link and port
 def instructions_bytes(actions: tuple[Action, ...]) -> bytes:
-    """The meter, apply-actions and goto-table instructions, in the order OVS writes them;
-    none at all for a drop (as OVS reports a drop)."""
+    """The meter, apply-actions, write-metadata and goto-table instructions, in the order
+    OVS writes them; none at all for a drop (as OVS reports a drop)."""
     meter = b"".join(_METER.pack(OFPIT_METER, _METER.size, a.meter_id)
                      for a in actions if isinstance(a, Meter))  # fmt: skip
-    body = b"".join(_action(a) for a in actions if isinstance(a, Output | Ct | Conjunction))
+    body = b"".join(_action(a) for a in actions if isinstance(a, Output | Ct | Conjunction | Log))
     apply = (
         _INSTRUCTION_HEADER.pack(OFPIT_APPLY_ACTIONS, _INSTRUCTION_HEADER.size + len(body)) + body
         if body
         else b""
     )
+    metadata = b"".join(
+        _WRITE_METADATA.pack(OFPIT_WRITE_METADATA, _WRITE_METADATA.size, a.value, ALL_BITS)
+        for a in actions if isinstance(a, WriteMetadata)
+    )  # fmt: skip
     goto = b"".join(_GOTO.pack(OFPIT_GOTO_TABLE, _GOTO.size, a.table)
                     for a in actions if isinstance(a, Goto))  # fmt: skip
-    return meter + apply + goto
+    return meter + apply + metadata + goto
 
 
 # --- decoding (the REST view of flows changed behind our back) ------------------------------
@@ -202,12 +235,18 @@ def actions_from_bytes(data: bytes) -> tuple[Action, ...] | None:
     """The actions of a flow's instructions, or None if they hold anything we never make."""
     meter: list[Action] = []
     applied: list[Action] = []
+    metadata: list[Action] = []
     goto: list[Action] = []
     offset = 0
     while offset < len(data):
         kind, length = _ACTION_HEADER.unpack_from(data, offset)
         if kind == OFPIT_METER:
             meter.append(Meter(_METER.unpack_from(data, offset)[2]))
+        elif kind == OFPIT_WRITE_METADATA:
+            value, mask = _WRITE_METADATA.unpack_from(data, offset)[2:]
+            if mask != ALL_BITS:
+                return None
+            metadata.append(WriteMetadata(value))
         elif kind == OFPIT_GOTO_TABLE:
             goto.append(Goto(_GOTO.unpack_from(data, offset)[2]))
         elif kind == OFPIT_APPLY_ACTIONS:
@@ -218,7 +257,7 @@ def actions_from_bytes(data: bytes) -> tuple[Action, ...] | None:
         else:
             return None
         offset += max(length, 8)
-    actions = (*meter, *applied, *goto)
+    actions = (*meter, *applied, *metadata, *goto)
     return actions if instructions_bytes(actions) == data else None
 
 
@@ -231,6 +270,11 @@ def _decode_actions(data: bytes) -> list[Action] | None:
             _, _, port, max_len = _OUTPUT.unpack_from(data, offset)
             name = _PORT_NAMES.get(port)
             out.append(Output(name, max_len) if name == "CONTROLLER" else Output(name or port))
+        elif kind == OFPAT_EXPERIMENTER and _nx_subtype(data, offset) == NXAST_CONTROLLER2:
+            log = _controller2(data[offset + _NX_HEADER.size : offset + length])
+            if log is None:
+                return None
+            out.append(log)
         elif kind == OFPAT_EXPERIMENTER and length == _CONJUNCTION.size:
             _, _, vendor, subtype, clause, n_clauses, cid = _CONJUNCTION.unpack_from(data, offset)
             if (vendor, subtype) != (NX_VENDOR_ID, NXAST_CONJUNCTION):
@@ -252,6 +296,30 @@ def _decode_actions(data: bytes) -> list[Action] | None:
             return None
         offset += max(length, 8)
     return out
+
+
+def _nx_subtype(data: bytes, offset: int) -> int | None:
+    _, length, vendor, subtype = struct.unpack_from("!HHIH", data, offset)
+    return subtype if vendor == NX_VENDOR_ID and length >= _NX_HEADER.size else None
+
+
+def _controller2(props: bytes) -> Log | None:
+    """controller2's properties as a Log, if they are the two a Log has (the rest of the
+    encoding is checked by re-packing)."""
+    values: dict[int, int] = {}
+    offset = 0
+    while offset + 4 <= len(props):
+        kind, length = struct.unpack_from("!HH", props, offset)
+        if kind == NXAC2PT_MAX_LEN and length == 8:
+            values[kind] = _PROP_U16.unpack_from(props, offset)[2]
+        elif kind == NXAC2PT_METER_ID and length == 8:
+            values[kind] = _PROP_U32.unpack_from(props, offset)[2]
+        else:
+            return None
+        offset += (length + 7) // 8 * 8
+    if NXAC2PT_METER_ID not in values:
+        return None
+    return Log(values[NXAC2PT_METER_ID], values.get(NXAC2PT_MAX_LEN, 0xFFFF))
 
 
 def flow_from_raw(raw: RawFlow) -> Flow | None:

@@ -16,7 +16,8 @@ MAC6 = "52:54:00:00:00:0f"
 def round_trip_policy() -> tuple[Policy, dict[str, Attachment]]:
     """The seed, plus a tcp range, an icmp and a udp pair, a dual-stack VM, a MAC-only VM
     and a VM whose MAC is still to be learned; a network on an uplink and two groups, with
-    pairs group -> group, a group with itself, VM -> network and network -> group."""
+    pairs group -> group, a group with itself, VM -> network and network -> group; pairs
+    that log."""
     policy = Policy()
     policy.put_vm(Vm("vm1", "tap2", MAC1, ("198.18.0.1",)))
     policy.put_vm(Vm("vm2", "tap4", MAC2, ("198.18.0.2",)))
@@ -43,6 +44,9 @@ def round_trip_policy() -> tuple[Policy, dict[str, Attachment]]:
     policy.add_pair(PairRequest("vm6", "vm1", "tcp", "22"))
     policy.put_group(Group("far", ("vm6",)))
     policy.add_pair(PairRequest("far", "web", "udp", "5353"))
+    # Pairs that log their connections: controller2 with a meter on the opening lines.
+    policy.add_pair(PairRequest("vm2", "vm1", "tcp", "22", log=True))
+    policy.add_pair(PairRequest("db", "web", "udp", "5000", log=True))
     attached = {
         "vm1": Attachment(2, MAC1),
         "vm2": Attachment(3, MAC2),

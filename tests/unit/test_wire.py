@@ -25,8 +25,26 @@ from ryu.ofproto import ofproto_v1_3_parser as parser
 from shapes import ROUND_TRIP_FLOWS
 
 from ryu_ctfw import wire
-from ryu_ctfw.compiler import Action, Conjunction, Ct, Flow, Goto, Match, Meter, Output
-from ryu_ctfw.ryu_compat import RAW_XIDS, install_raw_flow_stats_parser
+from ryu_ctfw.compiler import (
+    Action,
+    Conjunction,
+    Ct,
+    Flow,
+    Goto,
+    Log,
+    Match,
+    Meter,
+    Output,
+    WriteMetadata,
+)
+from ryu_ctfw.ryu_compat import (
+    RAW_XIDS,
+    install_controller2_meter_id,
+    install_raw_flow_stats_parser,
+)
+
+# As the app does at start: Ryu 4.34 cannot parse controller2's meter_id without it.
+install_controller2_meter_id()
 
 # The OpenFlow 1.3 layouts, spelled out from the spec rather than taken from wire.py.
 OFP_HEADER = struct.Struct("!BBHI")  # version, type, length, xid
@@ -89,14 +107,19 @@ def ryu_fields(m: Match) -> dict[str, Any]:
 
 
 def ryu_actions(instructions: list[Any]) -> tuple[Action, ...]:
-    """Ryu's parsed instructions as the compiler's actions (meter, applied, goto)."""
+    """Ryu's parsed instructions as the compiler's actions (meter, applied, metadata, goto)."""
     names = {ofp.OFPP_CONTROLLER: "CONTROLLER", ofp.OFPP_FLOOD: "FLOOD"}
     out: list[Action] = []
+    metadata: list[Action] = []
+    goto: list[Action] = []
     for inst in instructions:
         if isinstance(inst, parser.OFPInstructionMeter):
             out.append(Meter(inst.meter_id))
         elif isinstance(inst, parser.OFPInstructionGotoTable):
-            out.append(Goto(inst.table_id))
+            goto.append(Goto(inst.table_id))
+        elif isinstance(inst, parser.OFPInstructionWriteMetadata):
+            assert inst.metadata_mask == 0xFFFF_FFFF_FFFF_FFFF
+            metadata.append(WriteMetadata(inst.metadata))
         else:
             assert isinstance(inst, parser.OFPInstructionActions)
             assert inst.type == ofp.OFPIT_APPLY_ACTIONS
@@ -108,6 +131,8 @@ def ryu_actions(instructions: list[Any]) -> tuple[Action, ...]:
                     else:
                         assert a.max_len == 0
                         out.append(Output(name or a.port))
+                elif isinstance(a, parser.NXActionController2):
+                    out.append(Log(a.meter_id, a.max_len))
                 elif isinstance(a, parser.NXActionConjunction):
                     out.append(Conjunction(a.id, a.clause + 1, a.n_clauses))  # 0-based on the wire
                 else:
@@ -118,7 +143,7 @@ def ryu_actions(instructions: list[Any]) -> tuple[Action, ...]:
                     out.append(Ct(bool(a.flags & 1), None if a.recirc_table == 255 else
                                   a.recirc_table, a.zone_ofs_nbits or None,
                                   marks[0] if marks else None))  # fmt: skip
-    return tuple(out)
+    return (*out, *metadata, *goto)
 
 
 def flow_id(flow: Flow) -> str:
@@ -274,7 +299,8 @@ def multipart_reply(mp_type: int, body: bytes, xid: int = 77, flags: int = 0) ->
 
 def stats_sample() -> list[Flow]:
     """Flows whose ofp_match is padded and unpadded, with and without instructions."""
-    sample = ROUND_TRIP_FLOWS[::5]
+    every_fifth = ROUND_TRIP_FLOWS[::5]
+    sample = every_fifth + [f for f in ROUND_TRIP_FLOWS if not f.actions][:2]
     unpadded = [
         f for f in sample if struct.unpack_from("!HH", wire.match_bytes(f.match))[1] % 8 == 0
     ]
