@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -107,7 +110,7 @@ def test_pair_lifecycle_with_real_traffic(labenv: Lab) -> None:
         assert ran.code == 0, ran.err
         pair_id = api(labenv, "/pairs")["pairs"][0]["id"]
         assert ran.out.startswith(f"pair {pair_id} added\n")
-        assert [str(pair_id), "vm1", "vm2", "tcp/22", "-"] in ran.rows()
+        assert [str(pair_id), "vm1", "vm2", "tcp/22", "no"] in ran.rows()
 
         assert vm1.tcp(vm2.ip, 22), "the pair's service"
         watch = [Sniffer(vm2, lab.PROBE), Sniffer(vm1, lab.PROBE)]
@@ -117,7 +120,7 @@ def test_pair_lifecycle_with_real_traffic(labenv: Lab) -> None:
 
         # pair ls: the table, and --json exactly the API's answer.
         ran = ctfw(labenv, "pair", "ls")
-        assert ran.code == 0 and ran.rows()[1:] == [[str(pair_id), "vm1", "vm2", "tcp/22", "-"]]
+        assert ran.code == 0 and ran.rows()[1:] == [[str(pair_id), "vm1", "vm2", "tcp/22", "no"]]
         ran = ctfw(labenv, "--json", "pair", "ls")
         assert ran.code == 0 and ran.json() == api(labenv, "/pairs")
 
@@ -340,19 +343,42 @@ def test_events_show_and_follow_denied_attempts(labenv: Lab) -> None:
     url = f"http://127.0.0.1:{labenv.ctl.api_port}"
     proc = subprocess.Popen(
         [sys.executable, "-m", "ryu_ctfw.cli", "--url", url, "--json", "events", "--follow",
-         "--denied", "--since", "@" + str(event["time"] + 0.000001), "--interval", "0.2"],
+         "--denied", "--vm", "vm2", "--since", f"@{event['time'] + 0.000001}",
+         "--interval", "0.2"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env(),
     )  # fmt: skip
     try:
         assert not vm2.tcp(vm1.ip, 2323, timeout=1)
-        line = json.loads(proc.stdout.readline())  # type: ignore[union-attr]
-        assert (line["dport"], line["verdict"], line["vm"]) == (2323, "denied", "vm2")
+        # Other denied chatter (IPv6 multicast from the namespaces) may come first.
+        followed = _lines_until(proc, lambda e: e["dport"] == 2323, 10)
+        assert all(e["verdict"] == "denied" and "vm2" in (e["vm"], e["peer"]) for e in followed)
+        assert (followed[-1]["vm"], followed[-1]["src"], followed[-1]["dst"]) == (
+            "vm2", vm2.ip, vm1.ip)  # fmt: skip
+        assert all(e["time"] > event["time"] for e in followed), "--since: only newer ones"
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=10) == 0, proc.stderr.read()  # type: ignore[union-attr]
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def _lines_until(
+    proc: subprocess.Popen[str], done: Callable[[dict[str, Any]], bool], timeout: float
+) -> list[dict[str, Any]]:
+    """The JSON lines a followed log printed, up to the first one `done` accepts."""
+    assert proc.stdout is not None
+    deadline = time.monotonic() + timeout
+    got: list[dict[str, Any]] = []
+    while not got or not done(got[-1]):
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([proc.stdout], [], [], left)[0]:
+            raise AssertionError(f"the followed log did not show it in {timeout} s: {got}")
+        line = proc.stdout.readline()
+        if not line:
+            raise AssertionError(f"ctfw ended ({proc.poll()}) before it showed it: {got}")
+        got.append(json.loads(line))
+    return got
 
 
 def test_logged_pair_shows_allowed_connections(labenv: Lab) -> None:
