@@ -445,4 +445,4 @@ def read_document(name: str) -> Any:
 def policy_apply(ctx: Context, args: argparse.Namespace) -> int:
     doc = read_document(args.file)
     return ctx.mutate(args, "PUT", "/policy", doc,
-                      lambda a: "the difference:\n" + render.outline(a.body))  # fmt: skip
+                      lambda a: render.difference(a.body))  # fmt: skip

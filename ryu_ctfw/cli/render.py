@@ -258,6 +258,27 @@ def _pair_or_value(value: Any) -> str:
     return f"pair {cell(value)}"
 
 
+DIFF_SIGNS = {"added": "+", "changed": "~", "removed": "-"}
+SINGULAR = {"vms": "vm", "groups": "group", "networks": "network", "pairs": "pair",
+            "switches": "switch"}  # fmt: skip
+
+
+def difference(answer: Any) -> str:
+    """PUT /policy's answer ({"added", "changed", "removed"}: names by kind, pairs as
+    views) as one line per thing: '+ vm vm3', '~ group web', '- pair 1: vm1 -> vm2 any'."""
+    if not isinstance(answer, dict) or not answer or not set(answer) <= set(DIFF_SIGNS):
+        return outline(answer)
+    lines = []
+    for what, sign in DIFF_SIGNS.items():
+        for kind, items in (answer.get(what) or {}).items():
+            for item in items:
+                if isinstance(item, dict) and "initiator" in item:
+                    lines.append(f"{sign} {_pair_or_value(item)}")
+                else:
+                    lines.append(f"{sign} {SINGULAR.get(kind, kind)} {cell(item)}")
+    return "\n".join(lines) if lines else "no change"
+
+
 def outline(value: Any) -> str:
     """Any JSON answer as an indented outline (objects as one line each when they have a
     name or id)."""

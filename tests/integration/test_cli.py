@@ -437,3 +437,28 @@ def test_policy_export_and_apply_round_trip(labenv: Lab, tmp_path: Path) -> None
         # Back to the saved file: the pair is there again.
         assert ctfw(labenv, "policy", "apply", str(saved)).code == 0
         assert vm1.tcp(vm2.ip, 22), "the saved policy's pair"
+
+
+def test_dry_run_plan_is_what_the_real_call_then_does(labenv: Lab) -> None:
+    """The plan's flows per switch are the switch's own difference after the real call, and
+    the pair removed is named as cut (issue 13, point 4)."""
+    two_vms(labenv)
+    pair_id = labenv.pair("vm1", "vm2", "tcp", "22")
+    pair = api(labenv, f"/pairs/{pair_id}")
+    dpid = api(labenv, "/switches")["switches"][0]["dpid"]
+    texts_before = {f["text"] for f in api(labenv, "/flows")["flows"]}
+    ran = ctfw(labenv, "--json", "pair", "rm", str(pair_id), "--dry-run")
+    assert ran.code == 0, ran.err
+    plan = ran.json()
+    assert plan["cut"] == [pair]
+    (switch,) = plan["switches"]
+    assert switch["dpid"] == dpid
+    assert switch["delete"], "the pair's lines go"
+    rows = ctfw(labenv, "pair", "rm", str(pair_id), "--dry-run").out.splitlines()
+    assert f"switch {dpid} {labenv.bridge}: +{len(switch['add'])}, -{len(switch['delete'])}" in rows
+    assert f"  pair {pair_id}: vm1 -> vm2 tcp/22" in rows
+    assert [r[4:] for r in rows if r.startswith("  - ")] == switch["delete"]
+
+    assert ctfw(labenv, "pair", "rm", str(pair_id)).code == 0
+    texts_after = {f["text"] for f in api(labenv, "/flows")["flows"]}
+    assert texts_after == (texts_before - set(switch["delete"])) | set(switch["add"])

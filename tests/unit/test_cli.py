@@ -746,11 +746,25 @@ def test_policy_export_failure_leaves_the_file(api: Stub, ctfw: Any, tmp_path: P
 def test_policy_apply_sends_the_document(api: Stub, ctfw: Any, tmp_path: Path) -> None:
     path = tmp_path / "p.json"
     path.write_text(json.dumps(DOC))
-    api.answer("PUT", "/policy", {"added": {"pairs": [PAIR1]}, "removed": {}})
+    empty = {"vms": [], "groups": [], "networks": [], "pairs": [], "switches": []}
+    diff = {
+        "added": {**empty, "vms": ["vm3"], "pairs": [PAIR1]},
+        "changed": {**empty, "groups": ["web"], "switches": ["00000000000000a1"]},
+        "removed": {**empty, "pairs": [PAIR2]},
+    }
+    api.answer("PUT", "/policy", diff)
     run = ctfw("policy", "apply", str(path))
     assert run.code == 0, run.err
     assert api.sent()[0].body == DOC and api.sent()[0].query == {}
-    assert "pair 1: vm1 -> vm2 tcp/22" in run.out
+    assert run.out.splitlines() == [
+        "+ vm vm3",
+        "+ pair 1: vm1 -> vm2 tcp/22",
+        "~ group web",
+        "~ switch 00000000000000a1",
+        "- pair 12: web -> vm3 any",
+    ]
+    api.answer("PUT", "/policy", {"added": empty, "changed": empty, "removed": empty})
+    assert ctfw("policy", "apply", str(path)).out == "no change\n"
     api.answer("PUT", "/policy", {**PLAN, "status": 200, "answer": {"added": {}}})
     run = ctfw("policy", "apply", str(path), "--dry-run")
     assert run.code == 0 and api.sent()[-1].query == {"dry_run": "true"}
