@@ -48,11 +48,12 @@ def env() -> dict[str, str]:
     return {**clean, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
 
 
-def ctfw(labenv: Lab, *argv: str) -> Ran:
+def ctfw(labenv: Lab, *argv: str, environ: dict[str, str] | None = None) -> Ran:
     """`ctfw --url <this controller> ARGV`, as a program (python -m ryu_ctfw.cli)."""
     url = f"http://127.0.0.1:{labenv.ctl.api_port}"
     done = subprocess.run([sys.executable, "-m", "ryu_ctfw.cli", "--url", url, *argv],
-                          capture_output=True, text=True, env=env(), timeout=60)  # fmt: skip
+                          capture_output=True, text=True, env={**env(), **(environ or {})},
+                          timeout=60)  # fmt: skip
     return Ran(done.returncode, done.stdout, done.stderr)
 
 
@@ -279,6 +280,34 @@ def test_dry_run_changes_nothing(labenv: Lab) -> None:
     assert ran.code == 5 and snapshot(labenv) == before
     with lab.servers(vm2, ("tcp", 22)):
         assert vm1.tcp(vm2.ip, 22), "the pair still works"
+
+
+def test_token_from_option_or_environment(labenv: Lab) -> None:
+    """With api_token set, a change needs it: without it or with a wrong one the CLI exits 1
+    with the API's 401 message and nothing changes; --token or CTFW_TOKEN bring it."""
+    labenv.ctl.stop()
+    labenv.ctl.options = "api_token = s3cret-token\n"
+    labenv.ctl.start()
+    labenv.ctl.wait_connected(labenv.bridge)
+    vm1 = labenv.vm("vm1", 2, 1, register=False)
+    add = ["vm", "add", "vm1", "--port", vm1.port, "--ip", vm1.ip]
+    before = snapshot(labenv)
+    for argv, environ in (
+        (add, {}),
+        (["--token", "wrong", *add], {}),
+        (add, {"CTFW_TOKEN": "wrong"}),
+        (["--token", "wrong", *add], {"CTFW_TOKEN": "s3cret-token"}),  # the option wins
+    ):
+        ran = ctfw(labenv, *argv, environ=environ)
+        assert ran.code == 1, (argv, environ, ran)
+        assert "Authorization: Bearer <api_token>" in ran.err
+        assert snapshot(labenv) == before
+    assert ctfw(labenv, "vm", "ls").code == 0, "reads need no token"
+    ran = ctfw(labenv, "--token", "s3cret-token", *add)
+    assert ran.code == 0, ran.err
+    ran = ctfw(labenv, "vm", "rm", "vm1", environ={"CTFW_TOKEN": "s3cret-token"})
+    assert ran.code == 0, ran.err
+    assert api(labenv, "/vms") == {"vms": []}
 
 
 def test_controller_gone_exits_3(labenv: Lab) -> None:
