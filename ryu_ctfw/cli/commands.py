@@ -1,7 +1,8 @@
 """What each `ctfw` command does: the API calls it makes and what it prints.
 
-Every command is `run(ctx, args) -> exit code`. Output goes through `Context`, which
-prints the API's JSON as it came with `--json` and a table or block for a person without.
+Each command is a function `(ctx, args) -> exit code` that parser.py names. Output goes
+through `Context`, which prints the API's JSON as it came with `--json`, and a table or
+block for a person without.
 """
 
 from __future__ import annotations
@@ -46,7 +47,10 @@ class Context:
         self.print(json.dumps(body, indent=2))
 
     def show(self, body: Any, human: Callable[[Any], str]) -> int:
-        self.print_json(body) if self.json else self.print(readable(body, human))
+        if self.json:
+            self.print_json(body)
+        else:
+            self.print(readable(body, human))
         return Exit.OK
 
     def mutate(
@@ -70,7 +74,7 @@ class Context:
         plan = answer.body if isinstance(answer.body, dict) else {}
         would = Answer(int(plan.get("status", answer.status)), plan.get("answer"))
         self.print(f"dry run, nothing changed; the call would answer {would.status}:")
-        self.print(_indent(readable(would, done)))
+        self.print(render.indent(readable(would, done)))
         self.print(render.plan(plan))
         return Exit.OK
 
@@ -83,10 +87,6 @@ def readable(body: Any, human: Callable[[Any], str]) -> str:
     except (KeyError, AttributeError, TypeError, ValueError):
         value = body.body if isinstance(body, Answer) else body
         return json.dumps(value, indent=2)
-
-
-def _indent(text: str) -> str:
-    return "\n".join("  " + line if line else line for line in text.splitlines())
 
 
 def _name(value: str) -> str:

@@ -192,10 +192,10 @@ def explanation(answer: dict[str, Any]) -> str:
     out = [f"{str(answer.get('verdict', '?')).upper()}: {answer.get('why', '')}".rstrip()]
     pairs = answer.get("pairs") or []
     if pairs:
-        out += ["", "pairs:", _indent(pairs_table(pairs))]
+        out += ["", "pairs:", indent(pairs_table(pairs))]
     flows = answer.get("flows") or []
     if flows:
-        out += ["", "flows:", _indent(flows_table(flows))]
+        out += ["", "flows:", indent(flows_table(flows))]
     return "\n".join(out)
 
 
@@ -311,5 +311,5 @@ def _summary(obj: Any) -> str:
     return cell(obj)
 
 
-def _indent(text: str) -> str:
+def indent(text: str) -> str:
     return "\n".join("  " + line if line else line for line in text.splitlines())
