@@ -2,7 +2,7 @@
 records every request and answers what each test tells it. Checks what the CLI sends (paths,
 bodies, query, token), what it prints (tables, --json), and the exit codes.
 
-The CLI against the real controller and Open vSwitch: tests/integration/test_cli.py."""
+The CLI against the real controller and Open vSwitch: tests/integration/test_ctfw.py."""
 
 from __future__ import annotations
 
