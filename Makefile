@@ -17,7 +17,8 @@ else
 VENV    ?= .venv-$(PYVER)
 endif
 PY      := $(VENV)/bin/python
-DEBS    := openvswitch-switch mininet iputils-ping ethtool iproute2 python3-venv
+# chromium: tests/integration/test_ui.py looks at the page /ctfw/ui/ in it, headless.
+DEBS    := openvswitch-switch mininet iputils-ping ethtool iproute2 python3-venv chromium
 STAMP   := $(VENV)/.installed
 # Ryu 4.34 as a wheel, built from its sdist by the target interpreter alone (see below).
 RYU_WHEEL := build/wheels/ryu-4.34-py3-none-any.whl

@@ -406,7 +406,8 @@ class Bench:
                 self.ctl.ok(
                     "PUT", f"/ctfw/v1/vms/{vm.ns}", {"port": vm.port, "mac": vm.mac, "ips": [vm.ip]}
                 )
-            self.ctl.ok("POST", "/ctfw/v1/pairs", {"initiator": vm1.ns, "responder": vm2.ns})
+            pair = {"initiator": vm1.ns, "responder": vm2.ns}
+            pair_id = self.ctl.ok("POST", "/ctfw/v1/pairs", pair)["id"]
             ctfw_count = self.flow_count()
             seed = [
                 "priority=100,ip,actions=ct(table=1)",
@@ -419,12 +420,19 @@ class Bench:
             ]
             results: dict[str, dict[str, list[float]]] = {}
             packet_ins = 0
+            logged = 0
             for _ in range(self.repeat):
-                for name in ("ctfw", "seed", "normal"):
+                for name in ("ctfw", "ctfw-log", "seed", "normal"):
                     if name == "ctfw":  # the controller attached, as in production
                         if self.ctl.proc is None:
                             self.start_attached(ctfw_count)
                         before = self.packet_ins()
+                    elif name == "ctfw-log":
+                        # The same pair logging its connections (one packet-in per new
+                        # connection, metered): the connection log on, as an operator runs it.
+                        self.ctl.ok("DELETE", f"/ctfw/v1/pairs/{pair_id}")
+                        pair_id = self.ctl.ok("POST", "/ctfw/v1/pairs", {**pair, "log": True})["id"]
+                        logged_before = self.packet_ins()
                     else:
                         self.ctl.stop()
                         self.detach()
@@ -435,15 +443,20 @@ class Bench:
                     r["bulk"].append(self.client(vm1, "tcp-bulk", vm2.ip, 5002) * 8 / 1e6)
                     if name == "ctfw":
                         packet_ins += self.packet_ins() - before
+                    elif name == "ctfw-log":
+                        logged += self.packet_ins() - logged_before
+                        self.ctl.ok("DELETE", f"/ctfw/v1/pairs/{pair_id}")
+                        pair_id = self.ctl.ok("POST", "/ctfw/v1/pairs", pair)["id"]
             for metric, unit, label in (
                 ("rate", "conn/s", "new TCP connections per second"),
                 ("bulk", "Mbit/s", "bulk TCP throughput"),
             ):
-                for base in ("seed", "normal"):
+                for ours, base in (("ctfw", "seed"), ("ctfw", "normal"), ("ctfw-log", "seed")):
+                    logging = " (the pair logging its connections)" if ours == "ctfw-log" else ""
                     self.rows.append(
                         Row(
-                            f"{label} vs {base}",
-                            results["ctfw"][metric],
+                            f"{label}{logging} vs {base}",
+                            results[ours][metric],
                             results[base][metric],
                             unit,
                             ">= 0.9x" if base == "seed" else ">= 0x (report)",
@@ -452,6 +465,9 @@ class Bench:
                         )
                     )
             self.facts["packet-ins during data traffic (target 0)"] = str(packet_ins)
+            self.facts["packet-ins with the pair logging (one per connection, metered)"] = str(
+                logged
+            )
         finally:
             for s in servers:
                 s.kill()

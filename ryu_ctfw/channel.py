@@ -217,25 +217,26 @@ def bundle(sw: Switch, msgs: list[bytes]) -> list[int]:
 
 def ensure_meters(sw: Switch, meter_ids: set[int]) -> None:
     """Create the meters that flows about to be added use (a flow naming a missing meter
-    is refused). Meter-mods cannot go in a bundle, so they go first; a meter left by an
-    earlier run is set to our rate instead. Never deleted: a handful, and deleting a
-    meter deletes the flows that use it."""
+    is refused): every VM port has one (the connection log). Meter-mods cannot go in a
+    bundle, so they go first, all at once with one barrier; a meter left by an earlier run
+    is then set to our rate instead. Never deleted: deleting a meter deletes the flows that
+    use it."""
     dp = sw.dp
     ofp, parser = dp.ofproto, dp.ofproto_parser
-    for meter_id in sorted(meter_ids - sw.meters):
-        bands = [parser.OFPMeterBandDrop(rate=LEARN_RATE, burst_size=LEARN_BURST)]
-        flags = ofp.OFPMF_PKTPS | ofp.OFPMF_BURST
-        for command in (ofp.OFPMC_ADD, ofp.OFPMC_MODIFY):
-            xid = send(dp, parser.OFPMeterMod(dp, command, flags, meter_id, bands))
-            request(sw, parser.OFPBarrierRequest(dp))
-            error = sw.errors.pop(xid, None)
-            if error is None:
-                break
-            if "METER_EXISTS" not in error:
+    bands = [parser.OFPMeterBandDrop(rate=LEARN_RATE, burst_size=LEARN_BURST)]
+    flags = ofp.OFPMF_PKTPS | ofp.OFPMF_BURST | ofp.OFPMF_STATS
+    todo = sorted(meter_ids - sw.meters)
+    for command in (ofp.OFPMC_ADD, ofp.OFPMC_MODIFY):
+        if not todo:
+            break
+        xids = {send(dp, parser.OFPMeterMod(dp, command, flags, m, bands)): m for m in todo}
+        request(sw, parser.OFPBarrierRequest(dp))
+        errors = {m: sw.errors.pop(xid) for xid, m in xids.items() if xid in sw.errors}
+        sw.meters.update(m for m in todo if m not in errors)
+        for meter_id, error in errors.items():
+            if command == ofp.OFPMC_MODIFY or "METER_EXISTS" not in error:
                 raise SwitchRefused(f"meter {meter_id}: {error}")
-        else:
-            raise SwitchRefused(f"meter {meter_id} exists and cannot be modified")
-        sw.meters.add(meter_id)
+        todo = sorted(errors)  # they exist: set them to our rate
 
 
 def take_xids(dp: Any, count: int) -> list[int]:

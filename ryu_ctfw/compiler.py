@@ -343,6 +343,7 @@ P_LINK = 90
 P_BLOCK = 10
 P_DENY = 0
 # Table 3.
+P_LOG_QUIET = 200
 P_LOG_PORT = 100
 P_LOG_OTHER = 0
 # Table 2.
@@ -373,6 +374,10 @@ def base_flows(zone: int) -> tuple[Flow, ...]:
         Flow(TABLE_POLICY, P_DENY, Match(), deny("no-pair"), base),
         Flow(TABLE_DELIVER, P_FLOOD, Match(eth_dst=MULTICAST), (FLOOD,), base),
         Flow(TABLE_DELIVER, P_DENY, Match(), (), base),
+        # Link-local multicast every host sends on its own (MLD reports, router
+        # solicitations, IGMP, mDNS): dropped like the rest, but no event of it.
+        *(Flow(TABLE_LOG, P_LOG_QUIET, _destination(link_local), (), base)
+          for link_local in ("ff02::/16", "224.0.0.0/24")),
         Flow(TABLE_LOG, P_LOG_OTHER, Match(), (Meter(SHARED_METER), CONTROLLER), base),
     ]  # fmt: skip
     return tuple(flows)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ryu_ctfw.explain import REASONS as EXPLAIN_REASONS
 from ryu_ctfw.policy import (
     KINDS,
     MAX_CIDRS_PER_NETWORK,
@@ -266,11 +267,57 @@ SCHEMAS: dict[str, Any] = {
     },
     "Explanation": {
         "type": "object",
+        "required": ["verdict", "reason", "why", "pairs", "flows"],
         "properties": {
             "verdict": {"type": "string", "enum": ["allowed", "denied"]},
-            "why": {"type": "string"},
-            "pairs": {"type": "array", "items": _ref("Pair")},
-            "flows": {"type": "array", "items": _ref("Flow")},
+            "reason": {
+                "type": "string",
+                "enum": list(EXPLAIN_REASONS),
+                "description": "why, for scripts: pair (allowed), or the first of the denials"
+                " that applies, in this order",
+            },
+            "why": {"type": "string", "description": "the reason as one sentence"},
+            "from": _ref("ExplainedEndpoint"),
+            "to": _ref("ExplainedEndpoint"),
+            "protocol": {"type": "string", "enum": list(PROTOCOLS)},
+            "port": {"type": "integer", "nullable": True},
+            "pairs": {
+                "type": "array",
+                "items": _ref("Pair"),
+                "description": "allowed: the pairs that admit it; denied: the related ones"
+                " (the other way, or for other services)",
+            },
+            "flows": {
+                "type": "array",
+                "description": "allowed: the table-1 flows that carry it on each switch it"
+                " crosses, with their live counters",
+                "items": {
+                    "allOf": [
+                        _ref("Flow"),
+                        {
+                            "type": "object",
+                            "properties": {
+                                "carries": {
+                                    "type": "array",
+                                    "items": {
+                                        "type": "string",
+                                        "enum": ["new", "established", "reply"],
+                                    },
+                                    "description": "which packets of the connection it takes",
+                                }
+                            },
+                        },
+                    ]
+                },
+            },
+        },
+    },
+    "ExplainedEndpoint": {
+        "type": "object",
+        "properties": {
+            "name": {"type": "string", "description": "the VM, group or network"},
+            "kind": KIND,
+            "address": {**NULLABLE_STR, "description": "the address asked about, if any"},
         },
     },
     "PolicyDocument": {
@@ -412,10 +459,14 @@ PATHS: dict[str, Any] = {
                     {"name": "protocol", "in": "query",
                      "schema": {"type": "string", "enum": ["tcp", "udp", "icmp", "any"]}},
                     {"name": "port", "in": "query",
-                     "schema": {"type": "integer", "minimum": 1, "maximum": 65535}}],
+                     "schema": {"type": "integer", "minimum": 1, "maximum": 65535},
+                     "description": "tcp and udp only; without it, every port"}],
                 "responses": {"200": _json(_ref("Explanation"), "the verdict and why"),
-                              "400": _error("a missing or malformed query parameter"),
-                              "404": _error("no VM, group or network of that name"),
+                              "400": _error("a missing, repeated, unknown or malformed query"
+                                            " parameter"),
+                              "404": _error("no VM, group or network of that name, or an"
+                                            " address no VM registered and no network holds"),
+                              "502": _error("a switch the flows are on could not be read"),
                               "403": REBINDING}},
     },
     f"{API}/policy": {

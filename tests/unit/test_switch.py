@@ -79,7 +79,10 @@ def nd_from(src: str, type_: int = 135) -> bytes:
 
 
 def packet_in(mgr: SwitchManager, in_port: int, data: bytes) -> None:
-    mgr.packet_in(SimpleNamespace(id=1), SimpleNamespace(match={"in_port": in_port}, data=data))
+    mgr.packet_in(
+        SimpleNamespace(id=1),
+        SimpleNamespace(table_id=0, cookie=0, match={"in_port": in_port}, data=data),
+    )
     hub.sleep(0)  # the store runs in a green thread of its own
     hub.sleep(0)
 
@@ -162,10 +165,15 @@ def test_a_mac_a_vm_on_another_switch_has_can_be_learned() -> None:
 def test_packet_ins_while_a_mac_is_being_stored_store_it_once() -> None:
     policy = learning_policy()
     mgr, sw, learned = manager(policy)
-    dp, msg = SimpleNamespace(id=1), SimpleNamespace(match={"in_port": 5}, data=arp_from(MAC5))
+    dp, msg = (
+        SimpleNamespace(id=1),
+        SimpleNamespace(table_id=0, cookie=0, match={"in_port": 5}, data=arp_from(MAC5)),
+    )
     mgr.packet_in(dp, msg)
     assert sw.learning == {"vm4"}  # storing: it waits for the switches, in its own thread
-    mgr.packet_in(dp, SimpleNamespace(match={"in_port": 5}, data=arp_from(MAC3)))
+    mgr.packet_in(
+        dp, SimpleNamespace(table_id=0, cookie=0, match={"in_port": 5}, data=arp_from(MAC3))
+    )
     hub.sleep(0)
     hub.sleep(0)
     assert learned.calls == [("vm4", MAC5)]
@@ -185,7 +193,9 @@ def test_a_failed_store_is_logged_and_learning_goes_on(caplog: pytest.LogCapture
 
 def test_a_packet_in_from_an_unknown_switch_is_ignored() -> None:
     mgr, _sw, learned = manager(learning_policy())
-    mgr.packet_in(SimpleNamespace(id=2), SimpleNamespace(match={"in_port": 5}, data=b""))
+    mgr.packet_in(
+        SimpleNamespace(id=2), SimpleNamespace(table_id=0, cookie=0, match={"in_port": 5}, data=b"")
+    )
     assert learned.calls == []
 
 
@@ -268,7 +278,7 @@ def test_meters_are_created_once_at_the_learning_rate() -> None:
     channel.ensure_meters(sw, {7, 5})
     assert meter_mods(dp) == [(ofp.OFPMC_ADD, 5), (ofp.OFPMC_ADD, 7)]
     mod = next(m for m in dp.sent if isinstance(m, parser.OFPMeterMod))
-    assert mod.flags == ofp.OFPMF_PKTPS | ofp.OFPMF_BURST
+    assert mod.flags == ofp.OFPMF_PKTPS | ofp.OFPMF_BURST | ofp.OFPMF_STATS
     assert [(type(b), b.rate, b.burst_size) for b in mod.bands] == [
         (parser.OFPMeterBandDrop, LEARN_RATE, LEARN_BURST)
     ]
