@@ -89,9 +89,10 @@ class Answer:
 
 def base_url(url: str) -> str:
     """The controller's root URL: http://host:port, whether or not /ctfw/v1 was given."""
-    url = url.strip().rstrip("/")
+    url = url.strip()
     if "://" not in url:
         url = "http://" + url
+    url = url.rstrip("/")
     parts = urllib.parse.urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise UsageError(f"invalid --url {url!r}: expected http://HOST:PORT")

@@ -789,3 +789,14 @@ def test_a_reader_that_leaves_early_is_no_error(api: Stub) -> None:
     cli.stdout.close()  # as head does after its line
     assert cli.wait(timeout=30) == 0
     assert cli.stderr.read() == b""
+
+
+def test_base_url_forms() -> None:
+    from ryu_ctfw.cli.client import base_url
+
+    assert base_url("127.0.0.1:8080") == "http://127.0.0.1:8080"
+    assert base_url("http://ctl.example:8080/ctfw/v1/") == "http://ctl.example:8080"
+    assert base_url("https://[::1]:8443") == "https://[::1]:8443"
+    for bad in ("ftp://h", "http://", "http://h:port", "http://h:99999"):
+        with pytest.raises(UsageError):
+            base_url(bad)
