@@ -106,7 +106,7 @@ def _command(
 def _vm(top: argparse._SubParsersAction) -> None:
     sub = _nouns(top, "vm", "VMs: a name for a bridge port, with the MAC and IPs it may use")
     p = _command(sub, "add", cmd.vm_add, "add a VM, or replace the VM of that name", True)
-    p.add_argument("name")
+    p.add_argument("name", metavar="NAME")
     p.add_argument("--port", required=True, help="its NIC's port on the bridge (tap2)")
     p.add_argument("--mac", help="the MAC it may send from (else learned from its traffic)")
     p.add_argument(
@@ -118,16 +118,16 @@ def _vm(top: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--switch", help="its bridge, by name or dpid (several hypervisors)")
     _command(sub, "ls", cmd.vm_ls, "list VMs and where they are")
-    _command(sub, "show", cmd.vm_show, "show one VM").add_argument("name")
+    _command(sub, "show", cmd.vm_show, "show one VM").add_argument("name", metavar="NAME")
     _command(sub, "rm", cmd.vm_rm, "remove a VM (no pair or group may use it)",
-             True).add_argument("name")  # fmt: skip
+             True).add_argument("name", metavar="NAME")  # fmt: skip
 
 
 def _network(top: argparse._SubParsersAction) -> None:
     sub = _nouns(top, "network", "networks: addresses reached through a port no VM has")
     p = _command(sub, "add", cmd.network_add, "add a network, or replace the one of that name",
                  True)  # fmt: skip
-    p.add_argument("name")
+    p.add_argument("name", metavar="NAME")
     p.add_argument("--port", required=True, help="the uplink port on the bridge")
     p.add_argument(
         "--cidr",
@@ -138,8 +138,10 @@ def _network(top: argparse._SubParsersAction) -> None:
         help="its networks, like 198.19.0.0/24 2001:db8:19::/48 (repeatable)",
     )
     _command(sub, "ls", cmd.network_ls, "list networks")
-    _command(sub, "show", cmd.network_show, "show one network").add_argument("name")
-    _command(sub, "rm", cmd.network_rm, "remove a network", True).add_argument("name")
+    _command(sub, "show", cmd.network_show, "show one network").add_argument("name", metavar="NAME")
+    _command(sub, "rm", cmd.network_rm, "remove a network", True).add_argument(
+        "name", metavar="NAME"
+    )
 
 
 def _group(top: argparse._SubParsersAction) -> None:
@@ -151,19 +153,19 @@ def _group(top: argparse._SubParsersAction) -> None:
         "add a group, or set an existing group's members to exactly these",
         True,
     )
-    p.add_argument("name")
+    p.add_argument("name", metavar="NAME")
     p.add_argument("members", nargs="*", metavar="MEMBER", help="VM names")
     for name, func, text in (
         ("join", cmd.group_join, "add VMs to a group"),
         ("leave", cmd.group_leave, "take VMs out of a group"),
     ):
         p = _command(sub, name, func, text, True)
-        p.add_argument("name")
+        p.add_argument("name", metavar="NAME")
         p.add_argument("vms", nargs="+", metavar="VM")
     _command(sub, "ls", cmd.group_ls, "list groups")
-    _command(sub, "show", cmd.group_show, "show one group").add_argument("name")
+    _command(sub, "show", cmd.group_show, "show one group").add_argument("name", metavar="NAME")
     _command(sub, "rm", cmd.group_rm, "remove a group (no pair may use it)",
-             True).add_argument("name")  # fmt: skip
+             True).add_argument("name", metavar="NAME")  # fmt: skip
 
 
 def _pair(top: argparse._SubParsersAction) -> None:
@@ -171,8 +173,8 @@ def _pair(top: argparse._SubParsersAction) -> None:
     p = _command(sub, "add", cmd.pair_add,
                  "let INITIATOR open connections to RESPONDER (VMs, groups or networks);"
                  " replies come back", True)  # fmt: skip
-    p.add_argument("initiator")
-    p.add_argument("responder")
+    p.add_argument("initiator", metavar="INITIATOR", help="a VM, group or network")
+    p.add_argument("responder", metavar="RESPONDER", help="a VM, group or network")
     service = p.add_mutually_exclusive_group()
     service.add_argument("--tcp", metavar="PORTS", help='tcp to a port or range: 22, 8000-8100,'
                          ' or "all"')  # fmt: skip
@@ -181,9 +183,11 @@ def _pair(top: argparse._SubParsersAction) -> None:
     service.add_argument("--any", action="store_true", help="every protocol (the default)")
     p.add_argument("--log", action="store_true", help="log its admitted connections as events")
     _command(sub, "ls", cmd.pair_ls, "list pairs")
-    _command(sub, "show", cmd.pair_show, "show one pair").add_argument("id", type=positive_int)
+    _command(sub, "show", cmd.pair_show, "show one pair").add_argument(
+        "id", metavar="ID", type=positive_int
+    )
     _command(sub, "rm", cmd.pair_rm, "remove a pair: its connections are cut",
-             True).add_argument("id", type=positive_int)  # fmt: skip
+             True).add_argument("id", metavar="ID", type=positive_int)  # fmt: skip
 
 
 def _switch(top: argparse._SubParsersAction) -> None:
