@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 from ryu.lib import hub
 
-from ryu_ctfw import dryrun, store, wire
+from ryu_ctfw import dryrun, metrics, store, wire
 from ryu_ctfw.compiler import Flow
 from ryu_ctfw.events import EventLog
 from ryu_ctfw.policy import Conflict, Network, NotFound, Policy, PolicyError, Vm
@@ -62,6 +62,7 @@ class Firewall:
         # undo somebody else's change made meanwhile.
         self._lock = hub.Semaphore(1)
 
+    @metrics.times_change
     def change(self, mutate: Callable[[Policy], T], plan: dict[str, Any] | None = None) -> T:
         """Apply `mutate` to a copy of the policy, store it, and have every connected switch
         confirm it (or undo it all). A dry run (`plan` given) stops after `mutate`: `plan`
@@ -103,14 +104,16 @@ class Firewall:
                 )
             return result
 
-    def put_vm(self, vm: Vm, plan: dict[str, Any] | None = None) -> tuple[bool, Vm]:
-        """Create or update a VM; whether it was created, and the VM stored (taken inside
-        the change: the next change may replace it before the caller answers)."""
+    def put_vm(self, vm: Vm, plan: dict[str, Any] | None = None) -> tuple[bool, dict[str, Any]]:
+        """Create or update a VM; whether it was created, and the view of the VM stored
+        (made inside the change, of the policy it made: the next change may replace it
+        before the caller answers, and a dry run's policy is never in force)."""
 
-        def put(policy: Policy) -> tuple[bool, Vm]:
+        def put(policy: Policy) -> tuple[bool, dict[str, Any]]:
             if vm.mac:
                 self._check_mac_is_free(policy, vm)
-            return policy.put_vm(vm), policy.vms[vm.name]
+            created = policy.put_vm(vm)
+            return created, self.vm_view(policy.vms[vm.name], policy)
 
         return self.change(put, plan)
 
@@ -150,10 +153,15 @@ class Firewall:
         return self.policy.zones[dpid]
 
     # --- views -----------------------------------------------------------------------------
-    def vm_view(self, vm: Vm) -> dict[str, Any]:
+    def vm_view(self, vm: Vm, policy: Policy | None = None) -> dict[str, Any]:
         """The VM and where it is: dpid and ofport (null while absent, or while its port
-        name is on two switches and it names neither: "ambiguous" says so)."""
-        place = self.switches.locate_vm(vm.name)
+        name is on two switches and it names neither: "ambiguous" says so). Placed by the
+        policy in force, or by `policy` (a change's, not in force yet)."""
+        if policy is None:
+            place = self.switches.locate_vm(vm.name)
+        else:
+            places = self.switches.locations(policy)
+            place = None if vm.name not in places else places[vm.name] or "ambiguous"
         where = place if isinstance(place, tuple) else None
         return {
             **vm.to_dict(),

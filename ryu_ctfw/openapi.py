@@ -46,6 +46,8 @@ DPID_PARAM = {"name": "dpid", "in": "path", "required": True, "schema": DPID}
 # Where a VM says it is: a dpid, or a bridge name (the port-name rule).
 SWITCH = {"type": "string", "pattern": f"^(?:[0-9A-Fa-f]{{16}}|{PORT_NAME_RE.pattern[1:-1]})$"}
 AUTH = [{"bearer": []}]
+DRY_RUN_PARAM = {"name": "dry_run", "in": "query", "schema": {"type": "boolean"},
+                 "description": "answer what the call would do, and do nothing"}  # fmt: skip
 # Every call, reads included (rest.CtfwController._check_host).
 REBINDING = _error(
     "the API listens on loopback and the Host header is not a loopback name (DNS rebinding)"
@@ -322,11 +324,97 @@ SCHEMAS: dict[str, Any] = {
     },
     "PolicyDocument": {
         "type": "object",
+        "description": "the whole policy: the objects the list endpoints answer, and the"
+        " switches' own settings. On the way in (PUT /policy) the fields the controller"
+        " computes (id, dpid, ofport, ambiguous, learned_mac, initiator_kind,"
+        " responder_kind) are ignored; vms, groups, networks and pairs are required ([] for"
+        " none); switches may be left out (its settings then stay as they are)",
+        "required": ["vms", "groups", "networks", "pairs"],
+        "additionalProperties": False,
         "properties": {
-            "vms": {"type": "array", "items": _ref("Vm")},
+            "vms": {
+                "type": "array",
+                "items": _ref("Vm"),
+                "description": "each with its name; as in PUT /vms/{name} otherwise",
+            },
             "groups": {"type": "array", "items": _ref("Group")},
             "networks": {"type": "array", "items": _ref("Network")},
+            "pairs": {
+                "type": "array",
+                "items": _ref("Pair"),
+                "description": "a pair with the same initiator, responder, protocol,"
+                " ports and log as one in force is that pair, and keeps its id",
+            },
+            "switches": {"type": "array", "items": _ref("SwitchSetting")},
+        },
+    },
+    "SwitchSetting": {
+        "type": "object",
+        "required": ["dpid", "fabric_port"],
+        "additionalProperties": False,
+        "properties": {
+            "dpid": DPID,
+            "fabric_port": {
+                **PORT,
+                "nullable": True,
+                "description": "as PUT /switches/{dpid} sets it; null: none",
+            },
+        },
+    },
+    "PolicyChanges": {
+        "type": "object",
+        "description": "names of the VMs, groups and networks, the pairs (as views: the"
+        " added with their new ids) and the dpids of the switch settings",
+        "properties": {
+            "vms": {"type": "array", "items": {"type": "string"}},
+            "groups": {"type": "array", "items": {"type": "string"}},
+            "networks": {"type": "array", "items": {"type": "string"}},
             "pairs": {"type": "array", "items": _ref("Pair")},
+            "switches": {"type": "array", "items": {"type": "string"}},
+        },
+    },
+    "PolicyDifference": {
+        "type": "object",
+        "description": "what PUT /policy changed; all empty when the policy was already"
+        " the document (then nothing is stored or sent to a switch)",
+        "properties": {
+            "added": _ref("PolicyChanges"),
+            "changed": _ref("PolicyChanges"),
+            "removed": _ref("PolicyChanges"),
+        },
+    },
+    "DryRun": {
+        "type": "object",
+        "description": "what a call with ?dry_run=true would do; nothing was done",
+        "properties": {
+            "dry_run": {"type": "boolean", "enum": [True]},
+            "status": {"type": "integer", "description": "the status the call would answer"},
+            "answer": {
+                "type": "object",
+                "nullable": True,
+                "description": "the body the call would answer (null for 204)",
+            },
+            "switches": {
+                "type": "array",
+                "description": "every connected switch: the lines its table would gain and"
+                " lose, as ovs-ofctl dump-flows shows them (a line whose actions change is"
+                " in both)",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "dpid": {"type": "string"},
+                        "name": NULLABLE_STR,
+                        "add": {"type": "array", "items": {"type": "string"}},
+                        "delete": {"type": "array", "items": {"type": "string"}},
+                    },
+                },
+            },
+            "cut": {
+                "type": "array",
+                "items": _ref("Pair"),
+                "description": "pairs whose open connections the call would cut: those"
+                " it deletes, and those losing a line on some switch",
+            },
         },
     },
     "Flow": {
@@ -473,14 +561,22 @@ PATHS: dict[str, Any] = {
         "get": {"operationId": "get_policy", "responses": {
             "200": _json(_ref("PolicyDocument"), "the whole policy"), "403": REBINDING}},
         "put": {"operationId": "put_policy", "security": AUTH,
+                "description": "Replace the whole policy with the document, in one change"
+                " (one atomic bundle per switch). Errors name the entry, like"
+                " 'vms[2].mac: ...', and change nothing.",
+                "parameters": [DRY_RUN_PARAM],
                 "requestBody": {"required": True, "content": {
                     "application/json": {"schema": _ref("PolicyDocument")}}},
-                "responses": {"200": _json({"type": "object"},
-                                           "replaced; the difference it made"),
+                "responses": {"200": _json(
+                                  {"oneOf": [_ref("PolicyDifference"), _ref("DryRun")]},
+                                  "replaced: the difference it made (with dry_run: what"
+                                  " it would do)"),
                               "404": _error("a pair or group names something the document"
                                             " does not have"),
-                              "409": _error("two entries conflict"),
-                              **COMMON_ERRORS}},
+                              "409": _error("two entries conflict (a name or pair twice, a"
+                                            " port or MAC of two VMs)"),
+                              **COMMON_ERRORS,
+                              "413": _error("body larger than 16 MiB")}},
     },
     f"{API}/openapi.json": {
         "get": {"operationId": "openapi",

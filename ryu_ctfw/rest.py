@@ -66,6 +66,8 @@ OTHER_ROUTES: dict[str, dict[str, str]] = {
     "/ctfw/ui/": {"GET": "ui_page"},
 }
 MAX_BODY = 64 * 1024
+# PUT /policy carries the whole policy (a VM is about 200 bytes of it): room for thousands.
+MAX_POLICY_BODY = 16 * 1024 * 1024
 LOG = logging.getLogger("ryu_ctfw.rest")
 
 
@@ -84,10 +86,10 @@ def json_response(status: int, body: Any = None, headers: dict[str, str] | None 
     return resp
 
 
-def parse_body(req: Any) -> Any:
-    raw = _read_body(req)
-    if len(raw) > MAX_BODY:
-        raise HttpError(413, f"body larger than {MAX_BODY} bytes")
+def parse_body(req: Any, limit: int = MAX_BODY) -> Any:
+    raw = _read_body(req, limit)
+    if len(raw) > limit:
+        raise HttpError(413, f"body larger than {limit} bytes")
     if not raw.strip():
         raise HttpError(400, "body is empty; expected a JSON object")
     try:
@@ -96,8 +98,8 @@ def parse_body(req: Any) -> Any:
         raise HttpError(400, f"body is not valid JSON: {e}") from None
 
 
-def _read_body(req: Any) -> bytes:
-    """At most MAX_BODY + 1 bytes of the body, sent with Content-Length or chunked.
+def _read_body(req: Any, limit: int) -> bytes:
+    """At most `limit` + 1 bytes of the body, sent with Content-Length or chunked.
 
     webob reads a body without Content-Length only when the server sets
     `wsgi.input_terminated`, which eventlet does not: a chunked body would read as empty.
@@ -115,11 +117,11 @@ def _read_body(req: Any) -> bytes:
             raise HttpError(400, "both Content-Length and Transfer-Encoding given; send one")
         body = req.environ["wsgi.input"]
     else:
-        if req.content_length is not None and req.content_length > MAX_BODY:
-            raise HttpError(413, f"body larger than {MAX_BODY} bytes")
+        if req.content_length is not None and req.content_length > limit:
+            raise HttpError(413, f"body larger than {limit} bytes")
         body = req.body_file
     try:
-        return bytes(body.read(MAX_BODY + 1))
+        return bytes(body.read(limit + 1))
     except TimeoutError as e:
         # Silent for the socket timeout, or not all there by the request's deadline.
         raise HttpError(408, f"body not received in time: {e}") from None
@@ -139,6 +141,7 @@ class CtfwController(ControllerBase):
         """Firewall.change, or its dry run when the call asked for one."""
         return self.fw.change(mutate, plan=self.plan)
 
+    @metrics.counts_responses
     def dispatch(self, req: Any, template: str, **params: Any) -> Response:
         """Every route ends here: method check, auth, handler, errors as JSON."""
         if req.environ.get("PATH_INFO", "").endswith("\n"):
@@ -196,6 +199,7 @@ class CtfwController(ControllerBase):
                 "and answers only localhost, 127.0.0.1 or [::1] (DNS rebinding guard)",
             )
 
+    @metrics.counts_responses
     def unknown_path(self, req: Any, **_: Any) -> Response:
         return json_response(404, {"error": f"no such resource: {_path(req)}"})
 
@@ -210,8 +214,8 @@ class CtfwController(ControllerBase):
 
     def put_vm(self, req: Any, name: str) -> Response:
         vm = vm_from_body(name, parse_body(req))
-        created, stored = self.fw.put_vm(vm, plan=self.plan)
-        return json_response(201 if created else 200, self.fw.vm_view(stored))
+        created, view = self.fw.put_vm(vm, plan=self.plan)
+        return json_response(201 if created else 200, view)
 
     def delete_vm(self, req: Any, name: str) -> Response:
         validate_vm_name(name)
@@ -307,7 +311,8 @@ class CtfwController(ControllerBase):
         return json_response(200, policydoc.export(self.fw))
 
     def put_policy(self, req: Any) -> Response:
-        return json_response(200, policydoc.apply(self.fw, parse_body(req), plan=self.plan))
+        body = parse_body(req, MAX_POLICY_BODY)
+        return json_response(200, policydoc.apply(self.fw, body, plan=self.plan))
 
     def openapi(self, req: Any) -> Response:
         return json_response(200, openapi.SPEC)

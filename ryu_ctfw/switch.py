@@ -27,7 +27,7 @@ from typing import Any
 from ryu.lib import hub
 from ryu.lib.packet import arp, ethernet, icmpv6, packet
 
-from ryu_ctfw import channel, events, wire
+from ryu_ctfw import channel, events, metrics, wire
 from ryu_ctfw.channel import Pending, SwitchError, SwitchRefused, dpid_str
 from ryu_ctfw.compiler import (
     KIND_PAIR,
@@ -444,11 +444,12 @@ class SwitchManager:
                     out[name] = Attachment(fabric, vm.known_mac, remote=True)
         return out
 
-    def _ports_state(self) -> tuple:
-        """What placements depend on besides the policy: each switch's ports, name,
-        connection and fabric port."""
+    def _ports_state(self, policy: Policy) -> tuple:
+        """What placements depend on besides the policy's VMs, pairs and groups: each
+        switch's ports, name, connection and fabric port (the policy's: a dry run's may
+        differ from the one in force)."""
         return tuple(
-            (sw.dpid, sw.name, sw.connected, self.fabric_port(sw.dpid),
+            (sw.dpid, sw.name, sw.connected, self.fabric_port(sw.dpid, policy),
              hash(frozenset(sw.ports.items())))
             for sw in self.switches.values()
         )  # fmt: skip
@@ -457,7 +458,7 @@ class SwitchManager:
         """Where the VMs are, worked out once per policy and port change, not per switch
         (a change syncs every switch, and each asks)."""
         cached = self._placed
-        gen = self._ports_state()
+        gen = self._ports_state(policy)
         if (
             cached is not None
             and cached.gen == gen
@@ -517,7 +518,7 @@ class SwitchManager:
                 continue
             found = [sw for sw in self.switches.values() if vm.port in sw.ports
                      and (sw.dpid, vm.port) not in named
-                     and vm.port != self.fabric_port(sw.dpid)]  # fmt: skip
+                     and vm.port != self.fabric_port(sw.dpid, policy)]  # fmt: skip
             live = [sw for sw in found if sw.connected] or found
             if len(live) == 1:
                 out[vm.name] = (live[0].dpid, live[0].ports[vm.port])
@@ -538,6 +539,7 @@ class SwitchManager:
                 out.setdefault(sw.name, sw)
         return out
 
+    @metrics.times_sync
     def _sync(self, sw: Switch) -> SyncResult:
         policy, attached, zone = self.policy(), self.attachments(sw), self.zone_of(sw.dpid)
         if sw.flows is None:

@@ -205,7 +205,9 @@ class FakeSwitch:
     def _entry(raw: wire.RawFlow) -> bytes:
         table, prio, match = raw.key
         length = STATS_HEAD.size + len(match) + len(raw.instructions)
-        head = STATS_HEAD.pack(length, table, 7, 0, prio, 0, 0, 0, raw.cookie, raw.packets, 0)
+        head = STATS_HEAD.pack(
+            length, table, 7, 0, prio, 0, 0, 0, raw.cookie, raw.packets, raw.bytes
+        )
         return head + match + raw.instructions
 
     def _commit(self, msg: Any) -> list[tuple[str, Any]]:

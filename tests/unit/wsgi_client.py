@@ -25,6 +25,17 @@ POPULATE = [
 ]
 
 WEB_TO_DNS = {"initiator": "web", "responder": "outside", "protocol": "udp", "ports": "53"}
+# A whole policy document (PUT /policy): vm1 and vm2 kept, vm3, the network and the group
+# removed, pair 1 kept and vm2 -> vm1 added.
+POLICY_DOC = {
+    "vms": [{"name": "vm1", "port": "tap2"}, {"name": "vm2", "port": "tap4"}],
+    "groups": [],
+    "networks": [],
+    "pairs": [
+        {"initiator": "vm1", "responder": "vm2"},
+        {"initiator": "vm2", "responder": "vm1", "protocol": "tcp", "ports": "22"},
+    ],
+}
 # Every mutating route, with a body that succeeds on that populated policy: the auth and
 # cross-site tests run each of them.
 MUTATIONS = [
@@ -42,6 +53,7 @@ MUTATIONS = [
     ("DELETE", "/pairs/1", None, 204),
     ("PUT", "/switches/0000000000000001", {"fabric_port": "eth1"}, 200),  # not connected yet
     ("PUT", "/switches/00005254006084FF", {"fabric_port": None}, 200),  # none to clear
+    ("PUT", "/policy", POLICY_DOC, 200),
 ]
 # "POST /pairs", "POST /pairs #2": a route tried twice keeps readable, distinct ids.
 MUTATION_IDS = [
