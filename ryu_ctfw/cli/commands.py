@@ -400,9 +400,19 @@ def follow(
                 ctx.warn("the controller answers again")
                 away = False
             if len(seen) >= FOLLOW_LIMIT:
-                ctx.warn(f"more than {FOLLOW_LIMIT} events since the last poll: some were missed")
+                ctx.warn(f"{FOLLOW_LIMIT} events or more since the last poll: some were missed")
+            if not seen and last and log_restarted(ctx.client, last):
+                ctx.warn("the controller's event log started again (a restart); following it")
+                last = 0
     except KeyboardInterrupt:
         return Exit.OK
+
+
+def log_restarted(client: Client, last: int) -> bool:
+    """Whether the newest event (of any kind) has a smaller id than one already seen: the
+    ring is not kept across a controller restart, whose ids start again at 1."""
+    newest = client.get("/events", {"limit": 1})["events"]
+    return bool(newest) and int(newest[-1].get("id") or 0) < last
 
 
 # --- the policy as a file --------------------------------------------------------------------

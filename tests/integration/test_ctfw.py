@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import json
 import os
-import select
+import queue
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -395,18 +396,19 @@ def test_events_show_and_follow_denied_attempts(labenv: Lab) -> None:
 def _lines_until(
     proc: subprocess.Popen[str], done: Callable[[dict[str, Any]], bool], timeout: float
 ) -> list[dict[str, Any]]:
-    """The JSON lines a followed log printed, up to the first one `done` accepts."""
-    assert proc.stdout is not None
+    """The JSON lines a followed log printed, up to the first one `done` accepts (read by a
+    thread: a line may wait in the pipe's buffer, where select() does not see it)."""
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(x) for x in proc.stdout or ()], daemon=True).start()
     deadline = time.monotonic() + timeout
     got: list[dict[str, Any]] = []
     while not got or not done(got[-1]):
-        left = deadline - time.monotonic()
-        if left <= 0 or not select.select([proc.stdout], [], [], left)[0]:
-            raise AssertionError(f"the followed log did not show it in {timeout} s: {got}")
-        line = proc.stdout.readline()
-        if not line:
-            raise AssertionError(f"ctfw ended ({proc.poll()}) before it showed it: {got}")
-        got.append(json.loads(line))
+        try:
+            got.append(json.loads(lines.get(timeout=max(0.0, deadline - time.monotonic()))))
+        except queue.Empty:
+            raise AssertionError(
+                f"the followed log did not show it in {timeout} s: {got}"
+            ) from None
     return got
 
 

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import signal
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -55,6 +56,7 @@ class Stub:
     url: str = ""
     requests: list[Request] = field(default_factory=list)
     replies: dict[tuple[str, str], list[Reply]] = field(default_factory=dict)
+    routes: dict[tuple[str, str], Callable[[Request], Any]] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def answer(self, method: str, path: str, *replies: Reply | Any, status: int = 200) -> None:
@@ -62,8 +64,16 @@ class Stub:
             r if isinstance(r, Reply) else Reply(status, r) for r in replies
         ]
 
-    def reply_for(self, method: str, path: str) -> Reply:
+    def route(self, method: str, path: str, answer: Callable[[Request], Any]) -> None:
+        """`answer(request)` decides each reply (a Reply, or a body for 200)."""
+        self.routes[(method, path)] = answer
+
+    def reply_for(self, req: Request) -> Reply:
+        method, path = req.method, req.path
         with self.lock:
+            if (method, path) in self.routes:
+                reply = self.routes[(method, path)](req)
+                return reply if isinstance(reply, Reply) else Reply(200, reply)
             queue = self.replies.get((method, path))
             if not queue:
                 return Reply(404, {"error": f"stub: no such resource: {path}"})
@@ -83,11 +93,12 @@ def _handler(stub: Stub) -> type[BaseHTTPRequestHandler]:
             length = int(self.headers.get("Content-Length") or 0)
             raw = self.rfile.read(length) if length else b""
             path = parts.path.removeprefix(API)
-            stub.requests.append(Request(
+            req = Request(
                 self.command, path, dict(parse_qsl(parts.query)), dict(self.headers.items()),
                 json.loads(raw) if raw else None,
-            ))  # fmt: skip
-            reply = stub.reply_for(self.command, path)
+            )  # fmt: skip
+            stub.requests.append(req)
+            reply = stub.reply_for(req)
             time.sleep(reply.delay)
             data = reply.body if isinstance(reply.body, bytes) else (
                 b"" if reply.body is None else json.dumps(reply.body).encode())  # fmt: skip
@@ -662,19 +673,23 @@ def test_parse_since() -> None:
 def test_follow_polls_after_the_last_id_and_ctrl_c_exits_0(api: Stub) -> None:
     """A real `ctfw events --follow` process: it prints the events it had, then new ones as
     they come (asking after= the last id it printed), and Ctrl-C (SIGINT) ends it with 0."""
-    api.answer("GET", "/events",
-               {"events": [_event(1), _event(2)]},
-               {"events": []},
-               {"events": [_event(3)]},
-               {"events": [_event(4), _event(5)]},
-               {"events": []})  # fmt: skip
+    log = [_event(1), _event(2)]
+    arrivals = [[], [_event(3)], [_event(4), _event(5)]]  # one batch per poll
+
+    def events(req: Request) -> Any:
+        if "after" in req.query:
+            log.extend(arrivals.pop(0) if arrivals else [])
+            return {"events": [e for e in log if e["id"] > int(req.query["after"])]}
+        return {"events": log[-int(req.query.get("limit", 100)) :]}
+
+    api.route("GET", "/events", events)
     proc = subprocess.Popen(
         [sys.executable, "-m", "ryu_ctfw.cli", "--url", api.url, "--json", "events",
          "--follow", "--denied", "--interval", "0.05"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(),
     )  # fmt: skip
     try:
-        got = [json.loads(proc.stdout.readline()) for _ in range(5)]  # type: ignore[union-attr]
+        got = [json.loads(line) for line in _lines(proc, 5, timeout=20)]
         assert [e["id"] for e in got] == [1, 2, 3, 4, 5]
         assert got[0] == _event(1)  # each line is the API's event object
         proc.send_signal(signal.SIGINT)
@@ -683,12 +698,28 @@ def test_follow_polls_after_the_last_id_and_ctrl_c_exits_0(api: Stub) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    polls = [r.query for r in api.sent()]
-    assert polls[0] == {"verdict": "denied"}
-    assert polls[1] == {"verdict": "denied", "after": "2", "limit": "10000"}
-    assert polls[2] == {"verdict": "denied", "after": "2", "limit": "10000"}
-    assert polls[3] == {"verdict": "denied", "after": "3", "limit": "10000"}
-    assert all(q["after"] == "5" for q in polls[4:])
+    queries = [r.query for r in api.sent()]
+    assert queries[0] == {"verdict": "denied"}
+    polls = [q for q in queries if "after" in q]
+    assert polls[:3] == [{"verdict": "denied", "after": a, "limit": "10000"}
+                         for a in ("2", "2", "3")]  # fmt: skip
+    assert all(q["after"] == "5" for q in polls[3:])
+    # An empty poll also looked at the newest event (a restarted log): there was none.
+    assert {"limit": "1"} in queries
+
+
+def _lines(proc: subprocess.Popen[str], count: int, timeout: float) -> list[str]:
+    """`count` lines of the process' output, failing (not hanging) after `timeout`."""
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(x) for x in proc.stdout or ()], daemon=True).start()
+    got: list[str] = []
+    deadline = time.monotonic() + timeout
+    while len(got) < count:
+        try:
+            got.append(lines.get(timeout=max(0.0, deadline - time.monotonic())))
+        except queue.Empty:
+            raise AssertionError(f"only {got} within {timeout} s ({proc.poll()})") from None
+    return got
 
 
 def test_follow_table_and_waits_out_an_unreachable_controller(
@@ -800,3 +831,32 @@ def test_base_url_forms() -> None:
     for bad in ("ftp://h", "http://", "http://h:port", "http://h:99999"):
         with pytest.raises(UsageError):
             base_url(bad)
+
+
+def test_follow_picks_up_a_restarted_log(api: Stub, capsys: pytest.CaptureFixture[str]) -> None:
+    """After a controller restart the ring is empty and ids start at 1 again: a follow
+    asking after=<old id> would wait forever. An empty poll checks the newest id."""
+    from ryu_ctfw.cli import commands
+    from ryu_ctfw.cli.client import Client
+
+    polls = []
+
+    def sleep(seconds: float) -> None:
+        polls.append(seconds)
+        if len(polls) == 4:
+            raise KeyboardInterrupt
+
+    ctx = commands.Context(Client(api.url), json=True, sleep=sleep)
+    # After id 7: nothing after 7 (the newest is 2: a restart), then from 0 the new ones.
+    api.answer("GET", "/events", {"events": []}, {"events": [_event(2)]},
+               {"events": [_event(1), _event(2)]}, {"events": []})  # fmt: skip
+    assert commands.follow(ctx, {"verdict": "denied"}, [_event(7)], 0.1) == 0
+    out, err = capsys.readouterr()
+    assert [json.loads(line)["id"] for line in out.splitlines()] == [7, 1, 2]
+    assert "started again" in err
+    queries = [r.query for r in api.sent()]
+    assert queries[:3] == [
+        {"verdict": "denied", "after": "7", "limit": "10000"},
+        {"limit": "1"},  # the newest event of any kind
+        {"verdict": "denied", "after": "0", "limit": "10000"},
+    ]
