@@ -375,44 +375,116 @@ def events(ctx: Context, args: argparse.Namespace) -> int:
 def follow(
     ctx: Context, params: dict[str, Any], seen: list[dict[str, Any]], interval: float
 ) -> int:
-    """Print events as they come (polling with after=<last id>) until Ctrl-C (exit 0). With
-    --json, one event object per line. A controller that stops answering is waited for."""
+    """Print events as they come until Ctrl-C (exit 0); with --json, one event object per
+    line. A controller that stops answering is waited for (see Follower)."""
     if not ctx.json:
         ctx.print(render.event_line(render.EVENT_HEADERS))
-    last = 0
-    away = False
+    follower = Follower(ctx, params)
     try:
         while True:
-            for event in seen:
-                ctx.print(json.dumps(event) if ctx.json else
-                          render.event_line(render.event_cells(event)))  # fmt: skip
-                last = max(last, int(event.get("id") or 0))
+            follower.show(seen)
             ctx.sleep(interval)
-            try:
-                seen = ctx.client.get("/events", {**params, "after": last,
-                                                  "limit": FOLLOW_LIMIT})["events"]  # fmt: skip
-            except Unreachable as e:
-                if not away:
-                    ctx.warn(f"{e}; still trying")
-                away, seen = True, []
-                continue
-            if away:
-                ctx.warn("the controller answers again")
-                away = False
-            if len(seen) >= FOLLOW_LIMIT:
-                ctx.warn(f"{FOLLOW_LIMIT} events or more since the last poll: some were missed")
-            if not seen and last and log_restarted(ctx.client, last):
-                ctx.warn("the controller's event log started again (a restart); following it")
-                last = 0
+            seen = follower.poll()
     except KeyboardInterrupt:
         return Exit.OK
 
 
-def log_restarted(client: Client, last: int) -> bool:
-    """Whether the newest event (of any kind) has a smaller id than one already seen: the
-    ring is not kept across a controller restart, whose ids start again at 1."""
-    newest = client.get("/events", {"limit": 1})["events"]
-    return bool(newest) and int(newest[-1].get("id") or 0) < last
+@dataclass
+class Follower:
+    """Where a followed log is: polls ask for the events after the last id printed.
+
+    The controller keeps its events in memory, so after a restart its ids start again at
+    1 and `after=` would skip them. So every poll also reads the newest event of any kind:
+    when it is later than the last one printed but has no larger id, or its id went down,
+    the log started again.
+    Then, and whenever the controller answers again after being away, one poll asks by
+    time instead (since the last event printed, leaving out those already printed)."""
+
+    ctx: Context
+    params: dict[str, Any]
+    last_id: int = 0
+    last_time: float | None = None
+    ids_at_last_time: set[int] = field(default_factory=set)  # printed, with time == last_time
+    newest: tuple[int, float] | None = None  # the log's newest event (any kind) when last read
+    away: bool = False
+
+    def show(self, events: list[dict[str, Any]]) -> None:
+        for event in events:
+            self.ctx.print(json.dumps(event) if self.ctx.json else
+                           render.event_line(render.event_cells(event)))  # fmt: skip
+            ident, when = _ident(event), _time(event)
+            self.last_id = max(self.last_id, ident)
+            if self.last_time is None or when > self.last_time:
+                self.last_time, self.ids_at_last_time = when, set()
+            self.ids_at_last_time.add(ident)
+
+    def poll(self) -> list[dict[str, Any]]:
+        try:
+            events = self._catch_up(False) if self.away else self._after()
+            if self.away:
+                self.ctx.warn("the controller answers again")
+                self.away = False
+            if self._restarted():
+                self.ctx.warn("the controller's event log started again (a restart); following it")
+                events = self._catch_up(True)
+            return events
+        except Unreachable as e:
+            if not self.away:
+                self.ctx.warn(f"{e}; still trying")
+            self.away = True
+            return []
+
+    def _after(self) -> list[dict[str, Any]]:
+        query = {**self.params, "after": self.last_id, "limit": FOLLOW_LIMIT}
+        events = self.ctx.client.get("/events", query)["events"]
+        if len(events) >= FOLLOW_LIMIT:
+            self.ctx.warn(f"{FOLLOW_LIMIT} events or more since the last poll: some were missed")
+        return events
+
+    def _restarted(self) -> bool:
+        found = self.ctx.client.get("/events", {"limit": 1})["events"]
+        if not found:
+            return False
+        before, self.newest = self.newest, (_ident(found[-1]), _time(found[-1]))
+        ident, when = self.newest
+        # In one log, ids and times rise together: an event later than the last printed
+        # with no larger id, or a newest event older than the one read before, is another
+        # log's.
+        if self.last_time is not None and when > self.last_time and ident <= self.last_id:
+            return True
+        return before is not None and (
+            ident < before[0] or (ident == before[0] and when != before[1])
+        )
+
+    def _catch_up(self, restarted: bool) -> list[dict[str, Any]]:
+        """The events since the last one printed, by time (the ids may have started again)."""
+        if self.last_time is None:  # nothing printed yet: every event the log has is new
+            if restarted:
+                self.last_id = 0
+            return self._after()
+        since = max(self.last_time, float(self.params.get("since") or 0))
+        query = {**self.params, "since": since, "limit": FOLLOW_LIMIT}
+        fresh = [e for e in self.ctx.client.get("/events", query)["events"] if not self._printed(e)]
+        if fresh:
+            self.last_id = max(_ident(e) for e in fresh)
+        elif restarted:
+            self.last_id = 0
+        return fresh
+
+    def _printed(self, event: dict[str, Any]) -> bool:
+        assert self.last_time is not None
+        when = _time(event)
+        return when < self.last_time or (
+            when == self.last_time and _ident(event) in self.ids_at_last_time
+        )
+
+
+def _ident(event: dict[str, Any]) -> int:
+    return int(event.get("id") or 0)
+
+
+def _time(event: dict[str, Any]) -> float:
+    return float(event.get("time") or 0)
 
 
 # --- the policy as a file --------------------------------------------------------------------

@@ -370,46 +370,82 @@ def test_events_show_and_follow_denied_attempts(labenv: Lab) -> None:
     assert rows[0][:4] == ["ID", "TIME", "VERDICT", "REASON"]
     assert [r for r in rows[1:] if f"{vm1.ip}:2222" in r and "denied" in r]
 
-    url = f"http://127.0.0.1:{labenv.ctl.api_port}"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "ryu_ctfw.cli", "--url", url, "--json", "events", "--follow",
-         "--denied", "--vm", "vm2", "--since", f"@{event['time'] + 0.000001}",
-         "--interval", "0.2"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env(),
-    )  # fmt: skip
-    try:
+    with Followed(labenv, "--denied", "--vm", "vm2", "--since", f"@{event['time'] + 1e-6}") as log:
         assert not vm2.tcp(vm1.ip, 2323, timeout=1)
         # Other denied chatter (IPv6 multicast from the namespaces) may come first.
-        followed = _lines_until(proc, lambda e: e["dport"] == 2323, 10)
+        followed = log.until(lambda e: e["dport"] == 2323, 10)
         assert all(e["verdict"] == "denied" and "vm2" in (e["vm"], e["peer"]) for e in followed)
         assert (followed[-1]["vm"], followed[-1]["src"], followed[-1]["dst"]) == (
             "vm2", vm2.ip, vm1.ip)  # fmt: skip
         assert all(e["time"] > event["time"] for e in followed), "--since: only newer ones"
-        proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=10) == 0, proc.stderr.read()  # type: ignore[union-attr]
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        code, err = log.interrupt()
+        assert code == 0, err
 
 
-def _lines_until(
-    proc: subprocess.Popen[str], done: Callable[[dict[str, Any]], bool], timeout: float
-) -> list[dict[str, Any]]:
-    """The JSON lines a followed log printed, up to the first one `done` accepts (read by a
-    thread: a line may wait in the pipe's buffer, where select() does not see it)."""
-    lines: queue.Queue[str] = queue.Queue()
-    threading.Thread(target=lambda: [lines.put(x) for x in proc.stdout or ()], daemon=True).start()
-    deadline = time.monotonic() + timeout
-    got: list[dict[str, Any]] = []
-    while not got or not done(got[-1]):
-        try:
-            got.append(json.loads(lines.get(timeout=max(0.0, deadline - time.monotonic()))))
-        except queue.Empty:
-            raise AssertionError(
-                f"the followed log did not show it in {timeout} s: {got}"
-            ) from None
-    return got
+class Followed:
+    """`ctfw --json events --follow ARGS` running; its lines read by a thread (a line may
+    wait in the pipe's buffer, where select() does not see it)."""
+
+    def __init__(self, labenv: Lab, *argv: str) -> None:
+        url = f"http://127.0.0.1:{labenv.ctl.api_port}"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "ryu_ctfw.cli", "--url", url, "--json", "events", "--follow",
+             "--interval", "0.2", *argv],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env(),
+        )  # fmt: skip
+        self.lines: queue.Queue[str] = queue.Queue()
+        out = self.proc.stdout
+        threading.Thread(target=lambda: [self.lines.put(x) for x in out or ()], daemon=True).start()
+
+    def __enter__(self) -> Followed:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def until(self, done: Callable[[dict[str, Any]], bool], timeout: float) -> list[dict[str, Any]]:
+        """The events printed from now up to the first one `done` accepts."""
+        deadline = time.monotonic() + timeout
+        got: list[dict[str, Any]] = []
+        while not got or not done(got[-1]):
+            try:
+                got.append(
+                    json.loads(self.lines.get(timeout=max(0.0, deadline - time.monotonic())))
+                )
+            except queue.Empty:
+                raise AssertionError(
+                    f"the followed log did not show it in {timeout} s: {got}"
+                ) from None
+        return got
+
+    def interrupt(self) -> tuple[int, str]:
+        """Ctrl-C: its exit code and what it said on standard error."""
+        self.proc.send_signal(signal.SIGINT)
+        code = self.proc.wait(timeout=10)
+        return code, self.proc.stderr.read() if self.proc.stderr else ""
+
+
+def test_follow_goes_on_across_a_controller_restart(labenv: Lab) -> None:
+    """A restart is a non-event for a followed log too: the CLI waits for the controller,
+    and the new process's events (ids from 1 again) are shown."""
+    vm1, vm2 = two_vms(labenv)
+    assert not vm2.tcp(vm1.ip, 2222, timeout=1)
+    _wait_denied(labenv, vm2, 2222)
+    with Followed(labenv, "--denied", "--vm", "vm2") as log:
+        log.until(lambda e: e["dport"] == 2222, 10)
+        labenv.ctl.stop()
+        labenv.ctl.start()
+        labenv.ctl.wait_connected(labenv.bridge)
+        assert not vm2.tcp(vm1.ip, 2424, timeout=1)
+        (event, *_) = _wait_denied(labenv, vm2, 2424)
+        followed = log.until(lambda e: e["dport"] == 2424, 15)
+        assert followed[-1] == event
+        assert [e["dport"] for e in followed].count(2222) == 0, "nothing old again"
+        code, err = log.interrupt()
+        assert code == 0, err
+        assert "still trying" in err and "answers again" in err
 
 
 def test_logged_pair_shows_allowed_connections(labenv: Lab) -> None:

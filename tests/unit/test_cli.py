@@ -722,33 +722,6 @@ def _lines(proc: subprocess.Popen[str], count: int, timeout: float) -> list[str]
     return got
 
 
-def test_follow_table_and_waits_out_an_unreachable_controller(
-    api: Stub, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """In-process, with a clock that ends the follow: the second poll finds nothing
-    listening (warned once, kept on), the third the controller back."""
-    from ryu_ctfw.cli import commands
-    from ryu_ctfw.cli.client import Client
-
-    calls = []
-
-    def sleep(seconds: float) -> None:
-        calls.append(seconds)
-        ctx.client.url = api.url if len(calls) != 2 else "http://127.0.0.1:9"
-        if len(calls) == 4:
-            raise KeyboardInterrupt
-
-    ctx = commands.Context(Client(api.url), sleep=sleep)
-    api.answer("GET", "/events", {"events": [_event(1)]}, {"events": [_event(2)]})
-    assert commands.follow(ctx, {}, [_event(7)], 0.5) == 0
-    out, err = capsys.readouterr()
-    lines = out.splitlines()
-    assert lines[0].split()[:3] == ["ID", "TIME", "VERDICT"]
-    assert [line.split()[0] for line in lines[1:]] == ["7", "1", "2"]
-    assert "cannot reach the controller" in err and "answers again" in err
-    assert calls == [0.5] * 4
-
-
 # --- the policy as a file --------------------------------------------------------------------
 DOC = {"vms": [VM1], "groups": [], "networks": [], "pairs": [PAIR1]}
 
@@ -833,30 +806,79 @@ def test_base_url_forms() -> None:
             base_url(bad)
 
 
-def test_follow_picks_up_a_restarted_log(api: Stub, capsys: pytest.CaptureFixture[str]) -> None:
-    """After a controller restart the ring is empty and ids start at 1 again: a follow
-    asking after=<old id> would wait forever. An empty poll checks the newest id."""
+@dataclass
+class FakeLog:
+    """The controller's event ring, as GET /events answers it; `restart()` empties it and
+    starts the ids again at 1, as a controller restart does."""
+
+    ring: list[dict[str, Any]] = field(default_factory=list)
+    next_id: int = 1
+    clock: float = 1_800_000_000.0
+
+    def add(self, count: int = 1) -> None:
+        for _ in range(count):
+            self.ring.append({**_event(self.next_id), "time": self.clock})
+            self.next_id += 1
+            self.clock += 1.0
+
+    def restart(self) -> None:
+        self.ring, self.next_id = [], 1
+
+    def answer(self, req: Request) -> Any:
+        q = req.query
+        found = [e for e in self.ring if q.get("verdict") in (None, e["verdict"])]
+        found = [e for e in found if e["id"] > int(q.get("after", -1))]
+        found = [e for e in found if e["time"] >= float(q.get("since", 0))]
+        return {"events": found[-int(q.get("limit", 100)) :]}
+
+
+def test_follow_survives_an_unreachable_and_a_restarted_controller(
+    api: Stub, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """In-process, the clock (sleep) playing the controller: it goes away and comes back
+    restarted (ids from 1 again), then restarts between two polls. Every event is printed
+    once, none is lost."""
     from ryu_ctfw.cli import commands
     from ryu_ctfw.cli.client import Client
+
+    log = FakeLog()
+    api.route("GET", "/events", log.answer)
+    log.add(2)
+    dead = "http://127.0.0.1:9"
+
+    def controller(poll: int) -> None:
+        ctx.client.url = dead if poll == 2 else api.url
+        if poll == 1:
+            log.add()  # id 3
+        elif poll == 3:
+            log.restart()
+            log.add(2)  # ids 1, 2 again, later times
+        elif poll == 4:
+            log.add()  # id 3 of the new log
+        elif poll == 5:
+            log.restart()  # quickly, between two polls
+            log.add()
+        elif poll == 7:
+            log.restart()  # again: the new event has the id last printed (1)
+            log.add()
+        elif poll == 9:
+            raise KeyboardInterrupt
 
     polls = []
 
     def sleep(seconds: float) -> None:
         polls.append(seconds)
-        if len(polls) == 4:
-            raise KeyboardInterrupt
+        controller(len(polls))
 
-    ctx = commands.Context(Client(api.url), json=True, sleep=sleep)
-    # After id 7: nothing after 7 (the newest is 2: a restart), then from 0 the new ones.
-    api.answer("GET", "/events", {"events": []}, {"events": [_event(2)]},
-               {"events": [_event(1), _event(2)]}, {"events": []})  # fmt: skip
-    assert commands.follow(ctx, {"verdict": "denied"}, [_event(7)], 0.1) == 0
+    ctx = commands.Context(Client(api.url), sleep=sleep)
+    first = log.answer(Request("GET", "/events", {"verdict": "denied"}, {}, None))["events"]
+    assert commands.follow(ctx, {"verdict": "denied"}, first, 0.5) == 0
     out, err = capsys.readouterr()
-    assert [json.loads(line)["id"] for line in out.splitlines()] == [7, 1, 2]
-    assert "started again" in err
-    queries = [r.query for r in api.sent()]
-    assert queries[:3] == [
-        {"verdict": "denied", "after": "7", "limit": "10000"},
-        {"limit": "1"},  # the newest event of any kind
-        {"verdict": "denied", "after": "0", "limit": "10000"},
-    ]
+    lines = out.splitlines()
+    assert lines[0].split()[:3] == ["ID", "TIME", "VERDICT"]
+    assert [line.split()[0] for line in lines[1:]] == ["1", "2", "3", "1", "2", "3", "1", "1"]
+    times = [" ".join(line.split()[1:3]) for line in lines[1:]]
+    assert times == sorted(times) and len(set(times)) == 8, "each event once, in order"
+    assert err.count("cannot reach the controller") == 1 and "answers again" in err
+    assert err.count("started again") == 3  # polls 3, 5 and 7
+    assert polls == [0.5] * 9
