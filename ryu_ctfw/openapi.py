@@ -584,6 +584,22 @@ PATHS: dict[str, Any] = {
     },
 }  # fmt: skip
 
+
+def _with_dry_run(paths: dict[str, Any]) -> None:
+    """Every mutating operation takes ?dry_run=true and may then answer the DryRun."""
+    for item in paths.values():
+        for method in ("put", "post", "delete"):
+            op = item.get(method)
+            if op is None:
+                continue
+            if DRY_RUN_PARAM not in op.get("parameters", []):
+                op["parameters"] = [*op.get("parameters", []), DRY_RUN_PARAM]
+            if "200" not in op["responses"]:
+                op["responses"]["200"] = _json(_ref("DryRun"), "with dry_run: what it would do")
+
+
+_with_dry_run(PATHS)
+
 SPEC: dict[str, Any] = {
     "openapi": "3.0.3",
     "info": {
