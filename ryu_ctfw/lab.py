@@ -769,6 +769,7 @@ class Controller:
     ofp_port: int = field(default_factory=free_port)
     api_port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
+    options: str = ""  # more lines for its [ctfw] section, like "api_token = x\n"
 
     def __post_init__(self) -> None:
         # Two free_port() calls in a row can return the same port (about 1 in 10,000 here);
@@ -833,7 +834,7 @@ class Controller:
     def start(self, timeout: float = 20) -> Controller:
         self.root.mkdir(parents=True, exist_ok=True)
         conf = self.root / "ctfw.conf"
-        conf.write_text(f"[ctfw]\nstate_file = {self.state_file}\n")
+        conf.write_text(f"[ctfw]\nstate_file = {self.state_file}\n{self.options}")
         ryu_manager = Path(sys.executable).with_name("ryu-manager")
         log = self.log_file.open("ab")
         self.proc = subprocess.Popen(
