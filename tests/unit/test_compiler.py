@@ -212,8 +212,10 @@ table=2, priority=100,dl_dst=52:54:00:60:84:ff actions=output:2
 table=2, priority=100,dl_dst=52:54:00:99:90:78 actions=output:3
 table=2, priority=50,dl_dst=01:00:00:00:00:00/01:00:00:00:00:00 actions=FLOOD
 table=2, priority=0 actions=drop
-table=3, priority=200,ipv6,ipv6_dst=ff02::/16 actions=drop
-table=3, priority=200,ip,nw_dst=224.0.0.0/24 actions=drop
+table=3, priority=200,ipv6,metadata=0x1,ipv6_dst=ff02::/16 actions=drop
+table=3, priority=200,ipv6,metadata=0x2,ipv6_dst=ff02::/16 actions=drop
+table=3, priority=200,ip,metadata=0x1,nw_dst=224.0.0.0/24 actions=drop
+table=3, priority=200,ip,metadata=0x2,nw_dst=224.0.0.0/24 actions=drop
 table=3, priority=100,in_port=2 actions=meter:2,CONTROLLER:128
 table=3, priority=100,in_port=3 actions=meter:3,CONTROLLER:128
 table=3, priority=0 actions=meter:65280,CONTROLLER:128"""  # noqa: E501
@@ -233,8 +235,10 @@ table=1, priority=10,ct_state=+est-rpl+trk,ipv6 actions=ct(commit,zone=1,exec(se
 table=1, priority=0 actions=write_metadata:0x1,goto_table:3
 table=2, priority=50,dl_dst=01:00:00:00:00:00/01:00:00:00:00:00 actions=FLOOD
 table=2, priority=0 actions=drop
-table=3, priority=200,ipv6,ipv6_dst=ff02::/16 actions=drop
-table=3, priority=200,ip,nw_dst=224.0.0.0/24 actions=drop
+table=3, priority=200,ipv6,metadata=0x1,ipv6_dst=ff02::/16 actions=drop
+table=3, priority=200,ipv6,metadata=0x2,ipv6_dst=ff02::/16 actions=drop
+table=3, priority=200,ip,metadata=0x1,nw_dst=224.0.0.0/24 actions=drop
+table=3, priority=200,ip,metadata=0x2,nw_dst=224.0.0.0/24 actions=drop
 table=3, priority=0 actions=meter:65280,CONTROLLER:128"""  # noqa: E501
 
 
@@ -1443,7 +1447,8 @@ def test_cookies_say_which_part_of_the_policy_made_each_flow() -> None:
     base = [f for f in flows if cookie_kind(f.cookie) == KIND_BASE]
     assert [(f.table, f.priority) for f in base] == [
         (0, 100), (0, 100), (0, 105), (0, 105), (0, 105), (0, 105), (0, 10), (0, 1),
-        (1, 200), (1, 10), (1, 10), (1, 0), (2, 50), (2, 0), (3, 200), (3, 200), (3, 0),
+        (1, 200), (1, 10), (1, 10), (1, 0), (2, 50), (2, 0), (3, 200), (3, 200), (3, 200),
+        (3, 200), (3, 0),
     ]  # fmt: skip
     assert all(cookie_ident(f.cookie) == 0 for f in base)
     vm = [f for f in flows if cookie_kind(f.cookie) == KIND_VM]
@@ -1570,10 +1575,13 @@ def test_two_networks_on_one_port_keep_their_sources_apart() -> None:
 # for nobody), and in table 3, of what was dropped, the link-local multicast every host
 # sends on its own.
 SILENT_DROPS = {(TABLE_CLASSIFY, P_DEFAULT_DROP), (TABLE_DELIVER, P_DENY), (TABLE_LOG, P_LOG_QUIET)}
+# Only for the drops that are no lie: a forged advertisement to all nodes is an event.
 LINK_LOCAL_MULTICAST = {
-    Match(eth_type=ETH_TYPE_IPV6, ipv6_dst="ff02::/16"),
-    Match(eth_type=ETH_TYPE_IP, ipv4_dst="224.0.0.0/24"),
-}
+    Match(eth_type=fam, metadata=REASON_BY_NAME[reason].code, **{field: net})  # type: ignore[arg-type]
+    for fam, field, net in ((ETH_TYPE_IPV6, "ipv6_dst", "ff02::/16"),
+                            (ETH_TYPE_IP, "ipv4_dst", "224.0.0.0/24"))
+    for reason in ("no-pair", "invalid")
+}  # fmt: skip
 
 
 def pair_between(policy: Policy, initiator: str, responder: str) -> Pair:
@@ -1635,7 +1643,7 @@ def test_drop_reason_names_the_base_drops_and_nothing_that_passes() -> None:
         (TABLE_POLICY, P_DENY),
     ]  # fmt: skip
     # The log table's own lines and a learning line report, they do not drop for a reason.
-    assert [drop_reason(f) for f in table(base, TABLE_LOG)] == [None] * 3
+    assert [drop_reason(f) for f in table(base, TABLE_LOG)] == [None] * 5
     learning = vm_port_flows(Vm("B", "tapB"), Attachment(6, None), 1)
     assert [drop_reason(f) for f in learning if CONTROLLER in f.actions] == [None] * 3
     # A code no reason has is no reason (a flow the controller did not make).
@@ -1882,7 +1890,7 @@ def test_link_local_multicast_that_was_dropped_is_no_event() -> None:
     dropped like the rest, above the port lines of the log table, so it fills no meter."""
     log = table(list(base_flows(1)), TABLE_LOG)
     quiet = [f for f in log if f.priority == P_LOG_QUIET]
-    assert {f.match for f in quiet} == LINK_LOCAL_MULTICAST and len(quiet) == 2
+    assert {f.match for f in quiet} == LINK_LOCAL_MULTICAST and len(quiet) == 4
     for f in quiet:
         assert_drops(f, None)
     assert P_LOG_QUIET > P_LOG_PORT > P_LOG_OTHER

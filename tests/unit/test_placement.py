@@ -113,9 +113,11 @@ def test_lines_across_the_fabric(world) -> None:
     assert "priority=106,in_port=9 actions=write_metadata:0x4,goto_table:3" in on_a
     # ...logged through the fabric port's meter: the remote VM has none of its own.
     log = [line for line in on_a.splitlines() if line.startswith("table=3,")]
-    assert log == [
-        "table=3, priority=200,ipv6,ipv6_dst=ff02::/16 actions=drop",  # no event of these
-        "table=3, priority=200,ip,nw_dst=224.0.0.0/24 actions=drop",
+    assert log == [  # the first four: no event of these
+        "table=3, priority=200,ipv6,metadata=0x1,ipv6_dst=ff02::/16 actions=drop",
+        "table=3, priority=200,ipv6,metadata=0x2,ipv6_dst=ff02::/16 actions=drop",
+        "table=3, priority=200,ip,metadata=0x1,nw_dst=224.0.0.0/24 actions=drop",
+        "table=3, priority=200,ip,metadata=0x2,nw_dst=224.0.0.0/24 actions=drop",
         "table=3, priority=100,in_port=1 actions=meter:1,CONTROLLER:128",
         "table=3, priority=100,in_port=9 actions=meter:9,CONTROLLER:128",
         "table=3, priority=0 actions=meter:65280,CONTROLLER:128",

@@ -76,7 +76,7 @@ _RYU_NAMES = {
     "ipv4_dst": "ipv4_dst", "ipv6_dst": "ipv6_dst", "conj_id": "conj_id",
     "ip_frag": "ip_frag", "ip_proto": "ip_proto", "nd_target": "ipv6_nd_target",
     "nd_sll": "ipv6_nd_sll", "nd_tll": "ipv6_nd_tll", "arp_spa": "arp_spa",
-    "arp_sha": "arp_sha", "ct_state": "ct_state", "ct_mark": "ct_mark",
+    "arp_sha": "arp_sha", "ct_state": "ct_state", "ct_mark": "ct_mark", "metadata": "metadata",
 }  # fmt: skip
 _FRAG_BITS = {"later": 3}
 
