@@ -8,7 +8,6 @@ not, is JSON.
 from __future__ import annotations
 
 import hmac
-import ipaddress
 import json
 import logging
 import re
@@ -19,6 +18,7 @@ from ryu import cfg
 from ryu.app.wsgi import ControllerBase, Response, WSGIApplication
 
 from ryu_ctfw import events, explain, metrics, openapi, policydoc, ui
+from ryu_ctfw.loopback import is_loopback
 from ryu_ctfw.policy import (
     Group,
     Network,
@@ -192,7 +192,7 @@ class CtfwController(ControllerBase):
         if not self.data.get(LOOPBACK_KEY):
             return
         host = _split_host(req.host)
-        if host is None or not _is_loopback(host[0]):
+        if host is None or not is_loopback(host[0]):
             raise HttpError(
                 403,
                 f"Host {req.host!r} is not a loopback name; the API listens on loopback "
@@ -392,15 +392,6 @@ def _split_host(hostport: str) -> tuple[str, int | None] | None:
         return None
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def _origin(scheme: str, host: str, port: int | None) -> tuple[str, str, int | None]:
     return scheme, host, port if port is not None else DEFAULT_PORTS.get(scheme)
 
@@ -497,7 +488,7 @@ def _pair_id(text: str) -> int:
 def listens_on_loopback(host: str) -> bool:
     """ryu's --wsapi-host: '127.0.0.1' (our default), '::1', 'localhost' are loopback;
     '0.0.0.0', '' or a real address are not (then Host names can be anything)."""
-    return _is_loopback(host.strip("[]").lower().rstrip("."))
+    return is_loopback(host.strip("[]").lower().rstrip("."))
 
 
 def register(

@@ -6,7 +6,6 @@ Each failure is an exception that carries the exit code the CLI ends with (see E
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import urllib.error
 import urllib.parse
@@ -14,6 +13,8 @@ import urllib.request
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
+
+from ryu_ctfw.loopback import is_loopback
 
 API = "/ctfw/v1"
 DEFAULT_URL = "http://127.0.0.1:8080"
@@ -103,15 +104,6 @@ def base_url(url: str) -> str:
     return url.removesuffix(API)
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 class Client:
     """JSON calls to one controller. `dry_run` adds ?dry_run=true to every mutating call."""
 
@@ -123,7 +115,7 @@ class Client:
         self.timeout = timeout
         host = urllib.parse.urlsplit(self.url).hostname or ""
         # A proxy from the environment cannot reach the controller's loopback address.
-        handlers = [urllib.request.ProxyHandler({})] if _is_loopback(host) else []
+        handlers = [urllib.request.ProxyHandler({})] if is_loopback(host) else []
         self.opener = urllib.request.build_opener(*handlers)
 
     def get(self, path: str, params: dict[str, Any] | None = None) -> Any:
