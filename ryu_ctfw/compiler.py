@@ -206,6 +206,7 @@ class Log(NamedTuple):
 
     meter_id: int
     max_len: int = 128
+    kind: str = "log"  # see Goto
 
     def text(self) -> str:
         return f"controller(max_len={self.max_len},meter_id={self.meter_id})"
@@ -215,6 +216,7 @@ class WriteMetadata(NamedTuple):
     """Set the packet's metadata (an OpenFlow write-metadata instruction, all 64 bits)."""
 
     value: int
+    kind: str = "write_metadata"  # see Goto
 
     def text(self) -> str:
         return f"write_metadata:0x{self.value:x}"
@@ -224,6 +226,10 @@ class Goto(NamedTuple):
     """Continue in a later table (an OpenFlow goto-table instruction)."""
 
     table: int
+    # Actions are tuples, compared and hashed as such: without a field of its own,
+    # Goto(2) would equal Meter(2) (and Log(3) Output(3)), and one flow could pass for
+    # another in a comparison or a cache.
+    kind: str = "goto"
 
     def text(self) -> str:
         return f"goto_table:{self.table}"
@@ -233,6 +239,7 @@ class Meter(NamedTuple):
     """Pass the packet through an OpenFlow meter first (a meter instruction)."""
 
     meter_id: int
+    kind: str = "meter"  # see Goto
 
     def text(self) -> str:
         return f"meter:{self.meter_id}"

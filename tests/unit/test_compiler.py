@@ -68,6 +68,7 @@ from ryu_ctfw.compiler import (
     TABLE_POLICY,
     VLAN_TAGGED,
     Attachment,
+    Conjunction,
     Ct,
     CtState,
     Flow,
@@ -1899,3 +1900,14 @@ def test_link_local_multicast_that_was_dropped_is_no_event() -> None:
     assert not [
         f for f in base_flows(1) if f.table != TABLE_LOG and f.match in LINK_LOCAL_MULTICAST
     ]
+
+
+def test_actions_of_different_kinds_never_compare_equal() -> None:
+    """Actions are tuples: with the same values, two kinds must still differ, or a flow
+    could pass for another in the flow set's comparisons and the packing cache."""
+    kinds = [Output(3), Log(3), Goto(3), Meter(3), WriteMetadata(3),
+             Conjunction(3, 1, 2), Ct(True, 3, 3, 3)]  # fmt: skip
+    for i, a in enumerate(kinds):
+        for b in kinds[i + 1 :]:
+            assert a != b, (a, b)
+    assert len(set(kinds)) == len(kinds)
