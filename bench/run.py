@@ -34,7 +34,7 @@ import ryu
 from ryu_ctfw import lab, store
 from ryu_ctfw.compiler import (
     KIND_VM,
-    ORIGINAL,
+    OPENING,
     Attachment,
     compile_switch,
     cookie_kind,
@@ -372,14 +372,14 @@ class Bench:
             # The service lines (commit and output); a pair's other lines belong to its
             # initiator -> responder link, one set however many pairs the two VMs have.
             lines = pair_unit_flows(self.policy, pair, self.attached, 1)
-            n = sum(1 for f in lines if f.match.ct_state == ORIGINAL and f.match.ip_frag is None)
+            n = sum(1 for f in lines if f.match.ct_state in OPENING and f.match.ip_frag is None)
             kind = pair.protocol
             if pair.ports:
                 kind += " range" if "-" in pair.ports else " one port"
             per_service.setdefault(kind, []).append(n)
         self.facts["flows per VM (report)"] = f"{kinds[KIND_VM] / len(self.policy.vms):.1f}"
-        self.facts["service lines per pair-service (one per prefix block per family)"] = ", ".join(
-            f"{svc}: {max(ns)}" for svc, ns in sorted(per_service.items())
+        self.facts["service lines per pair-service (+new and +est per prefix block per family)"] = (
+            ", ".join(f"{svc}: {max(ns)}" for svc, ns in sorted(per_service.items()))
         )
         self.facts["lines per initiator -> responder link (shared by its pairs)"] = "5"
         sizes = []
@@ -987,12 +987,13 @@ def explain(bench: Bench) -> list[str]:
             "and prints."
         )
     out.append(
-        "- Flows: a VM takes about 21 lines (IPv4 and its link-local address): its port's "
+        "- Flows: a VM takes about 22 lines (IPv4 and its link-local address): its port's "
         "checks (tag, ARP, ND with link-layer options, IP, guard), the claim lines that keep "
-        "every other port from sending from its MAC and addresses, and its ARP/ND delivery "
-        "line. A pair-service takes one commit line per address family and prefix block "
-        "(8000-8100: 4 blocks, 8 lines); the replies, related ICMP and later fragments of "
-        "its two VMs' link take 5 more, once per link however many pairs it has."
+        "every other port from sending from its MAC and addresses, its ARP/ND delivery "
+        "line and its log-table line. A pair-service takes two commit lines (+new, which "
+        "counts its connections, and +est) per address family and prefix block (8000-8100: "
+        "4 blocks, 16 lines); the replies, related ICMP and later fragments of its two VMs' "
+        "link take 5 more, once per link however many pairs it has."
     )
     return out
 
