@@ -301,7 +301,7 @@ class CtfwController(ControllerBase):
         return json_response(200, {"flows": self.fw.flows_view()})
 
     def list_events(self, req: Any) -> Response:
-        query = events.query_from_params(req.GET)
+        query = events.query_from_params(_params(req))
         return json_response(200, {"events": self.fw.events.select(query)})
 
     def explain(self, req: Any) -> Response:

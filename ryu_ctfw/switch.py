@@ -258,9 +258,13 @@ class SwitchManager:
     def _log_event(self, sw: Switch, msg: Any) -> None:
         try:
             policy = self.policy()
+            # The attachments the switch's flows were last compiled with: what sent the
+            # packet here, and no placement worked out again per packet-in.
+            held = sw.flows
+            attached = held.attached if held is not None else self.attachments(sw, policy)
             event = events.describe(
                 policy,
-                self.attachments(sw, policy),
+                attached,
                 msg.match.get("in_port"),
                 msg.data,
                 msg.table_id,
