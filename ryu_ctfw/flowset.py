@@ -69,6 +69,9 @@ class FlowSet:
     policy: Policy | None = None
     attached: Mapping[str, Attachment] = field(default_factory=dict)
     zone: int | None = None
+    # Rises with every unit replaced: what is derived from the set (the switch side's
+    # index by bytes) knows when to be made again.
+    generation: int = 0
 
     def flow(self, key: Key) -> Flow | None:
         """The flow the switch should hold for `key`: its first owner's."""
@@ -169,6 +172,7 @@ class FlowSet:
         ]
 
     def _replace(self, unit: Unit, old: tuple[Flow, ...], flows: tuple[Flow, ...]) -> None:
+        self.generation += 1
         for key in {f.key for f in old}:
             owners = [o for o in self.owners[key] if o[0] != unit]
             if owners:

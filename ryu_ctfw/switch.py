@@ -73,6 +73,9 @@ class Switch:
     learning: set[str] = field(default_factory=set)  # VMs whose learned MAC is being stored
     meters: set[int] = field(default_factory=set)  # meters known to exist on the switch
     flows: FlowSet | None = None  # what the switch holds; None: not read back yet
+    # `flows` by their identity as bytes (_by_bytes), with the FlowSet and generation it
+    # was made from: flow reads (scrapes, explain, GET /flows) look entries up in it.
+    index: tuple[FlowSet, int, dict[wire.WireKey, Flow]] | None = None
     pending: dict[int, Pending] = field(default_factory=dict)
     errors: dict[int, Any] = field(default_factory=dict)  # xid -> error msg, during a sync
     wake: hub.Event = field(default_factory=hub.Event)
@@ -589,6 +592,7 @@ class SwitchManager:
         if (diff or stale) and not self._send_diff(sw, diff, stale, result):
             return result
         sw.flows = flows
+        sw.index = (flows, flows.generation, want)  # already made for the comparison
         self.log.info(
             "switch %s in sync %.3f s after connect: %d flows of ours found, %d added or"
             " changed, %d deleted (compiled and packed %.3f s, read back %.3f s, compared %.3f s,"
@@ -662,7 +666,7 @@ class SwitchManager:
         if sw is None or sw.dp is None:
             raise SwitchError(f"switch {dpid_str(dpid)} is not connected")
         replies = channel.request(sw, channel.our_flows(sw.dp), raw=True)
-        by_bytes = {} if sw.flows is None else _by_bytes(sw.flows)
+        by_bytes = _index(sw)
         out = []
         for reply in replies:
             for raw in reply.body:
@@ -742,6 +746,16 @@ class _Placement:
     by_dpid: dict[int, list[Vm]]
     unseen: set[str]
     sides: list[tuple[set[str], set[str]]]  # per pair: the VMs of each side
+
+
+def _index(sw: Switch) -> dict[wire.WireKey, Flow]:
+    """The switch's flows by bytes, made again only when the flow set changed."""
+    flows = sw.flows
+    if flows is None:
+        return {}
+    if sw.index is None or sw.index[0] is not flows or sw.index[1] != flows.generation:
+        sw.index = (flows, flows.generation, _by_bytes(flows))
+    return sw.index[2]
 
 
 def _by_bytes(
