@@ -288,6 +288,9 @@ class Ovs:
     def conntrack(self) -> str:
         return self.appctl("dpctl/dump-conntrack")
 
+    def flush_conntrack(self) -> None:
+        self.appctl("dpctl/flush-conntrack")
+
     def conntrack_entries(self, proto: str, src: str, dst: str, extra: str = "") -> list[str]:
         """Conntrack entries of `proto` from src to dst whose text also holds `extra`."""
         orig = f"src={src},dst={dst}"
@@ -360,6 +363,11 @@ class Vm:
         self, argv: list[str], check: bool = True, timeout: float = 30
     ) -> subprocess.CompletedProcess[str]:
         return run(self.argv(argv), check=check, timeout=timeout)
+
+    def forget_closed_connections(self) -> None:
+        """Drop this VM's TIME-WAIT sockets. A client that closes first keeps each local port
+        for 60 s, so a run of short connections soon waits for ports, not for the network."""
+        self.exec(["ss", "--kill", "--tcp", "state", "time-wait"])
 
     def popen(self, argv: list[str]) -> subprocess.Popen[str]:
         return subprocess.Popen(

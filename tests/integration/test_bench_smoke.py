@@ -34,6 +34,8 @@ def test_bench_smoke_runs_and_reports_every_measure() -> None:
         "resync after a controller restart",
         "new TCP connections per second vs seed",
         "bulk TCP throughput vs seed",
+        "new TCP connections per second, two VMs alone on the switch, vs seed",
+        "packet-ins during data traffic, two VMs alone",
         "flows per VM",
         "packet-ins during data traffic",
         "## Groups scenario",
