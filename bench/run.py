@@ -86,10 +86,9 @@ class Bench:
     rows: list[Row] = field(default_factory=list)
     facts: dict[str, str] = field(default_factory=dict)
     timing: dict[str, float] = field(default_factory=dict)
-    datapath_vms: tuple[lab.Vm, ...] = ()
     datapath_repeat: int = 0  # the datapath rows are the noisiest: more repeats (0: repeat)
-    # Set on the bench whose bridge holds only the two datapath VMs (the seed's setting).
-    alone: ClassVar[bool] = False
+    # Where the datapath rows were measured, when not on the bench's own bridge at scale.
+    scope: ClassVar[str] = ""
     bridge: ClassVar[str] = BRIDGE
 
     def __post_init__(self) -> None:
@@ -407,7 +406,6 @@ class Bench:
         servers: list[subprocess.Popen[str]] = []
         try:
             p1, p2 = vm1.plug(self.ovs, self.bridge, 2), vm2.plug(self.ovs, self.bridge, 3)
-            self.datapath_vms = (vm1, vm2)
             servers = [vm2.serve("tcp", 5001), vm2.serve("tcp", 5002, sink=True)]
             self.start_attached()
             for vm in (vm1, vm2):
@@ -464,25 +462,23 @@ class Bench:
             ):
                 for ours, base in (("ctfw", "seed"), ("ctfw", "normal"), ("ctfw-log", "seed")):
                     logging = " (the pair logging its connections)" if ours == "ctfw-log" else ""
-                    where = ", two VMs alone on the switch," if self.alone else ""
                     self.rows.append(
                         Row(
-                            f"{label}{where}{logging} vs {base}",
+                            f"{label}{self.scope}{logging} vs {base}",
                             results[ours][metric],
                             results[base][metric],
                             unit,
                             ">= 0.9x" if base == "seed" else ">= 0x (report)",
                             lower_is_better=False,
                             note="ctfw with this pair only"
-                            if self.alone
+                            if self.scope
                             else f"ctfw with the {len(self.policy.pairs)}-pair policy loaded",
                         )
                     )
-            where = ", two VMs alone" if self.alone else ""
-            self.facts[f"packet-ins during data traffic{where} (target 0)"] = str(packet_ins)
-            self.facts[f"packet-ins with the pair logging{where} (one per connection, metered)"] = (
-                str(logged)
-            )
+            self.facts[f"packet-ins during data traffic{self.scope} (target 0)"] = str(packet_ins)
+            self.facts[
+                f"packet-ins with the pair logging{self.scope} (one per connection, metered)"
+            ] = str(logged)
         finally:
             for s in servers:
                 s.kill()
@@ -521,12 +517,12 @@ class Bench:
         self, vm: lab.Vm, cmd: str, dst: str, port: int, seconds: float | None = None
     ) -> float:
         """One measurement from a clean slate: no connections left in the switch's
-        conntrack or in TIME-WAIT in the VMs from the one before. Left there, the client
-        runs out of local ports after some 14,000 connections and every pipeline then
-        measures the kernel's 60 s TIME-WAIT expiry, about 240 connections a second."""
+        conntrack or in TIME-WAIT in the client (it closes first; the server has none) from
+        the one before. Left there, the client runs out of local ports after some 14,000
+        connections and every pipeline then measures the kernel's 60 s TIME-WAIT expiry,
+        about 240 connections a second."""
         self.ovs.flush_conntrack()
-        for ns in self.datapath_vms:
-            ns.forget_closed_connections()
+        vm.forget_closed_connections()
         seconds = seconds or self.seconds
         out = vm.exec(lab.lab_cmd(cmd, dst, str(port), str(seconds)), timeout=seconds + 30)
         return float(out.stdout.strip())
@@ -547,7 +543,7 @@ class AloneBench(Bench):
     at scale the switch's main thread polls every VM's port in turn, and that poll, the
     same for every pipeline, sets the pace of short connections."""
 
-    alone: ClassVar[bool] = True
+    scope: ClassVar[str] = ", two VMs alone on the switch,"
 
     def make_policy(self) -> Policy:
         return Policy()
@@ -1087,11 +1083,11 @@ def main(argv: list[str]) -> int:
             )
             alone = AloneBench(
                 Path(tmp) / "alone",
-                0,
-                0,
-                bench.repeat,
-                0,
-                bench.seconds,
+                vms=0,
+                pairs=0,
+                repeat=bench.repeat,
+                changes=0,
+                seconds=bench.seconds,
                 datapath_repeat=bench.datapath_repeat,
             )
             alone.ovs = bench.ovs
