@@ -346,9 +346,14 @@ P_DEFAULT_DROP = 1
 # Table 1.
 P_INVALID = 200
 P_PAIR = 100
+# A logging pair's opening lines sit one above its kind's: a connection that a logging
+# and a silent pair both admit is logged (and named for the logging pair), whichever
+# came first, instead of OVS choosing between two overlapping lines of one priority.
+P_PAIR_LOGGED = P_PAIR + 1
 # Pairs with a group or a network side: conjunctive matches, below the VM pairs' plain
 # lines (a packet both allow takes the VM pair's; the two kinds must not share a priority).
 P_LINK = 90
+P_LINK_LOGGED = P_LINK + 1  # a logging group / network pair's original direction
 P_BLOCK = 10
 P_DENY = 0
 # Table 3.
@@ -625,6 +630,11 @@ def pair_flows(
         (_merge(there, svc.original(), state), opened if state == ORIGINAL_NEW else admit)
         for svc in services(pair) for state in OPENING
     ]  # fmt: skip
+    if pair.log and pair.protocol == "any":
+        # Its opening lines check no ports, so they would take the later fragments of an
+        # opening datagram too (logging each again): those stay on the fragment lines.
+        lines = [(m._replace(ip_frag="not_later"), a) if a is opened else (m, a)
+                 for m, a in lines]  # fmt: skip
     # Later fragments carry no ports: they go through the same commit as their first
     # fragment, whose ports a service line checked, and the switch's reassembly lets
     # them out only together with it (none of them when the first was refused).
@@ -639,7 +649,10 @@ def pair_flows(
         (back._replace(ct_state=RELATED), to_initiator),
         (there._replace(ct_state=RELATED, ct_mark=mark), to_responder),
     ]
-    return tuple(Flow(TABLE_POLICY, P_PAIR, match, acts, pc) for match, acts in lines)
+    return tuple(
+        Flow(TABLE_POLICY, P_PAIR_LOGGED if Log in map(type, acts) else P_PAIR, match, acts, pc)
+        for match, acts in lines
+    )
 
 
 def _logged(admit: tuple[Action, ...], pair: Pair, ofport: int) -> tuple[Action, ...]:
@@ -834,7 +847,10 @@ def conj_id(kind: int, initiator_id: int, responder_id: int) -> int:
     return kind << 30 | initiator_id << 15 | responder_id
 
 
-CONJ_ORIGINAL, CONJ_BACK, CONJ_THERE = 0, 1, 2
+# A logging pair's original direction is a conjunctive match of its own, one priority up:
+# a connection it and a silent pair of the same sides both admit is logged; one only the
+# silent pair admits is not.
+CONJ_ORIGINAL, CONJ_BACK, CONJ_THERE, CONJ_ORIGINAL_LOGGED = 0, 1, 2, 3
 Lines = list[tuple[Match, tuple[Action, ...]]]
 
 
@@ -859,20 +875,6 @@ def link_flows(pair: Pair, x: Side, y: Side, zone: int) -> tuple[Flow, ...]:
     replies (no line)."""
     pc = cookie(KIND_PAIR, pair.id)
     lines: Lines = []
-    orig = conj_id(CONJ_ORIGINAL, x.id, y.id)
-    lines += [(m, (Conjunction(orig, 1, 3),)) for m in _from(x)]
-    lines += [(m, (Conjunction(orig, 2, 3),)) for m in _to(y)]
-    svc = [s.original()._replace(ct_state=ORIGINAL) for s in services(pair)]
-    svc += [Match(ct_state=ORIGINAL, eth_type=fam, ip_frag="later") for fam in FAMILIES]
-    lines += [(m, (Conjunction(orig, 3, 3),)) for m in svc]
-    for where, mark in _marks(x, y):  # ct needs ip: one line per family
-        ct = Ct(commit=True, zone=zone, mark=mark)
-        admit: tuple[Action, ...] = (ct, _deliver(y))
-        opened = (ct, Log(where.in_port), _deliver(y)) if pair.log else admit  # type: ignore[arg-type]
-        lines += [(where._replace(conj_id=orig, eth_type=fam, ct_state=state),
-                   opened if state == ORIGINAL_NEW else admit)
-                  for fam in FAMILIES for state in OPENING]  # fmt: skip
-
     back = conj_id(CONJ_BACK, x.id, y.id)
     lines += [(m, (Conjunction(back, 1, 2),)) for m in y.sources]
     lines += [(m, (Conjunction(back, 2, 2),)) for m in _marked_to(x, y)]
@@ -883,7 +885,36 @@ def link_flows(pair: Pair, x: Side, y: Side, zone: int) -> tuple[Flow, ...]:
               for where, mark in _marks(x, y)]  # fmt: skip
     lines += [(m, (Conjunction(there, 2, 2),)) for m in _to(y)]
     lines.append((Match(conj_id=there, ct_state=RELATED), (_deliver(y),)))
-    return tuple(dedupe(Flow(TABLE_POLICY, P_LINK, m, acts, pc) for m, acts in lines))
+    opening = P_LINK_LOGGED if pair.log else P_LINK
+    flows = [Flow(TABLE_POLICY, opening, m, a, pc) for m, a in _original_lines(pair, x, y, zone)]
+    flows += [Flow(TABLE_POLICY, P_LINK, m, a, pc) for m, a in lines]
+    return tuple(dedupe(flows))
+
+
+def _original_lines(pair: Pair, x: Side, y: Side, zone: int) -> Lines:
+    """The conjunctive match of a link's original direction, and its conj_id lines."""
+    orig = conj_id(CONJ_ORIGINAL_LOGGED if pair.log else CONJ_ORIGINAL, x.id, y.id)
+    lines: Lines = []
+    lines += [(m, (Conjunction(orig, 1, 3),)) for m in _from(x)]
+    lines += [(m, (Conjunction(orig, 2, 3),)) for m in _to(y)]
+    svc = [s.original()._replace(ct_state=ORIGINAL) for s in services(pair)]
+    svc += [Match(ct_state=ORIGINAL, eth_type=fam, ip_frag="later") for fam in FAMILIES]
+    lines += [(m, (Conjunction(orig, 3, 3),)) for m in svc]
+    for where, mark in _marks(x, y):  # ct needs ip: one line per family
+        ct = Ct(commit=True, zone=zone, mark=mark)
+        admit: tuple[Action, ...] = (ct, _deliver(y))
+        for fam in FAMILIES:
+            line = where._replace(conj_id=orig, eth_type=fam)
+            if not pair.log:
+                lines += [(line._replace(ct_state=state), admit) for state in OPENING]
+                continue
+            # The later fragments of an opening datagram meet the same conj_id: they pass
+            # without being logged again, or counted as connections.
+            opened = (ct, Log(where.in_port), _deliver(y))
+            lines.append((line._replace(ct_state=ORIGINAL_NEW, ip_frag="not_later"), opened))
+            lines.append((line._replace(ct_state=ORIGINAL_EST), admit))
+            lines.append((line._replace(ct_state=ORIGINAL, ip_frag="later"), admit))
+    return lines
 
 
 def _marks(x: Side, y: Side) -> list[tuple[Match, int]]:

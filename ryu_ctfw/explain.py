@@ -758,7 +758,6 @@ def _matches(m: Match, pkt: Packet) -> bool:
     """Whether a line's match takes every packet `pkt` stands for."""
     unchecked = (
         m.vlan_tci,
-        m.ip_frag,
         m.arp_spa,
         m.arp_sha,
         m.nd_target,
@@ -767,6 +766,8 @@ def _matches(m: Match, pkt: Packet) -> bool:
         m.conj_id,
     )
     if any(v is not None for v in unchecked):
+        return False
+    if m.ip_frag not in (None, "no", "not_later"):  # a Packet is a whole one
         return False
     checks = (
         (m.in_port, pkt.in_port),

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable
 
 import pytest
 from shapes import MAC6, round_trip_policy
 
 from ryu_ctfw.compiler import (
     BLOCKED,
+    CONJ_ORIGINAL_LOGGED,
     CONTROLLER,
     COOKIE_MASK,
     COOKIE_TAG,
@@ -41,6 +43,8 @@ from ryu_ctfw.compiler import (
     P_FLOOD,
     P_INVALID,
     P_IP,
+    P_LINK,
+    P_LINK_LOGGED,
     P_LOG_OTHER,
     P_LOG_PORT,
     P_LOG_QUIET,
@@ -49,6 +53,7 @@ from ryu_ctfw.compiler import (
     P_MAC_VM_NEIGHBOUR,
     P_ND,
     P_PAIR,
+    P_PAIR_LOGGED,
     P_VM_FALSE_ND,
     P_VM_GUARD,
     P_VM_IP,
@@ -1763,7 +1768,7 @@ def test_opens_connections_is_true_exactly_for_the_pairs_opening_lines() -> None
         assert opens_connections(f) == is_opening, f.text()
     # Every opening line has its +est twin, which does not count connections.
     for f in opening:
-        twin = f.match._replace(ct_state=ORIGINAL_EST)
+        twin = f.match._replace(ct_state=ORIGINAL_EST, ip_frag=None)  # (a logged "any")
         (est,) = [g for g in flows if g.table == TABLE_POLICY and g.match == twin]
         assert not opens_connections(est)
         assert [a for a in f.actions if not isinstance(a, Log)] == list(est.actions)
@@ -1817,23 +1822,69 @@ def _logged_and_silent(
             pair_unit_flows(policy, silent, attached, 1))  # fmt: skip
 
 
+def _as_silent(flow: Flow) -> Flow:
+    """What a logging pair's line is for the same pair silent: no Log, the silent
+    priority, the silent conjunctive match, any fragment."""
+
+    def conj(cid: int) -> int:
+        logged = cid >> 30 == CONJ_ORIGINAL_LOGGED
+        return cid & ~(CONJ_ORIGINAL_LOGGED << 30) if logged else cid
+
+    actions = tuple(
+        Conjunction(conj(a.id), a.clause, a.n_clauses) if isinstance(a, Conjunction) else a
+        for a in flow.actions
+        if not isinstance(a, Log)
+    )
+    match = flow.match
+    if match.conj_id is not None:
+        match = match._replace(conj_id=conj(match.conj_id))
+    if match.ip_frag == "not_later":
+        match = match._replace(ip_frag=None)
+    silent = {P_PAIR_LOGGED: P_PAIR, P_LINK_LOGGED: P_LINK}.get(flow.priority, flow.priority)
+    return flow._replace(priority=silent, match=match, actions=actions)
+
+
+def _clauses_apart(flows: Iterable[Flow]) -> set[Flow]:
+    out: set[Flow] = set()
+    for f in flows:
+        out |= {f._replace(actions=(a,)) for a in f.actions} if is_clause(f) else {f}
+    return out
+
+
 def _assert_logs_only_its_opening_lines(
     logged: tuple[Flow, ...], silent: tuple[Flow, ...], meter_of: dict[int, int]
 ) -> None:
-    """`logged` is `silent` but for its opening lines, which carry one Log each, through
-    the meter `meter_of[in_port]` (the initiator's port's)."""
-    assert len(logged) == len(silent) and [f.key for f in logged] == [f.key for f in silent]
+    """`logged` is `silent` but for its opening lines. Each carries one Log, through the
+    meter `meter_of[in_port]` (the initiator's port's), one priority above the silent
+    line (a group or network pair: its whole original direction, a conjunctive match of
+    its own), so it wins over a silent pair admitting the same connection. One whose
+    match does not keep later fragments out by itself (they carry no ports or ICMP type:
+    an "any" service, a conjunctive match) takes first fragments only; the later ones pass
+    without a Log on a fragment line."""
     opening = [f for f in logged if opens_connections(f)]
-    assert opening
-    for mine, plain in zip(logged, silent, strict=True):
+    assert opening and len(opening) == len([f for f in silent if opens_connections(f)])
+    fragments: set[Flow] = set()
+    for mine in opening:
         logs = [a for a in mine.actions if isinstance(a, Log)]
-        if mine in opening:
-            assert logs == [Log(meter_of[mine.match.in_port])], mine.text()  # type: ignore[index]
-            assert [a for a in mine.actions if not isinstance(a, Log)] == list(plain.actions)
-            assert "controller(max_len=128,meter_id=" in mine.text()
-        else:
-            assert logs == [] and mine == plain, mine.text()
+        assert logs == [Log(meter_of[mine.match.in_port])], mine.text()  # type: ignore[index]
+        assert "controller(max_len=128,meter_id=" in mine.text()
+        assert mine.priority in (P_PAIR_LOGGED, P_LINK_LOGGED), mine.text()
+        if mine.match.ip_frag is None:
+            assert mine.match.tp_dst is not None or mine.match.icmp_type is not None
+            continue
+        assert mine.match.ip_frag == "not_later", mine.text()
+        later = mine.match._replace(ct_state=ORIGINAL, ip_frag="later")
+        (line,) = [f for f in logged if f.match == later]
+        assert not [a for a in line.actions if isinstance(a, Log)], line.text()
+        assert line.priority in (mine.priority, mine.priority - 1)  # the pair's, or the link's
+        fragments.add(line)
+    extra = {f for f in fragments if f.priority == P_LINK_LOGGED}  # a conjunctive match's
+    # One clause line can serve two conjunctive matches (a member's port: the original
+    # direction and "there"), which a logging pair keeps at two priorities: compare each
+    # conjunction on its own.
+    assert _clauses_apart(_as_silent(f) for f in logged if f not in extra) == _clauses_apart(silent)
     assert not [f for f in silent if any(isinstance(a, Log) for a in f.actions)]
+    assert [f for f in logged if f.priority in (P_PAIR_LOGGED, P_LINK_LOGGED)]
 
 
 def test_a_logging_vm_pair_logs_its_opening_packets_through_the_initiators_meter() -> None:

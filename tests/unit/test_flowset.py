@@ -410,9 +410,10 @@ def test_the_next_pair_takes_a_shared_flow_over_when_its_owner_goes() -> None:
     assert fs.flows() == compile_keyed(candidate, attached, 1)
 
 
-def test_a_logging_pair_that_takes_a_shared_flow_over_brings_its_log_along() -> None:
-    """Pair 2 logs, pair 1 does not: their shared opening lines are pair 1's (no Log) until
-    pair 1 goes; then they must be re-sent with pair 2's Log, not kept as they were."""
+def test_a_logging_pair_beside_a_silent_one_has_its_own_opening_lines() -> None:
+    """Pair 2 logs, pair 1 does not, and pair 1 admits all pair 2 does: pair 2's opening
+    lines are its own (one priority up), so its connections are logged from the start, and
+    they stay as they are when pair 1 goes; the +est lines the two share pass over."""
     policy = Policy()
     policy.put_vm(Vm("vm1", "tap1", MAC1, ("198.18.0.1",)))
     policy.put_vm(Vm("vm2", "tap2", MAC2, ("198.18.0.2",)))
@@ -420,14 +421,17 @@ def test_a_logging_pair_that_takes_a_shared_flow_over_brings_its_log_along() -> 
     logging = policy.add_pair(PairRequest("vm1", "vm2", "tcp", "8000-8003", log=True))
     attached = {"vm1": Attachment(1, MAC1), "vm2": Attachment(2, MAC2)}
     fs = FlowSet.build(policy, attached, 1)
-    opening = [f for f in pair_unit_flows(policy, logging, attached, 1) if opens_connections(f)]
+    mine = pair_unit_flows(policy, logging, attached, 1)
+    opening = [f for f in mine if opens_connections(f)]
     assert len(opening) == 2 and all(Log(1) in f.actions for f in opening)
-    assert all(Log(1) not in fs.flows()[f.key].actions for f in opening)  # pair 1's, silent
+    assert all(fs.flows()[f.key] == f for f in opening)  # on the switch, with their Log
+    shared = [f for f in mine if not opens_connections(f) and f.cookie != fs.flows()[f.key].cookie]
+    assert shared  # pair 1's, the first
     candidate = policy.copy()
     candidate.delete_pair(1)
     diff = fs.update(candidate, attached, 1)
-    assert set(opening) <= set(diff.add)
-    assert all(fs.flows()[f.key] == f for f in opening)
+    assert not set(opening) & set(diff.add) and not set(opening) & set(diff.delete)
+    assert set(shared) <= set(diff.add)  # taken over: pair 2's cookie
     assert fs.flows() == compile_keyed(candidate, attached, 1)
 
 

@@ -78,7 +78,7 @@ _RYU_NAMES = {
     "nd_sll": "ipv6_nd_sll", "nd_tll": "ipv6_nd_tll", "arp_spa": "arp_spa",
     "arp_sha": "arp_sha", "ct_state": "ct_state", "ct_mark": "ct_mark", "metadata": "metadata",
 }  # fmt: skip
-_FRAG_BITS = {"later": 3}
+_FRAG_BITS: dict[str, Any] = {"later": 3, "not_later": (0, 2)}  # Ryu: (value, mask)
 
 
 def ryu_fields(m: Match) -> dict[str, Any]:
