@@ -626,15 +626,15 @@ def pair_flows(
     admit = (Ct(commit=True, zone=zone, mark=mark), Output(res.ofport))
     opened = _logged(admit, pair, ini.ofport)
     to_initiator, to_responder = (Output(ini.ofport),), (Output(res.ofport),)
-    lines = [
-        (_merge(there, svc.original(), state), opened if state == ORIGINAL_NEW else admit)
-        for svc in services(pair) for state in OPENING
-    ]  # fmt: skip
-    if pair.log and pair.protocol == "any":
-        # Its opening lines check no ports, so they would take the later fragments of an
-        # opening datagram too (logging each again): those stay on the fragment lines.
-        lines = [(m._replace(ip_frag="not_later"), a) if a is opened else (m, a)
-                 for m, a in lines]  # fmt: skip
+    lines: Lines = []
+    for svc in services(pair):
+        for state in OPENING:
+            line = _merge(there, svc.original(), state)
+            if state == ORIGINAL_NEW and pair.log and svc.ip_proto is None:
+                # A line that checks no ports would take the later fragments of an opening
+                # datagram too (logging each again): those stay on the fragment lines.
+                line = line._replace(ip_frag="not_later")
+            lines.append((line, opened if state == ORIGINAL_NEW else admit))
     # Later fragments carry no ports: they go through the same commit as their first
     # fragment, whose ports a service line checked, and the switch's reassembly lets
     # them out only together with it (none of them when the first was refused).

@@ -40,7 +40,7 @@ from ryu_ctfw.compiler import (
     Match,
     Output,
 )
-from ryu_ctfw.fields import CT_EST, CT_NEW, CT_RPL, CT_TRK
+from ryu_ctfw.fields import CT_EST, CT_NEW, CT_RPL, CT_TRK, FRAG
 from ryu_ctfw.policy import (
     PROTOCOLS,
     InvalidInput,
@@ -767,7 +767,7 @@ def _matches(m: Match, pkt: Packet) -> bool:
     )
     if any(v is not None for v in unchecked):
         return False
-    if m.ip_frag not in (None, "no", "not_later"):  # a Packet is a whole one
+    if m.ip_frag is not None and FRAG[m.ip_frag][0] != 0:  # a Packet is a whole one
         return False
     checks = (
         (m.in_port, pkt.in_port),
